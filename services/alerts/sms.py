@@ -1,0 +1,121 @@
+"""The SMS interface and its two backends: the dev outbox and Twilio (the real SDK)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.rest import Client
+
+from services.alerts.models import DevOutboxMessage
+from shared.crypto import encrypt_phone, mask_phone
+from shared.db import session_scope
+from shared.gsm import segment_count
+from shared.settings import Settings
+
+# Twilio error codes (https://www.twilio.com/docs/api/errors).
+UNSUBSCRIBED = {21610}
+INVALID_NUMBER = {21211, 21614, 21217, 21401, 21407, 21408, 21612}
+
+
+@dataclass(frozen=True)
+class Receipt:
+    sid: str
+    status: str
+    segments: int
+
+
+class SmsError(Exception):
+    def __init__(self, message: str, *, code: int | None, http_status: int | None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.http_status = http_status
+
+    @property
+    def retryable(self) -> bool:
+        return self.http_status is None or self.http_status == 429 or self.http_status >= 500
+
+    @property
+    def unsubscribed(self) -> bool:
+        return self.code in UNSUBSCRIBED
+
+    @property
+    def invalid_number(self) -> bool:
+        return self.code in INVALID_NUMBER
+
+
+class SmsBackend(Protocol):
+    name: str
+
+    async def send(self, to: str, body: str) -> Receipt: ...
+
+    async def close(self) -> None: ...
+
+
+class OutboxSmsBackend:
+    """Development backend: stores the message for the /dev/outbox page instead of texting."""
+
+    name = "outbox"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def _store(self, to: str, body: str) -> Receipt:
+        sid = "DEV" + uuid.uuid4().hex
+        segments = segment_count(body)
+        with session_scope(self.settings.sqlalchemy_url) as session:
+            session.add(DevOutboxMessage(
+                sid=sid, to_encrypted=encrypt_phone(self.settings.secret_key, to),
+                to_masked=mask_phone(to), body=body, segments=segments,
+            ))
+        return Receipt(sid=sid, status="queued", segments=segments)
+
+    async def send(self, to: str, body: str) -> Receipt:
+        return await asyncio.to_thread(self._store, to, body)
+
+    async def close(self) -> None:
+        return None
+
+
+class TwilioSmsBackend:
+    """Twilio's Messages API through the official SDK (async HTTP client)."""
+
+    name = "twilio"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.http = AsyncTwilioHttpClient()
+        self.client = Client(settings.twilio_account_sid, settings.twilio_auth_token,
+                             http_client=self.http)
+        self.client.api.base_url = settings.twilio_api_base_url.rstrip("/")
+
+    async def send(self, to: str, body: str) -> Receipt:
+        kwargs: dict[str, str] = {"to": to, "body": body}
+        if self.settings.twilio_messaging_service_sid:
+            kwargs["messaging_service_sid"] = self.settings.twilio_messaging_service_sid
+        else:
+            kwargs["from_"] = self.settings.twilio_from
+        if self.settings.public_alerts_url:
+            kwargs["status_callback"] = self.settings.public_alerts_url.rstrip("/") + \
+                "/v1/sms/status"
+        try:
+            message = await self.client.messages.create_async(**kwargs)
+        except TwilioRestException as exc:
+            raise SmsError(exc.msg, code=exc.code, http_status=exc.status) from exc
+        except (TimeoutError, OSError) as exc:
+            raise SmsError(repr(exc), code=None, http_status=None) from exc
+        return Receipt(sid=str(message.sid), status=str(message.status),
+                       segments=int(message.num_segments or segment_count(body)))
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+def make_backend(settings: Settings) -> SmsBackend:
+    if settings.sms_backend == "twilio":
+        return TwilioSmsBackend(settings)
+    return OutboxSmsBackend(settings)

@@ -1,0 +1,294 @@
+"""The `lookout` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shlex
+import signal
+import sys
+import threading
+import time
+
+import httpx
+
+from services.detection.detect_cli import add_detect_parser, run_detect
+from shared.settings import REPO_ROOT, Settings, get_settings
+
+
+def _settings() -> Settings:
+    return get_settings()
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from shared.migrate import upgrade
+
+    settings = _settings()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.sqlalchemy_url)
+    print(f"database migrated: {settings.sqlalchemy_url}")
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    from services.demo import seed_demo
+
+    demo = seed_demo(_settings())
+    print(f"demo region: {demo.region_id} ({demo.region_name})")
+    print(f"demo API key: {demo.api_key}")
+    return 0
+
+
+def cmd_sites_create(args: argparse.Namespace) -> int:
+    from services.ingest.service import create_site
+    from shared.db import session_scope
+
+    settings = _settings()
+    with session_scope(settings.sqlalchemy_url) as session:
+        site, key = create_site(session, args.name, args.scopes)
+        site_id = site.id
+    print(f"site {args.name!r} created: {site_id}; scopes {','.join(args.scopes)}")
+    print("the API key is shown once; store it now:")
+    print(key)
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from shared.kafka import ensure_topics, wait_for_broker
+
+    settings = _settings()
+
+    async def go() -> list[str]:
+        await wait_for_broker(settings.bootstrap_servers)
+        return await ensure_topics(settings.bootstrap_servers)
+
+    created = asyncio.run(go())
+    print(f"topics created: {', '.join(created) or 'none (all exist)'}")
+    return 0
+
+
+def _wait_for_broker(settings: Settings, timeout: float = 30) -> None:
+    from shared.kafka import ensure_topics, wait_for_broker
+
+    async def go() -> None:
+        await wait_for_broker(settings.bootstrap_servers, timeout)
+        await ensure_topics(settings.bootstrap_servers)
+
+    asyncio.run(go())
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from shared.broker import start_tansu
+
+    settings = _settings()
+    if not settings.embedded_broker:
+        print(f"LOOKOUT_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}: nothing to embed")
+        return 0
+    port = args.port or settings.broker_port
+    proc = start_tansu(settings.broker_host, port)
+    try:
+        _wait_for_broker(settings.model_copy(update={"broker_port": port}))
+        print(f"broker ready: Tansu at {settings.broker_host}:{port} (memory storage)",
+              flush=True)
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from services.stack import http_ports
+    from shared.logging import configure_logging
+
+    settings = _settings()
+    configure_logging(args.service)
+    uvicorn.run(f"services.{args.service}.api:app", host=settings.http_host,
+                port=http_ports(settings)[args.service], log_config=None, access_log=False)
+    return 0
+
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    from prometheus_client import start_http_server
+
+    from services.ingest.relay import run_relay
+    from shared.logging import configure_logging
+
+    settings = _settings()
+    configure_logging("relay")
+    start_http_server(settings.relay_metrics_port, addr=settings.http_host)
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_relay(settings, stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import faust
+    from prometheus_client import start_http_server
+
+    from services.stack import metrics_ports
+    from shared.logging import configure_logging
+
+    settings = _settings()
+    if args.service == "detection":
+        from services.detection import agents as detection_agents
+
+        app = detection_agents.app
+    else:
+        from services.alerts import agents as alerts_agents
+
+        app = alerts_agents.app
+    name = "detection" if args.service == "detection" else "alerts-worker"
+    configure_logging(name)
+    start_http_server(metrics_ports(settings)[name], addr=settings.http_host)
+    worker = faust.Worker(app, loglevel="WARNING", redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_smoke(args: argparse.Namespace) -> int:
+    from services.smoke import SmokeFailedError, run_smoke
+
+    try:
+        result = run_smoke(_settings(), api_key=args.api_key, timeout=args.timeout)
+    except SmokeFailedError as exc:
+        print(f"smoke FAILED: {exc}", file=sys.stderr)
+        return 1
+    print(f"SMS handed to the {result.backend} backend in {result.latency * 1000:.0f} ms:")
+    print(f"  {result.body}")
+    return 0
+
+
+def _banner(settings: Settings, api_key: str) -> str:
+    from services.smoke import demo_result
+
+    ingest = settings.service_url(settings.ingest_port)
+    alerts = settings.service_url(settings.alerts_port)
+    curl_body = json.dumps(demo_result(f"curl-{int(time.time())}"))
+    broker = settings.bootstrap_servers + (" (embedded Tansu)" if settings.embedded_broker
+                                           else "")
+    return f"""
+  Lookout is starting (Ctrl-C stops everything).
+    ingest API     {ingest}/docs
+    alerts API     {alerts}/docs
+    dev SMS outbox {alerts}/dev/outbox   (JSON: {alerts}/dev/outbox.json)
+    referrals      {settings.service_url(settings.referrals_port)}/healthz
+    dashboard      {settings.service_url(settings.dashboard_port)}/healthz
+    broker         {broker}
+    database       {settings.sqlalchemy_url}
+    demo API key   {api_key}
+
+  Check the whole pipeline:   .venv/bin/lookout smoke
+  or submit by hand (then watch the dev SMS outbox):
+    curl -s -X POST {ingest}/v1/drug-checks -H 'Authorization: Bearer {api_key}' \\
+      -H 'Content-Type: application/json' -d '{curl_body}'
+"""
+
+
+def _announce_when_up(settings: Settings, started: float) -> None:
+    from services.stack import http_ports
+
+    urls = [settings.service_url(p) + "/healthz" for p in http_ports(settings).values()]
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if all(httpx.get(u, timeout=1).status_code == 200 for u in urls):
+                print(f"\n  All HTTP services are up ({time.monotonic() - started:.0f}s). "
+                      "Try: .venv/bin/lookout smoke\n", flush=True)
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    print("\n  Some services did not come up within 180s; see the log lines above.\n")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from honcho.manager import Manager
+    from honcho.printer import Printer
+
+    from services.demo import seed_demo
+    from services.stack import PROCESSES, command
+    from shared.broker import start_tansu
+
+    started = time.monotonic()
+    settings = _settings()
+    cmd_db_upgrade(args)
+    demo = seed_demo(settings)
+    broker = None
+    if settings.embedded_broker:
+        broker = start_tansu(settings.broker_host, settings.broker_port,
+                             settings.var_dir / "tansu.log")
+    try:
+        _wait_for_broker(settings)
+        print(_banner(settings, demo.api_key), flush=True)
+        manager = Manager(Printer(sys.stdout, colour=sys.stdout.isatty()))
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        for name in PROCESSES:
+            manager.add_process(name, shlex.join(command(name)), env=env, cwd=str(REPO_ROOT))
+        threading.Thread(target=_announce_when_up, args=(settings, started),
+                         daemon=True).start()
+        manager.loop()
+        return int(manager.returncode or 0)
+    finally:
+        if broker is not None and broker.poll() is None:
+            broker.terminate()
+            broker.wait(10)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lookout", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("run", help="set up and run the whole system locally").set_defaults(
+        func=cmd_run)
+    p = sub.add_parser("broker", help="run the embedded Tansu broker until stopped")
+    p.add_argument("--port", type=int, default=0, help="default: LOOKOUT_BROKER_PORT (9092)")
+    p.set_defaults(func=cmd_broker)
+    sub.add_parser("topics", help="create the registered topics").set_defaults(func=cmd_topics)
+    db = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
+    sub.add_parser("seed", help="create the demo site and subscriber").set_defaults(
+        func=cmd_seed)
+    sites = sub.add_parser("sites", help="drug-checking sites").add_subparsers(
+        dest="sites_command", required=True)
+    p = sites.add_parser("create", help="create a site; prints its API key on the last line")
+    p.add_argument("name")
+    p.add_argument("--scopes", nargs="+", choices=["results", "reports"],
+                   default=["results", "reports"])
+    p.set_defaults(func=cmd_sites_create)
+    p = sub.add_parser("serve", help="run one HTTP service")
+    p.add_argument("service", choices=["ingest", "alerts", "referrals", "dashboard"])
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("worker", help="run one Faust worker")
+    p.add_argument("service", choices=["detection", "alerts"])
+    p.set_defaults(func=cmd_worker)
+    sub.add_parser("relay", help="run the ingest outbox relay").set_defaults(func=cmd_relay)
+    p = sub.add_parser("smoke", help="check the whole pipeline against a running stack")
+    p.add_argument("--api-key", default=None, help="default: the demo site's key")
+    p.add_argument("--timeout", type=float, default=30.0)
+    p.set_defaults(func=cmd_smoke)
+    add_detect_parser(sub)
+    sub.choices["detect"].set_defaults(func=run_detect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

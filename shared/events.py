@@ -1,0 +1,115 @@
+"""Typed v1 events: the only contract between services.
+
+Every event carries `schema_version`, a UUID `event_id`, its event time and the producer's
+id. A breaking change makes a new topic version (`.v2`) and a new model here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    producer: str
+
+
+class DetectedSubstanceV1(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    raw: str
+    substance_id: str | None
+    status: str
+    substance_class: str | None = None
+    risk: int | None = None
+    method: str = "ftir"
+    confidence: float | None = None
+    percent: float | None = None
+
+
+class DrugCheckResultV1(Event):
+    """A drug-checking result accepted by ingest (topic `drugcheck.results.v1`, key region)."""
+
+    result_id: uuid.UUID
+    site_id: uuid.UUID
+    sample_id: str
+    collected_at: AwareDatetime
+    tested_at: AwareDatetime | None = None
+    region_id: str
+    region_name: str
+    sold_as_raw: str | None = None
+    sold_as_id: str | None = None
+    sold_as_class: str | None = None
+    form: str | None = None
+    methods: list[str] = Field(default_factory=list)
+    substances: list[DetectedSubstanceV1] = Field(default_factory=list)
+    strips: dict[str, str] = Field(default_factory=dict)
+    adverse_reaction: bool | None = None
+
+
+class OverdoseReportV1(Event):
+    """An overdose report accepted by ingest (topic `overdose.reports.v1`, key region)."""
+
+    report_id: uuid.UUID
+    source: Literal["ems", "ed", "outreach", "peer", "public_sms", "medical_examiner"]
+    occurred_at: AwareDatetime
+    region_id: str
+    region_name: str
+    fatal: Literal["yes", "no", "unknown"] = "unknown"
+    naloxone_doses: int | None = None
+    suspected_substance_ids: list[str] = Field(default_factory=list)
+    sold_as_id: str | None = None
+
+
+Severity = Literal["info", "warning", "critical"]
+
+
+class SignalBase(Event):
+    region_id: str
+    region_name: str
+    severity: Severity
+    occurred_at: AwareDatetime  # event time of the evidence that raised it
+    evidence_event_ids: list[uuid.UUID] = Field(default_factory=list)
+
+
+class ContaminationSignalV1(SignalBase):
+    kind: Literal["contamination"] = "contamination"
+    pattern: Literal["unexpected_adulterant", "novel_substance", "multi_site_cluster",
+                     "rising_positivity"]
+    substance_id: str
+    substance_name: str
+    sold_as_id: str | None = None
+    sold_as_name: str | None = None
+    site_count: int = 1
+    sample_count: int = 1
+
+
+class SpikeSignalV1(SignalBase):
+    kind: Literal["spike"] = "spike"
+    window_start: datetime
+    window_end: datetime
+    observed: float
+    expected: float
+    upperbound: float
+    method: str
+    score: float
+
+
+SignalV1 = Annotated[ContaminationSignalV1 | SpikeSignalV1, Field(discriminator="kind")]
+signal_adapter: TypeAdapter[ContaminationSignalV1 | SpikeSignalV1] = TypeAdapter(SignalV1)
+
+
+class SmsOutboundJobV1(Event):
+    """One SMS to hand to the SMS backend (topic `sms.outbound.v1`, key subscriber)."""
+
+    delivery_id: uuid.UUID
+    alert_id: uuid.UUID
+    subscriber_id: uuid.UUID
+    created_at: AwareDatetime

@@ -1,0 +1,69 @@
+"""Kafka helpers: wait for the broker, create the registered topics, make producers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from shared.settings import Settings
+from shared.topics import ALL_TOPICS
+
+log = logging.getLogger(__name__)
+
+
+async def broker_answers(bootstrap: str) -> bool:
+    """True when the broker answers a Kafka metadata request."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+    try:
+        await admin.start()
+        await admin.list_topics()
+        return True
+    except (KafkaError, OSError):
+        return False
+    finally:
+        await admin.close()
+
+
+async def wait_for_broker(bootstrap: str, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while not await broker_answers(bootstrap):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no Kafka broker answered at {bootstrap} within {within:.0f}s")
+        await asyncio.sleep(0.2)
+
+
+async def ensure_topics(bootstrap: str) -> list[str]:
+    """Create every registered topic and its dead-letter topic; return the ones created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = []
+        for topic in ALL_TOPICS:
+            for name in (topic.name, topic.dlq):
+                if name not in existing:
+                    wanted.append(NewTopic(name, topic.partitions, 1))
+        for new in wanted:
+            try:
+                await admin.create_topics([new])
+            except TopicAlreadyExistsError:
+                pass
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()
+
+
+def make_producer(settings: Settings) -> AIOKafkaProducer:
+    """acks=all, idempotent where the broker supports it (not Tansu's memory storage)."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        acks="all",
+        enable_idempotence=settings.idempotent_producer,
+        linger_ms=5,
+        request_timeout_ms=10000,
+    )

@@ -1,0 +1,126 @@
+"""Settings shared by every Lookout process, read once from the environment (prefix LOOKOUT_).
+
+Every service reads the same `Settings`; a service only looks at the fields it needs.
+Secrets have development defaults so `make run` works out of the box, and those defaults are
+refused when `LOOKOUT_ENV` is anything other than `dev` or `test`.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEV_SECRET_KEY = "dev-only-secret-key-change-me"  # noqa: S105 - refused outside dev
+DEV_ADMIN_TOKEN = "dev-admin-token"  # noqa: S105 - refused outside dev
+DEV_TWILIO_AUTH_TOKEN = "dev-twilio-auth-token"  # noqa: S105 - refused outside dev
+
+
+class InsecureSettingsError(ValueError):
+    """A secret was left at its development default outside dev mode."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOOKOUT_", env_file=None, extra="ignore")
+
+    env: Literal["dev", "test", "prod"] = "dev"
+    var_dir: Path = REPO_ROOT / "var"
+
+    # Database: SQLite under var/ by default, PostgreSQL in production.
+    database_url: str = ""
+
+    # Kafka: empty means "use the embedded Tansu broker on broker_host:broker_port".
+    kafka_bootstrap: str = ""
+    broker_host: str = "127.0.0.1"
+    broker_port: int = 9092
+    # Tansu's memory storage does not implement InitProducerId; real Kafka does.
+    # None means: on for an external cluster, off for the embedded broker.
+    kafka_idempotent_producer: bool | None = None
+
+    # HTTP ports (all on `http_host`).
+    http_host: str = "127.0.0.1"
+    ingest_port: int = 8000
+    alerts_port: int = 8001
+    referrals_port: int = 8002
+    dashboard_port: int = 8003
+    detection_metrics_port: int = 9101
+    alerts_worker_metrics_port: int = 9102
+    relay_metrics_port: int = 9103
+    # Base URL at which Twilio can reach the alerts service (status callbacks); empty: none.
+    public_alerts_url: str = ""
+
+    # Secrets.
+    secret_key: str = DEV_SECRET_KEY
+    admin_token: str = DEV_ADMIN_TOKEN
+
+    # SMS.
+    sms_backend: Literal["outbox", "twilio"] = "outbox"
+    twilio_account_sid: str = "AC00000000000000000000000000000000"
+    twilio_auth_token: str = DEV_TWILIO_AUTH_TOKEN
+    twilio_from: str = "+15005550006"
+    twilio_messaging_service_sid: str = ""
+    twilio_api_base_url: str = "https://api.twilio.com"
+    # Messages per second per sender (1 for a long code, 100+ for a short code); 0: no limit.
+    sms_rate_per_second: float = Field(default=1.0, ge=0)
+    # Only for local development: accept unsigned Twilio webhooks.
+    twilio_skip_signature_check: bool = False
+
+    # Alert policy: in dev every alert is auto-approved; elsewhere only critical ones.
+    auto_approve_severities: list[str] = Field(default_factory=lambda: ["critical"])
+
+    # Relay.
+    relay_poll_interval: float = 0.05
+    relay_batch_size: int = 500
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> Settings:
+        if self.env in ("dev", "test"):
+            return self
+        defaults = {
+            "LOOKOUT_SECRET_KEY": self.secret_key == DEV_SECRET_KEY,
+            "LOOKOUT_ADMIN_TOKEN": self.admin_token == DEV_ADMIN_TOKEN,
+            "LOOKOUT_TWILIO_AUTH_TOKEN": self.sms_backend == "twilio"
+            and self.twilio_auth_token == DEV_TWILIO_AUTH_TOKEN,
+        }
+        left = [name for name, is_default in defaults.items() if is_default]
+        if left:
+            raise InsecureSettingsError(
+                f"{', '.join(left)} left at the development default; set them when "
+                f"LOOKOUT_ENV={self.env}"
+            )
+        if self.twilio_skip_signature_check:
+            raise InsecureSettingsError(
+                "LOOKOUT_TWILIO_SKIP_SIGNATURE_CHECK is only allowed in dev or test"
+            )
+        return self
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.kafka_bootstrap
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"{self.broker_host}:{self.broker_port}"
+
+    @property
+    def idempotent_producer(self) -> bool:
+        if self.kafka_idempotent_producer is not None:
+            return self.kafka_idempotent_producer
+        return not self.embedded_broker
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.var_dir / 'lookout.db'}"
+
+    def service_url(self, port: int) -> str:
+        return f"http://{self.http_host}:{port}"
+
+
+@cache
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    return Settings()

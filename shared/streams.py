@@ -1,0 +1,93 @@
+"""Faust helpers: the app factory and a per-message loop that never lets one message kill
+an agent (parse errors and repeated failures go to the topic's dead-letter topic)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import faust
+from pydantic import ValidationError
+
+from shared.metrics import AGENT_MESSAGES
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+HANDLER_ATTEMPTS = 3
+
+
+def make_faust_app(name: str, settings: Settings) -> faust.App:
+    brokers = ";".join(f"kafka://{s}" for s in settings.bootstrap_servers.split(","))
+    datadir = Path(settings.var_dir) / "faust" / name
+    return faust.App(
+        f"lookout-{name}",
+        broker=brokers,
+        web_enabled=False,
+        topic_partitions=4,
+        topic_replication_factor=1,
+        datadir=str(datadir),
+        store="memory://",
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_every=100,
+        broker_commit_interval=0.5,
+    )
+
+
+async def process_each(
+    stream: Any,
+    *,
+    service: str,
+    agent: str,
+    parse: Callable[[bytes], T],
+    handle: Callable[[T], Awaitable[None]],
+    dlq: Any,
+) -> None:
+    """Handle a Faust stream of raw messages one by one.
+
+    A message that does not parse is dead-lettered at once; one whose handler keeps failing
+    is retried `HANDLER_ATTEMPTS` times with backoff, then dead-lettered. Either way the agent
+    goes on with the next message.
+    """
+    async for event in stream.events():
+        raw: bytes = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
+        message = event.message
+        try:
+            parsed = parse(raw)
+        except (ValidationError, ValueError) as exc:
+            await _dead_letter(dlq, message, raw, f"undecodable: {exc}", service, agent)
+            continue
+        for attempt in range(1, HANDLER_ATTEMPTS + 1):
+            try:
+                await handle(parsed)
+                AGENT_MESSAGES.labels(service, agent, "ok").inc()
+                break
+            except Exception as exc:
+                if attempt == HANDLER_ATTEMPTS:
+                    await _dead_letter(dlq, message, raw, f"handler failed: {exc!r}", service,
+                                       agent)
+                else:
+                    log.warning("%s: attempt %d failed: %r", agent, attempt, exc)
+                    await asyncio.sleep(0.2 * 2**attempt)
+
+
+async def _dead_letter(
+    dlq: Any, message: Any, raw: bytes, reason: str, service: str, agent: str
+) -> None:
+    log.error(
+        "%s: dead-lettering %s[%s]@%s: %s",
+        agent, message.topic, message.partition, message.offset, reason[:300],
+    )
+    AGENT_MESSAGES.labels(service, agent, "dead_lettered").inc()
+    await dlq.send(
+        key=message.key,
+        value=raw,
+        headers={
+            "lookout-error": reason[:1000].encode(),
+            "lookout-source": f"{message.topic}:{message.partition}:{message.offset}".encode(),
+        },
+    )

