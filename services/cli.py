@@ -154,7 +154,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     name = "detection" if args.service == "detection" else "alerts-worker"
     configure_logging(name)
     start_http_server(metrics_ports(settings)[name], addr=settings.http_host)
-    worker = faust.Worker(app, loglevel="WARNING", redirect_stdouts=False)
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 0
 

@@ -23,6 +23,7 @@ HANDLER_ATTEMPTS = 3
 def make_faust_app(name: str, settings: Settings) -> faust.App:
     brokers = ";".join(f"kafka://{s}" for s in settings.bootstrap_servers.split(","))
     datadir = Path(settings.var_dir) / "faust" / name
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     return faust.App(
         f"lookout-{name}",
         broker=brokers,

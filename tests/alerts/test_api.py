@@ -1,0 +1,104 @@
+"""Twilio status callbacks (signature-checked) and the dev outbox, over real HTTP routing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from twilio.request_validator import RequestValidator
+
+from services.alerts import service
+from services.alerts.api import app
+from services.alerts.models import Delivery, DevOutboxMessage
+from shared.db import session_scope
+from shared.settings import Settings, get_settings
+from tests.alerts.test_service import add_subscriber
+from tests.builders import contamination_signal
+
+PUBLIC = "https://alerts.example.org"
+
+
+@pytest.fixture
+def public_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"public_alerts_url": PUBLIC,
+                                       "twilio_auth_token": "callback-token"})
+
+
+@pytest.fixture
+def client(public_settings: Settings) -> Iterator[TestClient]:
+    app.dependency_overrides[get_settings] = lambda: public_settings
+    with TestClient(app) as c:
+        yield c
+    app.dependency_overrides.clear()
+
+
+def _queued_delivery(settings: Settings) -> uuid.UUID:
+    add_subscriber(settings, "+12065550121", "us/wa/king-county/98104")
+    with session_scope(settings.sqlalchemy_url) as session:
+        alert = service.alert_from_signal(session, settings, contamination_signal())
+        service.fan_out(session, alert)
+        delivery = next(iter(service.pending_deliveries(session, alert.id)))[0]
+        delivery.status, delivery.provider_sid = "queued", "SM" + "a" * 32
+        return delivery.id
+
+
+def _signed(settings: Settings, params: dict[str, str]) -> dict[str, str]:
+    validator = RequestValidator(settings.twilio_auth_token)
+    return {"X-Twilio-Signature": validator.compute_signature(f"{PUBLIC}/v1/sms/status",
+                                                              params)}
+
+
+def test_signed_status_callback_updates_the_delivery(
+    client: TestClient, public_settings: Settings
+) -> None:
+    delivery_id = _queued_delivery(public_settings)
+    for status in ("sent", "delivered", "sent"):  # the late "sent" must not go backwards
+        params = {"MessageSid": "SM" + "a" * 32, "MessageStatus": status}
+        response = client.post("/v1/sms/status", data=params,
+                               headers=_signed(public_settings, params))
+        assert response.status_code == 204
+    with session_scope(public_settings.sqlalchemy_url) as session:
+        delivery = session.get(Delivery, delivery_id)
+        assert delivery is not None and delivery.status == "delivered"
+    assert 'lookout_alerts_sms_status_total{status="delivered"}' in client.get("/metrics").text
+
+
+@pytest.mark.parametrize("signature", [None, "forged", "wrong-for-these-params"])
+def test_unsigned_or_forged_callbacks_are_refused(
+    client: TestClient, public_settings: Settings, signature: str | None
+) -> None:
+    delivery_id = _queued_delivery(public_settings)
+    params = {"MessageSid": "SM" + "a" * 32, "MessageStatus": "delivered"}
+    headers = {}
+    if signature == "forged":
+        headers = {"X-Twilio-Signature": "bm90IGEgc2lnbmF0dXJl"}
+    elif signature:
+        headers = _signed(public_settings, {**params, "MessageStatus": "failed"})
+    response = client.post("/v1/sms/status", data=params, headers=headers)
+    assert response.status_code == 403
+    assert response.headers["content-type"] == "application/problem+json"
+    with session_scope(public_settings.sqlalchemy_url) as session:
+        delivery = session.get(Delivery, delivery_id)
+        assert delivery is not None and delivery.status == "queued"
+
+
+def test_operator_views_need_the_admin_token(client: TestClient,
+                                            public_settings: Settings) -> None:
+    assert client.get("/v1/deliveries").status_code == 401
+    assert client.get("/v1/alerts", headers={"Authorization": "Bearer x"}).status_code == 403
+    _queued_delivery(public_settings)
+    auth = {"Authorization": f"Bearer {public_settings.admin_token}"}
+    rows = client.get("/v1/deliveries", headers=auth).json()
+    assert len(rows) == 1 and rows[0]["status"] == "queued"
+    assert "+1206" not in str(rows)
+
+
+def test_dev_outbox_shows_masked_numbers(client: TestClient, public_settings: Settings) -> None:
+    with session_scope(public_settings.sqlalchemy_url) as session:
+        session.add(DevOutboxMessage(sid="DEV1", to_encrypted="x", to_masked="••••••••••21",
+                                     body="Lookout ALERT test", segments=1))
+    page = client.get("/dev/outbox")
+    assert page.status_code == 200 and "Lookout ALERT test" in page.text
+    assert client.get("/dev/outbox.json").json()[0]["to"] == "••••••••••21"

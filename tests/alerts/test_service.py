@@ -1,0 +1,70 @@
+"""Alert creation and fan-out against real databases."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+
+from services.alerts import service
+from services.alerts.models import Alert, Delivery, Subscriber, Subscription
+from shared.crypto import encrypt_phone, phone_lookup_hash
+from shared.db import session_scope
+from shared.settings import Settings
+from tests.builders import contamination_signal
+
+
+def add_subscriber(settings: Settings, phone: str, region_id: str,
+                   status: str = "active") -> Subscriber:
+    with session_scope(settings.sqlalchemy_url) as session:
+        sub = Subscriber(phone_encrypted=encrypt_phone(settings.secret_key, phone),
+                         phone_hash=phone_lookup_hash(settings.secret_key, phone),
+                         status=status, consent_at=datetime.now(UTC), consent_channel="test")
+        session.add(sub)
+        session.flush()
+        session.add(Subscription(subscriber_id=sub.id, region_id=region_id))
+        return sub
+
+
+def test_a_signal_makes_one_alert_even_when_redelivered(settings: Settings) -> None:
+    signal = contamination_signal()
+    with session_scope(settings.sqlalchemy_url) as session:
+        first = service.alert_from_signal(session, settings, signal)
+    with session_scope(settings.sqlalchemy_url) as session:
+        again = service.alert_from_signal(session, settings, signal)
+        assert again.id == first.id
+        assert session.scalar(select(func.count()).select_from(Alert)) == 1
+    assert "Fentanyl" in first.body_en and "98104" in first.body_en
+    assert "STOP" in first.body_en
+    assert first.segments == 1
+
+
+def test_policy_auto_approves_critical_and_drafts_the_rest(settings: Settings) -> None:
+    with session_scope(settings.sqlalchemy_url) as session:
+        critical = service.alert_from_signal(session, settings, contamination_signal())
+        warning = service.alert_from_signal(session, settings,
+                                            contamination_signal(severity="warning"))
+        assert critical.status == "approved" and critical.approved_by == "policy:auto"
+        assert warning.status == "draft" and warning.approved_at is None
+        assert service.fan_out(session, warning) == 0
+
+
+def test_fan_out_reaches_active_subscribers_of_the_region_and_its_parents(
+    settings: Settings,
+) -> None:
+    here = add_subscriber(settings, "+12065550101", "us/wa/king-county/98104")
+    county = add_subscriber(settings, "+12065550102", "us/wa/king-county")
+    state = add_subscriber(settings, "+12065550103", "us/wa")
+    add_subscriber(settings, "+12065550104", "us/wa/king-county/98105")  # a sibling ZIP
+    add_subscriber(settings, "+12065550105", "us/or")
+    add_subscriber(settings, "+12065550106", "us/wa/king-county/98104", status="stopped")
+    add_subscriber(settings, "+12065550107", "us/wa/king-county/98104", status="pending")
+    with session_scope(settings.sqlalchemy_url) as session:
+        alert = service.alert_from_signal(session, settings, contamination_signal())
+        assert service.fan_out(session, alert) == 3
+        assert service.fan_out(session, alert) == 0  # again: nothing new
+        got = set(session.scalars(select(Delivery.subscriber_id)))
+        assert got == {here.id, county.id, state.id}
+        assert alert.status == "sending"
+        pages = list(service.pending_deliveries(session, alert.id))
+        assert sum(len(p) for p in pages) == 3
