@@ -88,6 +88,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
         return 0
     port = args.port or settings.broker_port
     proc = start_tansu(settings.broker_host, port)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # run `finally`: stop Tansu too
     try:
         _wait_for_broker(settings.model_copy(update={"broker_port": port}))
         print(f"broker ready: Tansu at {settings.broker_host}:{port} (memory storage)",

@@ -85,10 +85,17 @@ def by_city(city: str, state: str) -> Region:
     raise RegionNotFoundError(f"unknown place {city!r}, {state!r}")
 
 
+@cache
+def _point_zips() -> list[dict[str, object]]:
+    """ZIPs that cover an area (not PO boxes, military or unique-organization codes)."""
+    return [z for z in zipcodes.list_all()
+            if z["zip_code_type"] == "STANDARD" and z["county"] and z["timezone"]]
+
+
 def by_point(lat: float, lon: float) -> Region:
     """The nearest US ZIP centroid within ~25 km; the point itself is not kept."""
     best: tuple[float, dict[str, object]] | None = None
-    for z in zipcodes.list_all():
+    for z in _point_zips():
         zlat, zlon = float(str(z["lat"])), float(str(z["long"]))
         if abs(zlat - lat) > 0.5 or abs(zlon - lon) > 0.5:
             continue

@@ -6,7 +6,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.events import ContaminationSignalV1, DetectedSubstanceV1, DrugCheckResultV1
+from shared.events import (
+    ContaminationSignalV1,
+    DetectedSubstanceV1,
+    DrugCheckResultV1,
+    Severity,
+)
 from shared.regions import by_postal_code
 
 
@@ -39,10 +44,10 @@ def result_event(sold_as: tuple[str | None, str | None] = ("cocaine", "stimulant
 
 
 def contamination_signal(region_id: str = "us/wa/king-county/98104",
-                         severity: str = "critical") -> ContaminationSignalV1:
+                         severity: Severity = "critical") -> ContaminationSignalV1:
     return ContaminationSignalV1(
         producer="test", pattern="unexpected_adulterant", region_id=region_id,
-        region_name="98104 (Seattle, WA)", severity=severity,  # type: ignore[arg-type]
+        region_name="98104 (Seattle, WA)", severity=severity,
         occurred_at=datetime(2026, 11, 1, 12, tzinfo=UTC), evidence_event_ids=[uuid.uuid4()],
         substance_id="fentanyl", substance_name="Fentanyl", sold_as_id="cocaine",
         sold_as_name="Cocaine",

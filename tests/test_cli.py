@@ -1,0 +1,68 @@
+"""The `lookout` command, run as a user runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from services.ingest.models import ApiKey
+from shared.crypto import hash_api_key
+from shared.db import session_scope
+from shared.kafka import broker_answers
+from shared.settings import Settings
+from tests.conftest import REPO_ROOT, free_port
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "LOOKOUT_ENV": "test", "LOOKOUT_VAR_DIR": str(tmp_path),
+            "LOOKOUT_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", **extra}
+
+
+def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], env=env,
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                          check=False)
+
+
+def test_sites_create_prints_the_key_alone_on_its_last_line(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    assert _run(env, "db", "upgrade").returncode == 0
+    done = _run(env, "sites", "create", "Harm Reduction Hub", "--scopes", "results")
+    assert done.returncode == 0, done.stderr
+    key = done.stdout.strip().splitlines()[-1]
+    assert key.startswith("lk_") and " " not in key
+    url = env["LOOKOUT_DATABASE_URL"]
+    with session_scope(url) as session:
+        row = session.query(ApiKey).filter_by(key_hash=hash_api_key(key)).one()
+        assert row.scopes == ["results"]
+    assert key not in (tmp_path / "cli.db").read_bytes().decode("latin-1")
+
+
+def test_smoke_fails_clearly_when_nothing_runs(tmp_path: Path) -> None:
+    env = _env(tmp_path, LOOKOUT_INGEST_PORT=str(free_port()))
+    done = _run(env, "smoke", "--timeout", "2")
+    assert done.returncode == 1
+    assert "ingest is not answering" in done.stderr
+
+
+def test_broker_starts_tansu_and_waits_until_it_answers(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "broker", "--port", str(port)],
+                            env=_env(tmp_path), cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert f"broker ready: Tansu at 127.0.0.1:{port}" in line
+        assert asyncio.run(broker_answers(f"127.0.0.1:{port}"))
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_nothing_is_embedded_when_a_cluster_is_named(tmp_path: Path) -> None:
+    done = _run(_env(tmp_path, LOOKOUT_KAFKA_BOOTSTRAP="kafka.example:9092"), "broker")
+    assert done.returncode == 0 and "nothing to embed" in done.stdout
+    assert not Settings(kafka_bootstrap="kafka.example:9092").embedded_broker
