@@ -17,5 +17,6 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "heads") -> None:
+    """Apply every branch (each service keeps its migrations on its own branch)."""
     command.upgrade(alembic_config(url), revision)
