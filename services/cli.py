@@ -118,19 +118,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_relay(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
-    from services.ingest.relay import run_relay
+    from services.outboxes import OUTBOX_TABLES
     from shared.logging import configure_logging
+    from shared.outbox import run_relay
 
     settings = _settings()
     configure_logging("relay")
     start_http_server(settings.relay_metrics_port, addr=settings.http_host)
+    models = [OUTBOX_TABLES[name] for name in (args.services or OUTBOX_TABLES)]
     stop = asyncio.Event()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_relay(settings, stop)
+        await run_relay(settings, models, stop)
 
     asyncio.run(main())
     return 0
@@ -276,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run one Faust worker")
     p.add_argument("service", choices=["detection", "alerts"])
     p.set_defaults(func=cmd_worker)
-    sub.add_parser("relay", help="run the ingest outbox relay").set_defaults(func=cmd_relay)
+    p = sub.add_parser("relay", help="publish the services' outbox tables to Kafka")
+    p.add_argument("services", nargs="*", help="default: every service's outbox")
+    p.set_defaults(func=cmd_relay)
     p = sub.add_parser("smoke", help="check the whole pipeline against a running stack")
     p.add_argument("--api-key", default=None, help="default: the demo site's key")
     p.add_argument("--timeout", type=float, default=30.0)

@@ -6,10 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, UTCDateTime, utcnow
+from shared.outbox import OutboxMixin
 
 
 class Site(Base):
@@ -47,17 +48,7 @@ class DrugCheck(Base):
     event: Mapped[dict[str, Any]] = mapped_column(JSON)  # the normalized v1 event as sent
 
 
-class OutboxMessage(Base):
+class OutboxMessage(OutboxMixin, Base):
     """Transactional outbox: written with the submission, published by the relay."""
 
     __tablename__ = "ingest_outbox"
-    __table_args__ = (Index("ix_ingest_outbox_unpublished", "published_at", "id"),)
-
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    )
-    topic: Mapped[str] = mapped_column(String(120))
-    key: Mapped[str] = mapped_column(String(200))
-    payload: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

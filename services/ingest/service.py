@@ -19,8 +19,8 @@ from services.ingest.models import ApiKey, DrugCheck, OutboxMessage, Site
 from services.ingest.schemas import DrugCheckIn, Location
 from shared import regions, substances
 from shared.crypto import hash_api_key, new_api_key
-from shared.db import utcnow
 from shared.events import DetectedSubstanceV1, DrugCheckResultV1
+from shared.outbox import outbox_row
 from shared.problems import ProblemError
 from shared.topics import DRUGCHECK_RESULTS
 
@@ -122,10 +122,7 @@ def submit_drug_check(
     try:
         with session.begin_nested():
             session.add(row)
-            session.add(OutboxMessage(
-                topic=DRUGCHECK_RESULTS.name, key=event.region_id,
-                payload=json.dumps(payload, separators=(",", ":")), created_at=utcnow(),
-            ))
+            session.add(outbox_row(OutboxMessage, DRUGCHECK_RESULTS, event.region_id, event))
     except IntegrityError:
         # Another request stored the same sample id first.
         existing = _find(session, caller.site_id, body.sample_id)

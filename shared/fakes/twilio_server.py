@@ -23,7 +23,7 @@ Magic ``From``: +15005550001 -> 21212, +15005550007 -> 21606, +15005550008 -> 21
 Control endpoints (no auth), all JSON:
 
 * ``GET /_fake/health``, ``GET /_fake/messages[?to=]``, ``DELETE /_fake/messages``
-* ``GET /_fake/callbacks`` (status-callback delivery attempts)
+* ``GET /_fake/callbacks`` (recent status-callback attempts), ``GET /_fake/stats`` (counters)
 * ``POST /_fake/opt-out`` / ``POST /_fake/opt-in`` ``{"to": "+1..."}`` (opted-out -> 21610)
 * ``POST /_fake/faults`` ``{"status": 429|500|503, "count": N, "code"?: int,
   "retry_after"?: seconds}`` -> the next N Twilio API requests fail; ``DELETE /_fake/faults``
@@ -54,6 +54,7 @@ import ssl
 import threading
 import time
 import uuid
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -92,6 +93,8 @@ MAX_BODY_CHARS = 1600
 #: Concurrent status-callback POSTs.
 CALLBACK_WORKERS = 16
 CALLBACK_TIMEOUT = 5.0
+#: How many status-callback attempts ``/_fake/callbacks`` remembers.
+CALLBACK_LOG_SIZE = 100_000
 
 DeliveryStatus = Literal["undelivered", "failed"]
 
@@ -211,6 +214,7 @@ def count_segments(body: str) -> int:
 # --------------------------------------------------------------------------------------------
 
 _Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+_UNSAFE = re.compile(r"[\x00-\x20\x7f]")  # whitespace/control characters never belong in a URL
 
 
 class _FormPoster:
@@ -229,7 +233,7 @@ class _FormPoster:
     async def post(self, url: str, params: Mapping[str, str], headers: Mapping[str, str]) -> int:
         """POST ``params`` form-encoded to ``url``; returns the HTTP status code."""
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if parts.scheme not in ("http", "https") or not parts.hostname or _UNSAFE.search(url):
             raise ValueError(f"unsupported callback URL {url!r}")
         https = parts.scheme == "https"
         key = (parts.scheme, parts.hostname, parts.port or (443 if https else 80))
@@ -280,7 +284,7 @@ class _FormPoster:
             head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
             version, status_text = head[0].split(" ", 2)[:2]
             status = int(status_text)
-            if status >= 200 or status == 101:
+            if status >= 200:
                 break  # skip interim 1xx responses
         fields: dict[str, str] = {}
         for line in head[1:]:
@@ -332,7 +336,7 @@ class _Fault:
     retry_after: float | None = None
 
 
-@dataclass
+@dataclass(slots=True, eq=False)
 class _Message:
     sid: str
     to: str
@@ -391,7 +395,7 @@ class _Message:
         }
 
 
-@dataclass
+@dataclass(eq=False)
 class FakeTwilio:
     """In-memory state and request handlers of one fake Twilio account (``app.state.twilio``).
 
@@ -407,7 +411,10 @@ class FakeTwilio:
     _opted_out: set[str] = field(default_factory=set, repr=False)
     _faults: list[_Fault] = field(default_factory=list, repr=False)
     _fail_rules: list[FailRule] = field(default_factory=list, repr=False)
-    _callbacks: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    _callbacks: deque[dict[str, Any]] = field(
+        default_factory=lambda: deque(maxlen=CALLBACK_LOG_SIZE), repr=False
+    )
+    _stats: Counter[str] = field(default_factory=Counter, repr=False)
     _queue: asyncio.Queue[tuple[_Message, list[str], int]] | None = field(default=None, repr=False)
     _workers: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
     _sender: _FormPoster | None = field(default=None, repr=False)
@@ -429,11 +436,17 @@ class FakeTwilio:
         with self.lock:
             return list(self._callbacks)
 
+    def stats(self) -> dict[str, int]:
+        """Counters: accepted, rejected.<code>, fault.<status>, auth_failed, callback.ok|error."""
+        with self.lock:
+            return dict(self._stats)
+
     def clear_messages(self) -> int:
         with self.lock:
             n = len(self._messages)
             self._messages.clear()
             self._callbacks.clear()
+            self._stats.clear()
             return n
 
     def opt_out(self, number: str) -> None:
@@ -454,6 +467,8 @@ class FakeTwilio:
         retry_after: float | None = None,
     ) -> None:
         """Make the next ``count`` Twilio API requests fail with HTTP ``status``."""
+        if not 400 <= status <= 599 or count < 1:
+            raise ValueError("fault status must be 4xx/5xx and count >= 1")
         default_code, default_message = _FAULT_DEFAULTS.get(status, (20000 + status, "Error"))
         fault = _Fault(status, count, code or default_code, message or default_message, retry_after)
         with self.lock:
@@ -476,6 +491,7 @@ class FakeTwilio:
         with self.lock:
             self._messages.clear()
             self._callbacks.clear()
+            self._stats.clear()
             self._opted_out.clear()
             self._faults.clear()
             self._fail_rules = sorted(
@@ -503,12 +519,16 @@ class FakeTwilio:
             headers = None
             if fault.retry_after is not None:
                 headers = {"Retry-After": f"{fault.retry_after:g}"}
+            with self.lock:
+                self._stats[f"fault.{fault.status}"] += 1
             return _twilio_error(fault.status, fault.code, fault.message, headers)
         scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
         ok = scheme.lower() == "basic" and hmac.compare_digest(
             credentials.strip().encode(), self._auth_b64.encode()
         )
         if not ok or request.path_params.get("account_sid") != self.account_sid:
+            with self.lock:
+                self._stats["auth_failed"] += 1
             return _twilio_error(
                 401, 20003, "Authenticate", {"WWW-Authenticate": 'Basic realm="Twilio API"'}
             )
@@ -530,6 +550,11 @@ class FakeTwilio:
             return await self._create(request)
         return self._list(request)
 
+    def _reject(self, code: int, message: str) -> Response:
+        with self.lock:
+            self._stats[f"rejected.{code}"] += 1
+        return _twilio_error(400, code, message)
+
     async def _create(self, request: Request) -> Response:
         raw = (await request.body()).decode("utf-8", errors="replace")
         form: dict[str, str] = {}
@@ -544,26 +569,26 @@ class FakeTwilio:
         service = form.get("MessagingServiceSid", "").strip() or None
         body = form.get("Body", "")
         if not to:
-            return _twilio_error(400, 21604, "A 'To' phone number is required.")
+            return self._reject(21604, "A 'To' phone number is required.")
         if from_ is None and service is None:
-            return _twilio_error(400, 21603, "A 'From' phone number is required.")
+            return self._reject(21603, "A 'From' phone number is required.")
         if not body and not media:
-            return _twilio_error(400, 21602, "Message body is required.")
+            return self._reject(21602, "Message body is required.")
         if len(body) > MAX_BODY_CHARS:
-            return _twilio_error(
-                400, 21617, "The concatenated message body exceeds the 1600 character limit."
+            return self._reject(
+                21617, "The concatenated message body exceeds the 1600 character limit."
             )
         if from_ is not None and from_ in _MAGIC_FROM:
             code, text = _MAGIC_FROM[from_]
-            return _twilio_error(400, code, text.format(to=to, from_=from_))
+            return self._reject(code, text.format(to=to, from_=from_))
         if to in _MAGIC_TO:
             code, text = _MAGIC_TO[to]
-            return _twilio_error(400, code, text.format(to=to, from_=from_))
+            return self._reject(code, text.format(to=to, from_=from_))
         address = to.split(":", 1)[1] if ":" in to else to  # e.g. whatsapp:+1...
         if not _PHONE_RE.fullmatch(address.translate(_PHONE_SEPARATORS)):
-            return _twilio_error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+            return self._reject(21211, f"The 'To' number {to} is not a valid phone number.")
         if to in self._opted_out:
-            return _twilio_error(400, 21610, "Attempt to send to unsubscribed recipient")
+            return self._reject(21610, "Attempt to send to unsubscribed recipient")
 
         now = datetime.now(UTC)
         sid = ("MM" if media else "SM") + uuid.uuid4().hex
@@ -584,6 +609,7 @@ class FakeTwilio:
         )
         with self.lock:
             self._messages[sid] = msg
+            self._stats["accepted"] += 1
         resource = msg.resource(self.account_sid)
         self._schedule(msg)
         return _json(resource, 201)
@@ -672,6 +698,8 @@ class FakeTwilio:
             loop.call_later(delay, self._enqueue, msg, steps, 0)
 
     def _enqueue(self, msg: _Message, steps: list[str], index: int) -> None:
+        if msg.sid not in self._messages:
+            return  # deleted or reset meanwhile: no more callbacks
         self._advance(msg, steps[index])
         if self._queue is None:
             self._queue = asyncio.Queue()
@@ -725,8 +753,10 @@ class FakeTwilio:
         record: dict[str, Any] = {"sid": msg.sid, "url": url, "status": status, "at": time.time()}
         try:
             record["http_status"] = await sender.post(url, params, headers)
+            outcome = "ok"
         except (OSError, EOFError, ValueError, asyncio.LimitOverrunError) as exc:
             record["error"] = repr(exc)
+            outcome = "error"
             first = url not in self._failing_urls
             self._failing_urls.add(url)
             logger.log(
@@ -737,6 +767,7 @@ class FakeTwilio:
             )
         with self.lock:
             self._callbacks.append(record)
+            self._stats[f"callback.{outcome}"] += 1
 
     async def aclose(self) -> None:
         for task in self._workers:
@@ -757,6 +788,8 @@ class FakeTwilio:
             return _json(self.messages(request.query_params.get("to")))
         if method == "GET" and name == "callbacks":
             return _json(self.callbacks())
+        if method == "GET" and name == "stats":
+            return _json(self.stats())
         if method == "DELETE" and name == "messages":
             return _json({"deleted": self.clear_messages()})
         if method == "DELETE" and name == "faults":
@@ -918,6 +951,9 @@ class FakeTwilioServer:
 
     def callbacks(self) -> list[dict[str, Any]]:
         return self.fake.callbacks()
+
+    def stats(self) -> dict[str, int]:
+        return self.fake.stats()
 
     def opt_out(self, number: str) -> None:
         self.fake.opt_out(number)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-import services.alerts.models
-import services.ingest.models  # noqa: F401 - registers the tables on Base.metadata
 from shared.db import Base
+from shared.migrations import env_models  # noqa: F401 - registers every table
 
 config = context.config
 target_metadata = Base.metadata

@@ -65,17 +65,36 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
 class CallbackReceiver:
     """A tiny loopback HTTP server recording form-encoded POSTs."""
 
-    def __init__(self) -> None:
+    def __init__(self, mode: str = "204") -> None:
         self.requests: list[tuple[str, dict[str, str], dict[str, str]]] = []
         received = self.requests
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0" if mode == "204" else "HTTP/1.1"
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 form = dict(parse_qsl(self.rfile.read(length).decode(), keep_blank_values=True))
                 received.append((self.path, dict(self.headers.items()), form))
-                self.send_response(204)
-                self.end_headers()
+                if mode == "204":  # HTTP/1.0, no body
+                    self.send_response(204)
+                    self.end_headers()
+                elif mode == "chunked":  # HTTP/1.1 keep-alive, chunked body with a trailer
+                    self.send_response(200)
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self.wfile.write(b"3\r\nok!\r\n0\r\nX-Trailer: 1\r\n\r\n")
+                elif mode == "length":  # HTTP/1.1 keep-alive, Content-Length body
+                    self.send_response(200)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                else:  # HTTP/1.1, body delimited by closing the connection
+                    self.send_response(200)
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.wfile.write(b"<Response/>")
+                    self.close_connection = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -143,6 +162,7 @@ def test_wrong_auth_is_20003(fake: FakeTwilioServer) -> None:
     with pytest.raises(TwilioRestException) as info:
         bad.messages.create(to=RECIPIENT, from_=SENDER, body="x")
     assert (info.value.status, info.value.code) == (401, 20003)
+    assert fake.stats() == {"auth_failed": 1}
     raw = httpx.post(f"{fake.url}/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json")
     assert raw.status_code == 401
     assert set(raw.json()) == {"code", "message", "more_info", "status"}
@@ -153,10 +173,11 @@ def test_wrong_auth_is_20003(fake: FakeTwilioServer) -> None:
     ("to", "code"),
     [("+15005550001", 21211), ("+15005550009", 21614), ("+15005550004", 21610), ("12", 21211)],
 )
-def test_magic_numbers(client: Client, to: str, code: int) -> None:
+def test_magic_numbers(client: Client, fake: FakeTwilioServer, to: str, code: int) -> None:
     with pytest.raises(TwilioRestException) as info:
         client.messages.create(to=to, from_=SENDER, body="x")
     assert (info.value.status, info.value.code) == (400, code)
+    assert fake.stats() == {f"rejected.{code}": 1}
 
 
 def test_opted_out_recipient_is_21610(client: Client, fake: FakeTwilioServer) -> None:
@@ -205,6 +226,7 @@ def test_fault_429_then_success(client: Client, fake: FakeTwilioServer) -> None:
     assert fake.messages() == []
     msg = client.messages.create(to=RECIPIENT, from_=SENDER, body="retry me")
     assert [m["sid"] for m in fake.messages()] == [msg.sid]
+    assert httpx.get(f"{fake.url}/_fake/stats").json() == {"fault.429": 1, "accepted": 1}
 
 
 def test_fault_503_count(client: Client, fake: FakeTwilioServer) -> None:
@@ -238,7 +260,11 @@ def test_status_callbacks_signed_and_ordered(client: Client, fake: FakeTwilioSer
             assert form["SmsStatus"] == form["MessageStatus"] and "ErrorCode" not in form
     assert [f["MessageStatus"] for f in _callbacks_for(receiver, msg.sid)] == ["sent", "delivered"]
     assert client.messages(msg.sid).fetch().status == "delivered"
-    assert [c["http_status"] for c in fake.callbacks()] == [204, 204]
+    attempts = [c for c in fake.callbacks() if c["sid"] == msg.sid]
+    assert [(c["status"], c["http_status"]) for c in attempts] == [
+        ("sent", 204),
+        ("delivered", 204),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -256,6 +282,44 @@ def test_fail_rules(client: Client, to: str, statuses: list[str], code: int) -> 
     assert forms[-1]["ErrorCode"] == str(code)
     fetched = client.messages(msg.sid).fetch()
     assert (fetched.status, fetched.error_code) == (statuses[-1], code)
+
+
+@pytest.mark.parametrize("mode", ["chunked", "length", "close"])
+def test_callback_response_framings(client: Client, fake: FakeTwilioServer, mode: str) -> None:
+    with CallbackReceiver(mode) as receiver:
+        url = receiver.url("/cb")
+        sids = [
+            client.messages.create(to=RECIPIENT, from_=SENDER, body="x", status_callback=url).sid
+            for _ in range(3)
+        ]
+        wait_for(lambda: len(receiver.requests) == 6)
+    attempts = [c for c in fake.callbacks() if c["sid"] in sids]
+    assert len(attempts) == 6 and all(c.get("http_status") == 200 for c in attempts)
+
+
+def test_callback_with_messaging_service_is_signed(client: Client) -> None:
+    service = "MG" + "b" * 32
+    with CallbackReceiver() as receiver:
+        url = receiver.url("/svc")
+        msg = client.messages.create(
+            to=RECIPIENT, messaging_service_sid=service, body="x", status_callback=url
+        )
+        wait_for(lambda: len(_callbacks_for(receiver, msg.sid)) == 2)
+    for _, headers, form in receiver.requests:
+        assert form["MessagingServiceSid"] == service and form["From"] == SENDER
+        assert RequestValidator(AUTH_TOKEN).validate(url, form, headers["X-Twilio-Signature"])
+
+
+def test_unreachable_callback_is_recorded(client: Client, fake: FakeTwilioServer) -> None:
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    msg = client.messages.create(
+        to=RECIPIENT, from_=SENDER, body="x", status_callback=f"http://127.0.0.1:{port}/cb"
+    )
+    wait_for(lambda: len([c for c in fake.callbacks() if c["sid"] == msg.sid]) == 2)
+    assert all("error" in c for c in fake.callbacks() if c["sid"] == msg.sid)
+    assert client.messages(msg.sid).fetch().status == "delivered"
 
 
 def test_fail_rule_via_control_endpoint(client: Client, fake: FakeTwilioServer) -> None:

@@ -11,12 +11,12 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy import func, select
 
 from services.ingest.models import OutboxMessage
-from services.ingest.relay import run_relay
 from services.ingest.schemas import DrugCheckIn
 from services.ingest.service import Caller, create_site, submit_drug_check
 from shared.broker import start_tansu
 from shared.db import session_scope
 from shared.kafka import ensure_topics, wait_for_broker
+from shared.outbox import run_relay
 from shared.settings import Settings
 from shared.topics import DRUGCHECK_RESULTS
 from tests.builders import drug_check
@@ -75,7 +75,7 @@ def test_every_accepted_result_reaches_the_topic_once_even_after_an_outage(
 
     async def scenario() -> list[tuple[str, dict]]:
         stop = asyncio.Event()
-        relay = asyncio.create_task(run_relay(relay_settings, stop))
+        relay = asyncio.create_task(run_relay(relay_settings, [OutboxMessage], stop))
         await asyncio.sleep(2)  # the broker is down: the relay must wait, not drop
         assert _unpublished(relay_settings) == 60
         assert not relay.done()

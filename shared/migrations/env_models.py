@@ -1,0 +1,9 @@
+"""Imports every service's models so that `Base.metadata` holds all tables.
+
+Each service adds its models module here when it gets tables.
+"""
+
+from __future__ import annotations
+
+import services.alerts.models
+import services.ingest.models  # noqa: F401

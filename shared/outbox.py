@@ -1,0 +1,153 @@
+"""The transactional outbox, shared by every service that publishes events.
+
+A service defines its own outbox table (`class OutboxMessage(OutboxMixin, Base)` with its
+prefix), adds a row in the same transaction as the change it announces (`outbox_row`), and
+registers the table in `OUTBOX_TABLES`. The relay (`lookout relay`) publishes committed rows
+in id order with acks=all and marks them; a crash between the two republishes a row, and
+consumers dedupe by event_id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from datetime import datetime
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from prometheus_client import Counter, Gauge
+from pydantic import BaseModel
+from sqlalchemy import BigInteger, Index, Integer, String, Text, func, select, update
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
+
+from shared.db import UTCDateTime, session_scope, utcnow
+from shared.kafka import make_producer
+from shared.settings import Settings
+from shared.topics import Topic
+
+log = logging.getLogger(__name__)
+
+PUBLISHED = Counter("lookout_outbox_published_total", "Outbox rows published",
+                    ["table", "topic"])
+PUBLISH_ERRORS = Counter("lookout_outbox_errors_total", "Failed publish attempts")
+LAG_ROWS = Gauge("lookout_outbox_lag_rows", "Outbox rows not yet published", ["table"])
+LAG_SECONDS = Gauge("lookout_outbox_lag_seconds", "Age of the oldest unpublished row",
+                    ["table"])
+
+
+class OutboxMixin:
+    """Columns of an outbox table; the concrete class names the table."""
+
+    __tablename__: str
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    topic: Mapped[str] = mapped_column(String(120))
+    key: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[Any, ...]:
+        return (Index(f"ix_{cls.__tablename__}_unpublished", "published_at", "id"),)
+
+
+def outbox_row(model: type[OutboxMixin], topic: Topic, key: str, event: BaseModel) -> Any:
+    """A new outbox row for `event` on `topic`; add it to the session of the change."""
+    return model(topic=topic.name, key=key, payload=event.model_dump_json(),  # type: ignore[call-arg]
+                 created_at=utcnow())
+
+
+def _pending(settings: Settings, model: Any) -> list[tuple[int, str, str, str]]:
+    with session_scope(settings.sqlalchemy_url) as session:
+        rows = session.execute(
+            select(model.id, model.topic, model.key, model.payload)
+            .where(model.published_at.is_(None))
+            .order_by(model.id)
+            .limit(settings.relay_batch_size)
+        ).all()
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+def _mark_published(settings: Settings, model: Any, ids: list[int]) -> None:
+    with session_scope(settings.sqlalchemy_url) as session:
+        session.execute(update(model).where(model.id.in_(ids)).values(published_at=utcnow()))
+
+
+def _measure_lag(settings: Settings, model: Any) -> None:
+    with session_scope(settings.sqlalchemy_url) as session:
+        count, oldest = session.execute(
+            select(func.count(), func.min(model.created_at)).where(model.published_at.is_(None))
+        ).one()
+    table = model.__tablename__
+    LAG_ROWS.labels(table).set(count)
+    # min() keeps the column's type, so `oldest` comes back timezone-aware.
+    LAG_SECONDS.labels(table).set(
+        0 if oldest is None else max((utcnow() - oldest).total_seconds(), 0))
+
+
+async def publish_pending(settings: Settings, producer: Any, model: Any) -> int:
+    """Publish one batch of one outbox table; return how many rows were published."""
+    rows = await asyncio.to_thread(_pending, settings, model)
+    if not rows:
+        return 0
+    futures = [await producer.send(topic, value=payload.encode(), key=key.encode())
+               for _id, topic, key, payload in rows]
+    await asyncio.gather(*futures)
+    await asyncio.to_thread(_mark_published, settings, model, [r[0] for r in rows])
+    for _id, topic, _key, _payload in rows:
+        PUBLISHED.labels(model.__tablename__, topic).inc()
+    return len(rows)
+
+
+async def run_relay(settings: Settings, models: list[Any],
+                    stop: asyncio.Event | None = None) -> None:
+    """Relay the given outbox tables until `stop`, backing off while the broker is away."""
+    stop = stop or asyncio.Event()
+    backoff = 0.2
+    producer = None
+    last_lag = 0.0
+    while not stop.is_set():
+        try:
+            if producer is None:
+                producer = make_producer(settings)
+                await producer.start()
+                log.info("relay connected to %s", settings.bootstrap_servers)
+            published = 0
+            for model in models:
+                published += await publish_pending(settings, producer, model)
+            backoff = 0.2
+            if time.monotonic() - last_lag > 1:
+                for model in models:
+                    await asyncio.to_thread(_measure_lag, settings, model)
+                last_lag = time.monotonic()
+            if not published:
+                await _sleep_or_stop(stop, settings.relay_poll_interval)
+        except (KafkaError, OSError) as exc:
+            PUBLISH_ERRORS.inc()
+            log.warning("relay: broker unavailable (%r); retrying in %.1fs", exc, backoff)
+            if producer is not None:
+                await _close_quietly(producer)
+                producer = None
+            await _sleep_or_stop(stop, backoff * (1 + random.random() / 2))
+            backoff = min(backoff * 2, 10.0)
+    if producer is not None:
+        await producer.stop()
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass
+
+
+async def _close_quietly(producer: Any) -> None:
+    try:
+        await producer.stop()
+    except Exception as exc:
+        log.debug("producer close failed: %r", exc)
