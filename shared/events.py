@@ -66,6 +66,8 @@ class OverdoseReportV1(Event):
     naloxone_doses: int | None = None
     suspected_substance_ids: list[str] = Field(default_factory=list)
     sold_as_id: str | None = None
+    # Free text of a public SMS report, with phone numbers and e-mail addresses removed.
+    note: str | None = None
 
 
 Severity = Literal["info", "warning", "critical"]
@@ -113,3 +115,35 @@ class SmsOutboundJobV1(Event):
     alert_id: uuid.UUID
     subscriber_id: uuid.UUID
     created_at: AwareDatetime
+
+
+class ReferralRequestedV1(Event):
+    """A person asked for help by SMS (TREATMENT / HELP ME / AYUDA); topic
+    `referrals.requests.v1`, key contact_ref. `contact_ref` is the alerts contact's opaque id
+    (a UUID), never the phone number: reply with `SmsRequestedV1` on `sms.requests.v1`."""
+
+    requested_at: AwareDatetime
+    channel: Literal["sms"] = "sms"
+    contact_ref: uuid.UUID
+    language: str = "en"
+    region_id: str | None = None
+    raw_text: str | None = None  # the message, phone numbers and e-mails removed
+
+
+class SmsRequestedV1(Event):
+    """Another service asks alerts to text a contact (topic `sms.requests.v1`, key
+    contact_ref). Sent once per event_id through the alerts sender; STOP is honoured."""
+
+    contact_ref: uuid.UUID
+    body: str
+    purpose: str = "referral"
+    requested_at: AwareDatetime
+
+
+class SmsReceivedV1(Event):
+    """A reply from a contact that is not an alerts keyword (e.g. 1/2/3, YES/NO in a referral
+    conversation); topic `sms.inbound.v1`, key contact_ref."""
+
+    contact_ref: uuid.UUID
+    body: str
+    received_at: AwareDatetime

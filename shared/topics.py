@@ -25,8 +25,13 @@ DRUGCHECK_RESULTS = Topic("drugcheck.results.v1", 4, "region_id", events.DrugChe
 OVERDOSE_REPORTS = Topic("overdose.reports.v1", 4, "region_id", events.OverdoseReportV1)
 SIGNALS = Topic("signals.v1", 4, "region_id", None)
 SMS_OUTBOUND = Topic("sms.outbound.v1", 4, "subscriber_id", events.SmsOutboundJobV1)
+REFERRAL_REQUESTS = Topic("referrals.requests.v1", 4, "contact_ref",
+                          events.ReferralRequestedV1)
+SMS_REQUESTS = Topic("sms.requests.v1", 4, "contact_ref", events.SmsRequestedV1)
+SMS_INBOUND = Topic("sms.inbound.v1", 4, "contact_ref", events.SmsReceivedV1)
 
-ALL_TOPICS: tuple[Topic, ...] = (DRUGCHECK_RESULTS, OVERDOSE_REPORTS, SIGNALS, SMS_OUTBOUND)
+ALL_TOPICS: tuple[Topic, ...] = (DRUGCHECK_RESULTS, OVERDOSE_REPORTS, SIGNALS, SMS_OUTBOUND,
+                                 REFERRAL_REQUESTS, SMS_REQUESTS, SMS_INBOUND)
 
 
 def topic_names(include_dlq: bool = True) -> list[str]:
