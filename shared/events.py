@@ -147,3 +147,24 @@ class SmsReceivedV1(Event):
     contact_ref: uuid.UUID
     body: str
     received_at: AwareDatetime
+
+
+ReferralStatus = Literal["requested", "options_sent", "chosen", "provider_notified", "connected",
+                         "declined", "no_response", "stopped"]
+
+
+class ReferralEventV1(Event):
+    """A referral changed status (topic `referrals.events.v1`, key referral_id), for the
+    dashboard. Carries no personal data: no contact_ref, no free text, no phone."""
+
+    referral_id: uuid.UUID
+    status: ReferralStatus
+    previous_status: ReferralStatus | None = None
+    occurred_at: AwareDatetime
+    source: Literal["sms", "web", "staff"]
+    actor: Literal["person", "provider", "staff", "system"] = "system"
+    service_types: list[str] = Field(default_factory=list)
+    region_id: str | None = None
+    language: str | None = None
+    provider_service_id: str | None = None  # HSDS service id of the chosen provider
+    option_count: int = 0
