@@ -52,6 +52,8 @@ class DrugCheckResultV1(Event):
     substances: list[DetectedSubstanceV1] = Field(default_factory=list)
     strips: dict[str, str] = Field(default_factory=dict)
     adverse_reaction: bool | None = None
+    # A collection site label under the submitting organisation (e.g. "Walk-in").
+    collection_site: str | None = None
 
 
 class OverdoseReportV1(Event):
@@ -68,6 +70,11 @@ class OverdoseReportV1(Event):
     sold_as_id: str | None = None
     # Free text of a public SMS report, with phone numbers and e-mail addresses removed.
     note: str | None = None
+    # Set by ingest: the submitting site, the raw and normalized names (unrecognized kept).
+    site_id: uuid.UUID | None = None
+    sold_as_raw: str | None = None
+    sold_as_class: str | None = None
+    suspected_substances: list[DetectedSubstanceV1] = Field(default_factory=list)
 
 
 Severity = Literal["info", "warning", "critical"]

@@ -31,3 +31,26 @@ class TokenBucket:
     async def take(self) -> None:
         while (wait := self.try_take()) > 0:  # noqa: ASYNC110 - waiting for time, not an event
             await asyncio.sleep(wait)
+
+
+class KeyedRateLimiter:
+    """One token bucket per key (e.g. an API key id), in process memory; the least recently
+    used buckets are dropped past `max_keys`."""
+
+    def __init__(self, rate: float, capacity: float, max_keys: int = 10_000) -> None:
+        self.rate = rate
+        self.capacity = capacity
+        self.max_keys = max_keys
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def try_take(self, key: str) -> float:
+        """0 if the request may go ahead; else seconds until it may."""
+        if self.rate <= 0:
+            return 0.0
+        bucket = self._buckets.pop(key, None)
+        if bucket is None:
+            bucket = TokenBucket(self.rate, self.capacity)
+            if len(self._buckets) >= self.max_keys:
+                self._buckets.pop(next(iter(self._buckets)))
+        self._buckets[key] = bucket  # most recently used last
+        return bucket.try_take()

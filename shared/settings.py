@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     # Alert policy: in dev every alert is auto-approved; elsewhere only critical ones.
     auto_approve_severities: list[str] = Field(default_factory=lambda: ["critical"])
 
+    # Ingest: request body limits, per-API-key rate limit (requests/s and burst, in-process
+    # per worker; rate 0 = no limit) and uvicorn workers for `lookout serve ingest`.
+    ingest_max_json_bytes: int = 1_000_000
+    ingest_max_csv_bytes: int = 20_000_000
+    ingest_rate_per_second: float = Field(default=50.0, ge=0)
+    ingest_rate_burst: float = Field(default=200.0, ge=1)
+    ingest_workers: int = Field(default=1, ge=1)
+
     # Relay.
     relay_poll_interval: float = 0.05
     relay_batch_size: int = 500

@@ -1,44 +1,325 @@
-"""The ingest HTTP API."""
+"""The ingest HTTP API: results (one, a batch, a CSV), overdose reports, a site's own
+submissions, the CSV upload page, and the admin API for sites and keys."""
 
 from __future__ import annotations
 
+import json
 import uuid
-from typing import Annotated, Any
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Header, Response
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import models_json_schema
+from sqlalchemy.orm import Session
+from starlette.datastructures import UploadFile
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.ingest import service
-from services.ingest.schemas import DrugCheckIn, SiteCreate, SiteCreated, SubmissionOut
-from shared.web import AdminOnly, DbSession, bearer_token, create_app
+from services.ingest import metrics, service
+from services.ingest.csv_import import parse_csv
+from services.ingest.schemas import (
+    MAX_BATCH,
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyOut,
+    BatchItemOut,
+    BatchOut,
+    CsvImportOut,
+    CsvRejectedRow,
+    DrugCheckIn,
+    ItemError,
+    OverdoseReportIn,
+    SiteCreate,
+    SiteCreated,
+    SiteOut,
+    SubmissionItem,
+    SubmissionOut,
+    SubmissionsPage,
+)
+from shared.db import session_scope
+from shared.problems import ProblemError, problem_response
+from shared.ratelimit import KeyedRateLimiter
+from shared.settings import Settings, get_settings
+from shared.web import AdminOnly, AppSettings, DbSession, bearer_token, create_app
 
+CSV_CHUNK = 1000  # rows per transaction in a CSV import
+MAX_IDEMPOTENCY_KEY = 120
+M = TypeVar("M", bound=BaseModel)
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 router = APIRouter()
 
 
-def _caller(scope: str) -> Any:
+# --- auth and rate limit -----------------------------------------------------------------
+
+_limiters: dict[tuple[float, float], KeyedRateLimiter] = {}
+
+
+def _limiter(settings: Settings) -> KeyedRateLimiter:
+    key = (settings.ingest_rate_per_second, settings.ingest_rate_burst)
+    if key not in _limiters:
+        _limiters[key] = KeyedRateLimiter(*key)
+    return _limiters[key]
+
+
+def _kind_of(path: str) -> metrics.Kind:
+    return "overdose_report" if "overdose" in path else "drug_check"
+
+
+def _check_caller(session: Session, settings: Settings, request: Request,
+                  authorization: str | None, scope: str | None) -> service.Caller:
+    kind = _kind_of(request.url.path)
+    try:
+        caller = service.authenticate(session, bearer_token(authorization), scope)
+    except ProblemError as exc:
+        if request.method == "POST":
+            metrics.count(kind, "rejected", "unauthorized" if exc.status == 401 else "forbidden")
+        raise
+    wait = _limiter(settings).try_take(str(caller.key_id))
+    if wait > 0:
+        if request.method == "POST":
+            metrics.count(kind, "rejected", "rate_limited")
+        raise ProblemError(429, "Too many requests",
+                           f"Rate limit of {settings.ingest_rate_per_second:g} requests/s per "
+                           "API key exceeded; retry later.",
+                           headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+    return caller
+
+
+def _caller(scope: str | None) -> Any:
     def dependency(
-        session: DbSession, authorization: Annotated[str | None, Header()] = None
+        session: DbSession, settings: AppSettings, request: Request,
+        authorization: Annotated[str | None, Header()] = None,
     ) -> service.Caller:
-        return service.authenticate(session, bearer_token(authorization), scope)
+        return _check_caller(session, settings, request, authorization, scope)
 
     return Depends(dependency)
 
 
 ResultsCaller = Annotated[service.Caller, _caller("results")]
+ReportsCaller = Annotated[service.Caller, _caller("reports")]
+AnyCaller = Annotated[service.Caller, _caller(None)]
+
+
+# --- request bodies ----------------------------------------------------------------------
+
+
+def _pointer(loc: Sequence[Any]) -> str:
+    return "/" + "/".join(str(p) for p in loc)
+
+
+def _item_errors(exc: ValidationError) -> list[dict[str, str]]:
+    return [{"field": _pointer(e["loc"]), "message": e["msg"], "type": e["type"]}
+            for e in exc.errors()]
+
+
+async def _json_body(request: Request, kind: metrics.Kind) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        metrics.count(kind, "rejected", "malformed")
+        raise ProblemError(400, "Malformed JSON", "The request body is not valid JSON.",
+                           errors=[{"field": "/", "in": "body", "message": "invalid JSON",
+                                    "type": "json_invalid"}]) from None
+
+
+def _split_batch(data: Any, wrapper: str, kind: metrics.Kind) -> list[Any] | None:
+    """The items of a batch ({wrapper: [...]} or [...]), or None for a single object."""
+    if isinstance(data, dict) and wrapper in data:
+        if set(data) != {wrapper} or not isinstance(data[wrapper], list):
+            metrics.count(kind, "rejected", "validation")
+            message = f"a batch is {{\"{wrapper}\": [...]}} with nothing else"
+            raise ProblemError(422, "Validation failed", message, errors=[
+                {"field": "/", "in": "body", "message": message, "type": "batch_shape"}])
+        data = data[wrapper]
+    if not isinstance(data, list):
+        return None
+    if not 1 <= len(data) <= MAX_BATCH:
+        metrics.count(kind, "rejected", "validation")
+        message = f"a batch holds 1 to {MAX_BATCH} items; this one has {len(data)}"
+        raise ProblemError(422, "Validation failed", message, errors=[
+            {"field": f"/{wrapper}", "in": "body", "message": message, "type": "batch_size"}])
+    return data
+
+
+def _validate_single(model: type[M], data: Any, kind: metrics.Kind) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        metrics.count(kind, "rejected", "validation")
+        errors = _item_errors(exc)
+        fields = ", ".join(sorted({e["field"] for e in errors}))
+        raise ProblemError(422, "Validation failed", f"Invalid field(s): {fields}",
+                           errors=[{**e, "in": "body"} for e in errors]) from None
+
+
+def _validate_items(
+    model: type[M], items: list[Any]
+) -> tuple[list[M | None], dict[int, list[dict[str, str]]]]:
+    bodies: list[M | None] = []
+    errors: dict[int, list[dict[str, str]]] = {}
+    for i, item in enumerate(items):
+        try:
+            bodies.append(model.model_validate(item))
+        except ValidationError as exc:
+            bodies.append(None)
+            errors[i] = _item_errors(exc)
+    return bodies, errors
+
+
+def _batch_response(kind: metrics.Kind, outcomes: list[service.ItemOutcome],
+                    errors: dict[int, list[dict[str, str]]]) -> JSONResponse:
+    items = []
+    for i, o in enumerate(outcomes):
+        item_errors = errors.get(i, o.errors)
+        items.append(BatchItemOut(
+            index=i, status=o.status, id=o.id, event_id=o.event_id,
+            region_id=o.region_id, reason=o.reason, existing_id=o.existing_id,
+            errors=[ItemError(**e) for e in item_errors]))
+    metrics.count_outcomes(kind, ((o.status, o.reason) for o in outcomes))
+    out = BatchOut(accepted=sum(o.status == "accepted" for o in outcomes),
+                   duplicate=sum(o.status == "duplicate" for o in outcomes),
+                   rejected=sum(o.status == "rejected" for o in outcomes), items=items)
+    return JSONResponse(out.model_dump(mode="json"), status_code=202 if out.accepted else 200)
+
+
+def _single_response(kind: metrics.Kind, outcome: service.ItemOutcome) -> JSONResponse:
+    metrics.count(kind, outcome.status, outcome.reason)
+    if outcome.status == "rejected":
+        if outcome.reason == "conflict":
+            raise ProblemError(409, "Conflict", outcome.errors[0]["message"],
+                               existing_id=str(outcome.existing_id))
+        raise ProblemError(422, "Unknown location", outcome.errors[0]["message"]
+                           if outcome.errors else "", errors=outcome.errors)
+    assert outcome.id and outcome.event_id and outcome.region_id
+    body = SubmissionOut(id=outcome.id, event_id=outcome.event_id, region_id=outcome.region_id,
+                         status="accepted" if outcome.status == "accepted" else "duplicate")
+    return JSONResponse(body.model_dump(mode="json"),
+                        status_code=202 if outcome.status == "accepted" else 200)
+
+
+# --- drug checks -------------------------------------------------------------------------
+
+_SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Single: a duplicate of an earlier submission (its id). Batch: "
+                         "nothing new accepted; per-item statuses."},
+    202: {"description": "Single: accepted (`SubmissionOut`). Batch: per-item statuses "
+                         "(`BatchOut`)."},
+    400: {"description": "Malformed JSON"},
+    409: {"description": "Single: same id, different content"},
+    413: {"description": "Body over the size limit"},
+    422: {"description": "Invalid fields, or an unknown location (problem+json)"},
+    429: {"description": "Rate limit; see Retry-After"},
+}
+
+
+def _body_doc(single: str, wrapper: str, batch_of: str) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{single}"}
+    array = {"type": "array", "items": ref, "minItems": 1, "maxItems": MAX_BATCH}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "title": batch_of, "oneOf": [
+            ref, {"type": "object", "properties": {wrapper: array}, "required": [wrapper],
+                  "additionalProperties": False}, array]}}}}}
+
+
+@router.post("/v1/drug-checks", tags=["drug checks"], response_model=None,
+             responses=_SUBMIT_RESPONSES,
+             openapi_extra=_body_doc("DrugCheckIn", "results", "DrugCheckSubmission"))
+async def submit_drug_checks(
+    request: Request, caller: ResultsCaller, session: DbSession
+) -> JSONResponse:
+    """One result, or a batch of up to 1,000 (`{"results": [...]}` or a JSON array).
+
+    A batch is stored in one transaction: invalid items are rejected one by one (with their
+    field errors), the valid ones accepted."""
+    data = await _json_body(request, "drug_check")
+    items = _split_batch(data, "results", "drug_check")
+    if items is None:
+        body = _validate_single(DrugCheckIn, data, "drug_check")
+        outcomes = await run_in_threadpool(service.submit_drug_checks, session, caller, [body])
+        return _single_response("drug_check", outcomes[0])
+    bodies, errors = _validate_items(DrugCheckIn, items)
+    outcomes = await run_in_threadpool(service.submit_drug_checks, session, caller, bodies)
+    return _batch_response("drug_check", outcomes, errors)
+
+
+def import_csv(settings: Settings, caller: service.Caller, text: str,
+               province: str) -> CsvImportOut:
+    """Import a CSV file, one transaction per chunk of rows."""
+    fmt, rows = parse_csv(text, province)
+    counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
+    rejected: list[CsvRejectedRow] = []
+    total = 0
+
+    def flush(chunk: list[Any]) -> None:
+        with session_scope(settings.sqlalchemy_url) as session:
+            outcomes = service.submit_drug_checks(session, caller, [r.body for r in chunk])
+        for row, outcome in zip(chunk, outcomes, strict=True):
+            reason = row.reason or outcome.reason or ""
+            status = outcome.status
+            counts[status] += 1
+            metrics.count("drug_check", status, reason or None)
+            if status == "rejected":
+                rejected.append(CsvRejectedRow(
+                    line=row.line, reason=reason,
+                    errors=[ItemError(**e) for e in (row.errors or outcome.errors)]))
+
+    chunk: list[Any] = []
+    for row in rows:
+        total += 1
+        chunk.append(row)
+        if len(chunk) >= CSV_CHUNK:
+            flush(chunk)
+            chunk = []
+    if chunk:
+        flush(chunk)
+    return CsvImportOut(format=fmt, rows=total, rejected_rows=rejected, **counts)
+
+
+async def _csv_text(request: Request, settings: Settings) -> str:
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form(max_part_size=settings.ingest_max_csv_bytes)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ProblemError(422, "Validation failed", "Send the CSV in the field `file`.",
+                               errors=[{"field": "/file", "in": "body",
+                                        "message": "missing file", "type": "missing"}])
+        data = await upload.read()
+    else:
+        data = await request.body()
+    from services.ingest.csv_import import decode
+
+    return decode(data)
 
 
 @router.post(
-    "/v1/drug-checks", status_code=202, response_model=SubmissionOut, tags=["drug checks"],
-    responses={200: {"description": "Duplicate of an earlier submission"},
-               409: {"description": "Same sample id, different content"}},
+    "/v1/drug-checks/csv", tags=["drug checks"], response_model=CsvImportOut,
+    responses={202: {"description": "Rows accepted", "model": CsvImportOut},
+               413: {"description": "File over the size limit"},
+               422: {"description": "Unknown CSV header"}},
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                           "properties": {"file": {"type": "string",
+                                                                   "format": "binary"}}}},
+        "text/csv": {"schema": {"type": "string"}}}}},
 )
-def submit_drug_check(
-    body: DrugCheckIn, caller: ResultsCaller, session: DbSession, response: Response
-) -> SubmissionOut:
-    row, created = service.submit_drug_check(session, caller, body)
-    if not created:
-        response.status_code = 200
-    return SubmissionOut(id=row.id, event_id=row.event_id, region_id=row.region_id,
-                         status="accepted" if created else "duplicate")
+async def submit_drug_checks_csv(
+    request: Request, caller: ResultsCaller, settings: AppSettings,
+    province: Annotated[str, Query(max_length=50, description="Province or state of the "
+                                   "Drug Checking BC export's City/Town column")] = "BC",
+) -> JSONResponse:
+    """A CSV file: the Drug Checking BC export as is, or the generic template
+    (docs/ingest.md). Says how many rows were accepted, duplicates and rejected, with each
+    rejected row's line number and reason."""
+    text = await _csv_text(request, settings)
+    out = await run_in_threadpool(import_csv, settings, caller, text, province)
+    return JSONResponse(out.model_dump(mode="json"), status_code=202 if out.accepted else 200)
 
 
 @router.get("/v1/drug-checks/{result_id}", tags=["drug checks"])
@@ -49,12 +330,241 @@ def get_drug_check(
     return {"id": str(row.id), "received_at": row.received_at.isoformat(), "event": row.event}
 
 
+# --- overdose reports --------------------------------------------------------------------
+
+
+def _idempotency_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or len(value) > MAX_IDEMPOTENCY_KEY or not value.isprintable():
+        metrics.count("overdose_report", "rejected", "validation")
+        message = f"1 to {MAX_IDEMPOTENCY_KEY} printable characters"
+        raise ProblemError(422, "Validation failed", f"Idempotency-Key: {message}", errors=[
+            {"field": "/Idempotency-Key", "in": "header", "message": message,
+             "type": "value_error"}])
+    return value
+
+
+@router.post("/v1/overdose-reports", tags=["overdose reports"], response_model=None,
+             responses=_SUBMIT_RESPONSES,
+             openapi_extra=_body_doc("OverdoseReportIn", "reports", "OverdoseReportSubmission"))
+async def submit_overdose_reports(
+    request: Request, caller: ReportsCaller, session: DbSession,
+    idempotency_key: Annotated[str | None, Header(
+        description="Same key and content again: the first id; other content: 409. "
+                    "In a batch, item i uses `<key>#<i>`.")] = None,
+) -> JSONResponse:
+    """One overdose report or a batch (`{"reports": [...]}` or a JSON array). No names."""
+    key = _idempotency_key(idempotency_key)
+    data = await _json_body(request, "overdose_report")
+    items = _split_batch(data, "reports", "overdose_report")
+    if items is None:
+        body = _validate_single(OverdoseReportIn, data, "overdose_report")
+        outcomes = await run_in_threadpool(
+            service.submit_overdose_reports, session, caller, [body], [key])
+        return _single_response("overdose_report", outcomes[0])
+    bodies, errors = _validate_items(OverdoseReportIn, items)
+    keys = [None if key is None else f"{key}#{i}" for i in range(len(items))]
+    outcomes = await run_in_threadpool(
+        service.submit_overdose_reports, session, caller, bodies, keys)
+    return _batch_response("overdose_report", outcomes, errors)
+
+
+@router.get("/v1/overdose-reports/{report_id}", tags=["overdose reports"])
+def get_overdose_report(
+    report_id: uuid.UUID, caller: ReportsCaller, session: DbSession
+) -> dict[str, Any]:
+    row = service.get_overdose_report(session, caller, report_id)
+    return {"id": str(row.id), "received_at": row.received_at.isoformat(), "event": row.event}
+
+
+# --- a site's own submissions ------------------------------------------------------------
+
+
+@router.get("/v1/submissions", tags=["submissions"])
+def list_submissions(
+    caller: AnyCaller, session: DbSession,
+    since: Annotated[str | None, Query(max_length=100, description=(
+        "Received after this time (ISO 8601 with a zone), or a page's `next_since`"))] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> SubmissionsPage:
+    """The caller's own site's results and reports (those its key's scopes cover), oldest
+    first. Another site's submissions are never listed."""
+    page, next_since = service.list_submissions(session, caller, since, limit)
+    return SubmissionsPage(
+        items=[SubmissionItem(kind=kind, id=row.id,
+                              received_at=row.received_at, region_id=row.region_id,
+                              event=row.event) for kind, row in page],
+        next_since=next_since)
+
+
+# --- the upload page ---------------------------------------------------------------------
+
+
+@router.get("/upload", response_class=HTMLResponse, include_in_schema=False)
+def upload_page(request: Request) -> HTMLResponse:
+    return templates.TemplateResponse(request, "upload.html", {"result": None})
+
+
+@router.post("/upload", response_class=HTMLResponse, include_in_schema=False)
+async def upload_submit(request: Request, settings: AppSettings) -> HTMLResponse:
+    """The page's form: the site's API key, the file; the result rendered in the page."""
+    error, status, result = "", 200, None
+    form = await request.form(max_part_size=settings.ingest_max_csv_bytes)
+    api_key, upload = str(form.get("api_key") or "").strip(), form.get("file")
+    province = str(form.get("province") or "BC").strip()[:50] or "BC"
+    try:
+        if not isinstance(upload, UploadFile) or not upload.filename:
+            raise ProblemError(422, "No file", "Choose a CSV file to upload.")
+
+        def auth() -> service.Caller:
+            with session_scope(settings.sqlalchemy_url) as session:
+                return _check_caller(session, settings, request, f"Bearer {api_key}",
+                                     "results")
+
+        caller = await run_in_threadpool(auth)
+        from services.ingest.csv_import import decode
+
+        text = decode(await upload.read())
+        result = await run_in_threadpool(import_csv, settings, caller, text, province)
+    except ProblemError as exc:
+        error, status = f"{exc.title}: {exc.detail}", exc.status
+    return templates.TemplateResponse(
+        request, "upload.html", {"result": result, "error": error, "province": province},
+        status_code=status)
+
+
+# --- admin: sites and keys ---------------------------------------------------------------
+
+
+def _key_out(row: Any) -> ApiKeyOut:
+    return ApiKeyOut(id=row.id, site_id=row.site_id, prefix=row.prefix, scopes=list(row.scopes),
+                     created_at=row.created_at, revoked_at=row.revoked_at)
+
+
+def _key_created(row: Any, key: str) -> ApiKeyCreated:
+    return ApiKeyCreated(**_key_out(row).model_dump(), api_key=key)
+
+
 @router.post("/v1/admin/sites", status_code=201, dependencies=[AdminOnly], tags=["admin"])
 def create_site(body: SiteCreate, session: DbSession) -> SiteCreated:
     site, key = service.create_site(session, body.name, list(body.scopes))
     return SiteCreated(site_id=site.id, name=site.name, api_key=key, scopes=list(body.scopes))
 
 
+@router.get("/v1/admin/sites", dependencies=[AdminOnly], tags=["admin"])
+def list_sites(session: DbSession) -> list[SiteOut]:
+    return [SiteOut(id=s.id, name=s.name, created_at=s.created_at, active_keys=n)
+            for s, n in service.list_sites(session)]
+
+
+@router.get("/v1/admin/sites/{site_id}/keys", dependencies=[AdminOnly], tags=["admin"])
+def list_keys(site_id: uuid.UUID, session: DbSession) -> list[ApiKeyOut]:
+    return [_key_out(k) for k in service.list_keys(session, site_id)]
+
+
+@router.post("/v1/admin/sites/{site_id}/keys", status_code=201, dependencies=[AdminOnly],
+             tags=["admin"])
+def add_key(site_id: uuid.UUID, body: ApiKeyCreate, session: DbSession) -> ApiKeyCreated:
+    """A new key for the site (shown once)."""
+    row, key = service.add_key(session, site_id, list(body.scopes))
+    return _key_created(row, key)
+
+
+@router.post("/v1/admin/sites/{site_id}/keys/{key_id}/revoke", dependencies=[AdminOnly],
+             tags=["admin"])
+def revoke_key(site_id: uuid.UUID, key_id: uuid.UUID, session: DbSession) -> ApiKeyOut:
+    return _key_out(service.revoke_key(session, site_id, key_id))
+
+
+@router.post("/v1/admin/sites/{site_id}/keys/{key_id}/rotate", status_code=201,
+             dependencies=[AdminOnly], tags=["admin"])
+def rotate_key(site_id: uuid.UUID, key_id: uuid.UUID, session: DbSession) -> ApiKeyCreated:
+    """A new key with the same scopes (shown once); the old one stops working at once."""
+    row, key = service.rotate_key(session, site_id, key_id)
+    return _key_created(row, key)
+
+
+# --- body size limit ---------------------------------------------------------------------
+
+
+class BodyLimit:
+    """Refuses bodies over the limit with 413 problem+json before the app reads them: the
+    JSON limit everywhere, the (larger) CSV limit on the CSV endpoints."""
+
+    def __init__(self, app: ASGIApp, settings: Callable[[], Settings]) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        settings = self.settings()
+        path = scope["path"]
+        limit = (settings.ingest_max_csv_bytes if path.endswith("/csv") or path == "/upload"
+                 else settings.ingest_max_json_bytes)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None:
+            if not length.isdigit() or int(length) > limit:
+                await self._too_large(scope, receive, send, limit)
+                return
+            await self.app(scope, receive, send)
+            return
+        # No Content-Length (chunked): read up to the limit, then replay to the app.
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > limit:
+                await self._too_large(scope, receive, send, limit)
+                return
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        metrics.count(_kind_of(scope["path"]), "rejected", "too_large")
+        response = problem_response(413, "Content too large",
+                                    f"The body must be at most {limit} bytes.",
+                                    instance=scope["path"])
+        await response(scope, receive, send)
+
+
 app = create_app("ingest", title="Lookout ingest",
                  description="Drug-checking results and overdose reports from sites.")
 app.include_router(router)
+app.add_middleware(BodyLimit, settings=lambda: app.dependency_overrides.get(
+    get_settings, get_settings)())
+
+
+def _openapi() -> dict[str, Any]:
+    """The generated document plus the request models that the handlers validate
+    themselves (single object or batch)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                         routes=app.routes)
+    _, defs = models_json_schema([(DrugCheckIn, "validation"), (OverdoseReportIn, "validation"),
+                                  (BatchOut, "serialization"),
+                                  (SubmissionOut, "serialization")],
+                                 ref_template="#/components/schemas/{model}")
+    schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+    app.openapi_schema = schema
+    return schema
+
+
+app.openapi = _openapi  # type: ignore[method-assign]

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, UTCDateTime, utcnow
@@ -35,7 +35,10 @@ class ApiKey(Base):
 
 class DrugCheck(Base):
     __tablename__ = "ingest_drug_checks"
-    __table_args__ = (UniqueConstraint("site_id", "sample_id"),)
+    __table_args__ = (
+        UniqueConstraint("site_id", "sample_id"),
+        Index("ix_ingest_drug_checks_site_received", "site_id", "received_at", "id"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     event_id: Mapped[uuid.UUID] = mapped_column(unique=True)
@@ -46,6 +49,26 @@ class DrugCheck(Base):
     region_id: Mapped[str] = mapped_column(String(120), index=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     event: Mapped[dict[str, Any]] = mapped_column(JSON)  # the normalized v1 event as sent
+
+
+class OverdoseReport(Base):
+    """An overdose report; `idempotency_key` (per site) comes from the Idempotency-Key header."""
+
+    __tablename__ = "ingest_overdose_reports"
+    __table_args__ = (
+        UniqueConstraint("site_id", "idempotency_key"),
+        Index("ix_ingest_overdose_reports_site_received", "site_id", "received_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    event_id: Mapped[uuid.UUID] = mapped_column(unique=True)
+    site_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ingest_sites.id"))
+    idempotency_key: Mapped[str | None] = mapped_column(String(160))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    region_id: Mapped[str] = mapped_column(String(120), index=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    event: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class OutboxMessage(OutboxMixin, Base):

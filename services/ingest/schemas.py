@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -69,6 +69,7 @@ class DrugCheckIn(Strict):
     strips: dict[str, StripResult] = Field(default_factory=dict, max_length=10)
     adverse_reaction: bool | None = None
     notes: str | None = Field(default=None, max_length=2000)
+    collection_site: str | None = Field(default=None, max_length=120)
 
     _collected = field_validator("collected_at")(not_in_future)
 
@@ -80,9 +81,117 @@ class DrugCheckIn(Strict):
     @field_validator("notes")
     @classmethod
     def _no_contact_details(cls, value: str | None) -> str | None:
-        if value and (EMAIL_RE.search(value) or PHONE_RE.search(value)):
-            raise ValueError("notes must not contain phone numbers or e-mail addresses")
+        return no_contact_details(value)
+
+
+def no_contact_details(value: str | None) -> str | None:
+    if value and (EMAIL_RE.search(value) or PHONE_RE.search(value)):
+        raise ValueError("notes must not contain phone numbers or e-mail addresses")
+    return value
+
+
+MAX_BATCH = 1000
+Source = Literal["ems", "ed", "outreach", "peer", "public_sms", "medical_examiner"]
+
+
+class OverdoseReportIn(Strict):
+    """One overdose. No names: unknown fields (name, address, phone...) are refused."""
+
+    source: Source
+    occurred_at: AwareDatetime
+    location: Location
+    fatal: Literal["yes", "no", "unknown"] = "unknown"
+    naloxone_doses: int | None = Field(default=None, ge=0, le=50)
+    suspected_substances: list[str] = Field(default_factory=list, max_length=20)
+    sold_as: str | None = Field(default=None, max_length=200)
+
+    _occurred = field_validator("occurred_at")(not_in_future)
+
+    @field_validator("suspected_substances")
+    @classmethod
+    def _names_bounded(cls, value: list[str]) -> list[str]:
+        value = [v.strip() for v in value]
+        if any(not v or len(v) > 200 for v in value):
+            raise ValueError("each suspected substance must be 1 to 200 characters")
         return value
+
+
+class ItemError(BaseModel):
+    field: str
+    message: str
+    type: str
+
+
+class BatchItemOut(BaseModel):
+    index: int
+    status: Literal["accepted", "duplicate", "rejected"]
+    id: uuid.UUID | None = None
+    event_id: uuid.UUID | None = None
+    region_id: str | None = None
+    reason: str | None = None  # for rejected: validation, location, conflict
+    errors: list[ItemError] = Field(default_factory=list)
+    existing_id: uuid.UUID | None = None
+
+
+class BatchOut(BaseModel):
+    accepted: int
+    duplicate: int
+    rejected: int
+    items: list[BatchItemOut]
+
+
+class CsvRejectedRow(BaseModel):
+    line: int
+    reason: str
+    errors: list[ItemError] = Field(default_factory=list)
+
+
+class CsvImportOut(BaseModel):
+    format: Literal["drugcheckingbc", "generic"]
+    rows: int
+    accepted: int
+    duplicate: int
+    rejected: int
+    rejected_rows: list[CsvRejectedRow]
+
+
+class SubmissionItem(BaseModel):
+    kind: Literal["drug_check", "overdose_report"]
+    id: uuid.UUID
+    received_at: datetime
+    region_id: str
+    event: dict[str, Any]
+
+
+class SubmissionsPage(BaseModel):
+    items: list[SubmissionItem]
+    next_since: str | None = Field(
+        description="Pass as `since` to get the next page; null when this page is the last.")
+
+
+class ApiKeyOut(BaseModel):
+    id: uuid.UUID
+    site_id: uuid.UUID
+    prefix: str
+    scopes: list[str]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ApiKeyCreate(Strict):
+    scopes: list[Literal["results", "reports"]] = Field(
+        default=["results", "reports"], min_length=1)
+
+
+class ApiKeyCreated(ApiKeyOut):
+    api_key: str = Field(description="Shown once; only its hash is stored.")
+
+
+class SiteOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+    active_keys: int
 
 
 class SubmissionOut(BaseModel):
