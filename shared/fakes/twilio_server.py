@@ -153,6 +153,15 @@ DELIVERY_ERRORS: dict[int, str] = {
 # A permissive phone-number shape check: optional '+', 7-15 digits, common separators allowed.
 _PHONE_RE = re.compile(r"\+?\d{7,15}")
 _PHONE_SEPARATORS = str.maketrans("", "", " -().")
+_UNSAFE = re.compile(r"[\x00-\x20\x7f]")  # whitespace/control characters never belong in a URL
+
+
+def _valid_callback_url(url: str) -> bool:
+    """Twilio's StatusCallback rules: http(s), a hostname without underscores, <= 4000 chars."""
+    if len(url) > 4000 or _UNSAFE.search(url):
+        return False
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and "_" not in parts.netloc
 
 
 def _twilio_error(
@@ -214,7 +223,6 @@ def count_segments(body: str) -> int:
 # --------------------------------------------------------------------------------------------
 
 _Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-_UNSAFE = re.compile(r"[\x00-\x20\x7f]")  # whitespace/control characters never belong in a URL
 
 
 class _FormPoster:
@@ -255,14 +263,13 @@ class _FormPoster:
             if conn is None:
                 if https and self._ssl is None:
                     self._ssl = ssl.create_default_context()
-                conn = await asyncio.wait_for(
-                    asyncio.open_connection(key[1], key[2], ssl=self._ssl if https else None),
-                    self.timeout,
-                )
+                async with asyncio.timeout(self.timeout):
+                    conn = await asyncio.open_connection(
+                        key[1], key[2], ssl=self._ssl if https else None
+                    )
             try:
-                status, keep_alive = await asyncio.wait_for(
-                    self._exchange(conn, data), self.timeout
-                )
+                async with asyncio.timeout(self.timeout):
+                    status, keep_alive = await self._exchange(conn, data)
             except (OSError, EOFError, ValueError, asyncio.LimitOverrunError):
                 conn[1].close()
                 if reused and attempt == 0:
@@ -325,6 +332,10 @@ class FailRule:
     suffix: str
     error_code: int = 30003
     status: DeliveryStatus = "undelivered"
+
+
+def _by_suffix_length(rules: Iterable[FailRule]) -> list[FailRule]:
+    return sorted(rules, key=lambda r: len(r.suffix), reverse=True)  # most specific first
 
 
 @dataclass
@@ -419,9 +430,10 @@ class FakeTwilio:
     _workers: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
     _sender: _FormPoster | None = field(default=None, repr=False)
     _failing_urls: set[str] = field(default_factory=set, repr=False)
+    _closing: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._fail_rules = list(self.initial_fail_rules)
+        self._fail_rules = _by_suffix_length(self.initial_fail_rules)
         self._auth_b64 = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
         self._validator = RequestValidator(self.auth_token)
         self._base = f"/{API_VERSION}/Accounts/{self.account_sid}"
@@ -479,13 +491,12 @@ class FakeTwilio:
             self._faults.clear()
 
     def add_fail_rule(self, rule: FailRule) -> None:
-        with self.lock:
-            self._fail_rules.append(rule)
-            self._fail_rules.sort(key=lambda r: len(r.suffix), reverse=True)
+        with self.lock:  # swap in a new list: the event loop iterates it without the lock
+            self._fail_rules = _by_suffix_length([*self._fail_rules, rule])
 
     def clear_fail_rules(self) -> None:
         with self.lock:
-            self._fail_rules.clear()
+            self._fail_rules = []
 
     def reset(self) -> None:
         with self.lock:
@@ -494,9 +505,7 @@ class FakeTwilio:
             self._stats.clear()
             self._opted_out.clear()
             self._faults.clear()
-            self._fail_rules = sorted(
-                self.initial_fail_rules, key=lambda r: len(r.suffix), reverse=True
-            )
+            self._fail_rules = _by_suffix_length(self.initial_fail_rules)
 
     # ---- helpers ---------------------------------------------------------------------------
 
@@ -587,6 +596,9 @@ class FakeTwilio:
         address = to.split(":", 1)[1] if ":" in to else to  # e.g. whatsapp:+1...
         if not _PHONE_RE.fullmatch(address.translate(_PHONE_SEPARATORS)):
             return self._reject(21211, f"The 'To' number {to} is not a valid phone number.")
+        callback = form.get("StatusCallback") or None
+        if callback is not None and not _valid_callback_url(callback):
+            return self._reject(21609, f"The StatusCallback URL {callback} is not a valid URL.")
         if to in self._opted_out:
             return self._reject(21610, "Attempt to send to unsubscribed recipient")
 
@@ -601,7 +613,7 @@ class FakeTwilio:
             num_segments=count_segments(body),
             num_media=len(media),
             messaging_service_sid=service,
-            status_callback=form.get("StatusCallback") or None,
+            status_callback=callback,
             date_created=now,
             date_updated=now,
             final=self._fail_rule_for(to),
@@ -714,7 +726,7 @@ class FakeTwilio:
         self, queue: asyncio.Queue[tuple[_Message, list[str], int]], sender: _FormPoster
     ) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closing:
             msg, steps, index = await queue.get()
             try:
                 await self._post_callback(sender, msg, steps[index])
@@ -770,10 +782,13 @@ class FakeTwilio:
             self._stats[f"callback.{outcome}"] += 1
 
     async def aclose(self) -> None:
+        self._closing = True
         for task in self._workers:
             task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        if self._workers:  # bounded: shutdown must never hang on a callback
+            await asyncio.wait(self._workers, timeout=2.0)
         self._workers, self._queue = [], None
+        self._closing = False
         if self._sender is not None:
             self._sender.close()
             self._sender = None
@@ -844,7 +859,6 @@ def create_app(
 ) -> Starlette:
     """Build the fake Twilio ASGI app; its state is ``app.state.twilio`` (a :class:`FakeTwilio`)."""
     fake = FakeTwilio(account_sid, auth_token, callback_delay, tuple(fail_rules))
-    fake.reset()  # sorts the fail rules
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -899,12 +913,16 @@ class FakeTwilioServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> FakeTwilioServer:
         if self._thread is not None:
             raise RuntimeError("FakeTwilioServer already started")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto
+        # is TCP; with proto=0 Nagle + delayed ACK add ~40 ms to every response.
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self._requested_port))
         self.port = sock.getsockname()[1]

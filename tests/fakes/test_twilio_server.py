@@ -144,6 +144,14 @@ def test_create_fetch_and_list(client: Client, fake: FakeTwilioServer) -> None:
     assert fake.messages() == []
 
 
+def test_sequential_requests_are_fast(client: Client) -> None:
+    # Guards against Nagle + delayed-ACK stalls (~40 ms per response without TCP_NODELAY).
+    started = time.monotonic()
+    for _ in range(40):
+        client.messages.create(to=RECIPIENT, from_=SENDER, body="x")
+    assert time.monotonic() - started < 1.2
+
+
 def test_list_pages_newest_first(client: Client) -> None:
     sids = [client.messages.create(to=RECIPIENT, from_=SENDER, body=f"m{i}").sid for i in range(5)]
     listed = client.messages.list(to=RECIPIENT, page_size=2)
@@ -197,6 +205,11 @@ def test_opted_out_recipient_is_21610(client: Client, fake: FakeTwilioServer) ->
         ({"to": RECIPIENT, "body": "x"}, 21603),
         ({"to": RECIPIENT, "from_": SENDER}, 21602),
         ({"to": RECIPIENT, "from_": SENDER, "body": "x" * 1601}, 21617),
+        ({"to": RECIPIENT, "from_": SENDER, "body": "x", "status_callback": "nope"}, 21609),
+        (
+            {"to": RECIPIENT, "from_": SENDER, "body": "x", "status_callback": "http://a_b/cb"},
+            21609,
+        ),
     ],
 )
 def test_missing_parameters(client: Client, kwargs: dict[str, str], code: int) -> None:
