@@ -150,15 +150,55 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from services.detection import agents as detection_agents
 
         app = detection_agents.app
+    elif args.service == "referrals":
+        from services.referrals import agents as referrals_agents
+
+        app = referrals_agents.app
     else:
         from services.alerts import agents as alerts_agents
 
         app = alerts_agents.app
-    name = "detection" if args.service == "detection" else "alerts-worker"
+    name = {"detection": "detection", "referrals": "referrals-worker"}.get(args.service,
+                                                                         "alerts-worker")
     configure_logging(name)
     start_http_server(metrics_ports(settings)[name], addr=settings.http_host)
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
+    return 0
+
+
+def cmd_providers_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from services.referrals.hsds import import_path
+    from shared.db import session_scope
+
+    with session_scope(_settings().sqlalchemy_url) as session:
+        report = import_path(session, Path(args.path))
+    print(report.summary())
+    return 0
+
+
+def cmd_providers_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from services.referrals.hsds import export_rows, write_package
+    from shared.db import session_scope
+
+    with session_scope(_settings().sqlalchemy_url) as session:
+        rows = export_rows(session)
+    print(f"HSDS package written: {write_package(rows, Path(args.directory))}")
+    return 0
+
+
+def cmd_referrals_purge(args: argparse.Namespace) -> int:
+    from services.referrals.service import purge
+    from shared.db import session_scope, utcnow
+
+    settings = _settings()
+    with session_scope(settings.sqlalchemy_url) as session:
+        count = purge(session, settings, utcnow())
+    print(f"referrals purged of personal data: {count}")
     return 0
 
 
@@ -276,8 +316,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("service", choices=["ingest", "alerts", "referrals", "dashboard"])
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("worker", help="run one Faust worker")
-    p.add_argument("service", choices=["detection", "alerts"])
+    p.add_argument("service", choices=["detection", "alerts", "referrals"])
     p.set_defaults(func=cmd_worker)
+    providers = sub.add_parser("providers", help="the referral provider directory (HSDS 3.0)"
+                               ).add_subparsers(dest="providers_command", required=True)
+    p = providers.add_parser("import", help="import an HSDS data package (dir, .zip, .json)")
+    p.add_argument("path")
+    p.set_defaults(func=cmd_providers_import)
+    p = providers.add_parser("export", help="write the directory as an HSDS CSV package")
+    p.add_argument("directory")
+    p.set_defaults(func=cmd_providers_export)
+    referrals = sub.add_parser("referrals", help="referrals").add_subparsers(
+        dest="referrals_command", required=True)
+    referrals.add_parser("purge", help="remove personal data past retention").set_defaults(
+        func=cmd_referrals_purge)
     p = sub.add_parser("relay", help="publish the services' outbox tables to Kafka")
     p.add_argument("services", nargs="*", help="default: every service's outbox")
     p.set_defaults(func=cmd_relay)

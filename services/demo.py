@@ -12,6 +12,7 @@ from sqlalchemy import select
 from services.alerts.models import Subscriber, Subscription
 from services.ingest.models import ApiKey, Site
 from services.ingest.service import create_site
+from services.referrals.demo_directory import seed_directory
 from shared.crypto import API_KEY_PREFIX, encrypt_phone, hash_api_key, phone_lookup_hash
 from shared.db import session_scope
 from shared.regions import by_postal_code
@@ -58,4 +59,5 @@ def seed_demo(settings: Settings) -> Demo:
             session.add(subscriber)
             session.flush()
             session.add(Subscription(subscriber_id=subscriber.id, region_id=region.id))
+    seed_directory(settings)  # ~50 fictional providers (HSDS), upserted by id
     return Demo(api_key=key, region_id=region.id, region_name=region.name)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from services.ingest.models import OutboxMessage as IngestOutbox
+from services.referrals.models import OutboxMessage as ReferralsOutbox
 
 OUTBOX_TABLES: dict[str, Any] = {
     "ingest": IngestOutbox,
+    "referrals": ReferralsOutbox,
 }

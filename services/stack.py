@@ -15,6 +15,7 @@ PROCESSES: dict[str, list[str]] = {
     "alerts": ["serve", "alerts"],
     "alerts-worker": ["worker", "alerts"],
     "referrals": ["serve", "referrals"],
+    "referrals-worker": ["worker", "referrals"],
     "dashboard": ["serve", "dashboard"],
 }
 
@@ -37,4 +38,5 @@ def metrics_ports(settings: Settings) -> dict[str, int]:
         "relay": settings.relay_metrics_port,
         "detection": settings.detection_metrics_port,
         "alerts-worker": settings.alerts_worker_metrics_port,
+        "referrals-worker": settings.referrals_worker_metrics_port,
     }

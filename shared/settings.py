@@ -84,6 +84,19 @@ class Settings(BaseSettings):
     relay_poll_interval: float = 0.05
     relay_batch_size: int = 500
 
+    # Referrals: matching, conversation timing, retention of personal data.
+    referrals_worker_metrics_port: int = 9104
+    referrals_open_within_hours: float = 2.0  # "open now or within N hours"
+    referrals_max_distance_km: float = 40.0
+    referrals_followup_delay_seconds: float = 4 * 3600  # after the provider notice
+    referrals_no_response_seconds: float = 24 * 3600  # options unanswered -> no_response
+    referrals_retention_days: float = 30.0  # then contact_ref, free text, phone are purged
+    referrals_tick_seconds: float = 15.0  # how often the worker looks for due follow-ups
+    referrals_public_url: str = ""  # base URL for providers' signed links; empty: local
+    referrals_smtp_host: str = ""  # e-mail notices to providers; empty: e-mail disabled
+    referrals_smtp_port: int = 25
+    referrals_smtp_from: str = "referrals@lookout.invalid"
+
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
         if self.env in ("dev", "test"):

@@ -1,8 +1,274 @@
-"""The referrals service: a placeholder with health and metrics until its issue lands."""
+"""The referrals HTTP API: the public help page, staff referrals (admin token for now),
+provider updates (signed link or API), and the directory's availability and capacity.
+
+The SMS conversation runs in the `referrals-worker` process (`services.referrals.agents`).
+"""
 
 from __future__ import annotations
 
-from shared.web import create_app
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+from prometheus_client import Counter
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.referrals import models as m
+from services.referrals import service
+from services.referrals.geo import resolve_place
+from services.referrals.matching import SERVICE_TYPES
+from services.referrals.notify import ChannelNotifier, ProviderNotifier
+from services.referrals.schemas import (
+    ChoiceIn,
+    OptionOut,
+    ReferralOut,
+    ServiceOut,
+    ServiceUpdateIn,
+    StaffReferralIn,
+    StatusIn,
+)
+from shared.db import utcnow
+from shared.problems import ProblemError
+from shared.settings import Settings
+from shared.web import AdminOnly, AppSettings, DbSession, create_app
+
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+router = APIRouter()
+REFERRALS = Counter("lookout_referrals_requests_total", "Referral requests", ["source"])
+WEB_CONSENT = ("Lookout keeps this request for {days:g} days to count how many people asked "
+               "for help, then deletes it. Nothing you enter here is sent to a provider: you "
+               "contact the place you choose yourself. Do not enter your name.")
+LANGUAGES = {"en": "English", "es": "Español", "fr": "Français", "zh": "中文", "vi": "Tiếng Việt"}
+PAYMENTS = {"": "Not sure", "medicaid": "Medicaid / public insurance",
+            "uninsured": "No insurance", "sliding_fee": "Sliding fee",
+            "private_insurance": "Private insurance"}
+
+
+def _notifier(request: Request, settings: Settings) -> ProviderNotifier:
+    found = getattr(request.app.state, "notifier", None)
+    return found if found is not None else ChannelNotifier(settings)
+
+
+def _region_for(body_postal: str | None, region_id: str | None) -> str | None:
+    if region_id:
+        return region_id
+    if body_postal:
+        place = resolve_place(body_postal)
+        if place is None:
+            raise ProblemError(422, "Unknown place", f"no region for {body_postal!r}")
+        return place.id
+    return None
+
+
+def _referral_out(session: Session, referral: m.Referral, full: bool = False) -> ReferralOut:
+    history: list[dict[str, Any]] = []
+    notices: list[dict[str, Any]] = []
+    if full:
+        history = [{"status": c.status, "previous_status": c.previous_status, "actor": c.actor,
+                    "at": c.at.isoformat()} for c in session.scalars(
+            select(m.StatusChange).where(m.StatusChange.referral_id == referral.id)
+            .order_by(m.StatusChange.at))]
+        notices = [{"service_id": n.service_id, "channel": n.channel, "status": n.status,
+                    "error": n.error, "at": n.created_at.isoformat()} for n in session.scalars(
+            select(m.ProviderNotice).where(m.ProviderNotice.referral_id == referral.id))]
+    return ReferralOut(
+        id=referral.id, source=referral.source, status=referral.status,
+        service_types=referral.service_types, region_id=referral.region_id,
+        language=referral.language, created_at=referral.created_at,
+        chosen_service_id=referral.chosen_service_id, history=history, notices=notices,
+        options=[OptionOut(number=i, **{k: o.get(k) for k in (
+            "service_id", "name", "address", "phone", "distance_km", "opens_in_minutes",
+            "closes_at", "reasons")}) for i, o in enumerate(referral.options or [], start=1)])
+
+
+def _get(session: Session, referral_id: uuid.UUID) -> m.Referral:
+    referral = session.get(m.Referral, referral_id)
+    if referral is None:
+        raise ProblemError(404, "Not found", "no such referral")
+    return referral
+
+
+@router.post("/v1/referrals", status_code=201, dependencies=[AdminOnly], tags=["referrals"])
+def staff_referral(body: StaffReferralIn, session: DbSession,
+                   settings: AppSettings) -> ReferralOut:
+    """Site staff refer someone (admin token for now; a per-site staff key is future work).
+    Returns the matched options; choose one with `POST /v1/referrals/{id}/choice`."""
+    now = utcnow()
+    referral = service.create_referral(
+        session, settings, source="staff", now=now, actor="staff",
+        consent=service.ConsentIn(body.consent.shared_fields, body.consent.wording, "staff"),
+        service_types=body.service_types, language=body.language,
+        region_id=_region_for(body.postal_code, body.region_id), payment=body.payment,
+        age=body.age, text=body.note, callback_phone=body.callback_phone)
+    service.offer_options(session, settings, referral, now)
+    REFERRALS.labels("staff").inc()
+    return _referral_out(session, referral)
+
+
+@router.get("/v1/referrals/stats", dependencies=[AdminOnly], tags=["referrals"])
+def referral_stats(session: DbSession) -> dict[str, Any]:
+    """Counts by status and source (no personal data)."""
+    return service.stats(session)
+
+
+@router.get("/v1/referrals/{referral_id}", dependencies=[AdminOnly], tags=["referrals"])
+def get_referral(referral_id: uuid.UUID, session: DbSession) -> ReferralOut:
+    return _referral_out(session, _get(session, referral_id), full=True)
+
+
+@router.post("/v1/referrals/{referral_id}/choice", dependencies=[AdminOnly],
+             tags=["referrals"])
+def choose_option(referral_id: uuid.UUID, body: ChoiceIn, request: Request,
+                  session: DbSession, settings: AppSettings) -> ReferralOut:
+    """The person (through staff) picks an option: the provider is notified with only what
+    was consented."""
+    referral = _get(session, referral_id)
+    now = utcnow()
+    handoff = service.choose(session, referral, body.option, "staff", now)
+    service.hand_off(session, settings, _notifier(request, settings), handoff, now)
+    return _referral_out(session, referral, full=True)
+
+
+@router.post("/v1/referrals/{referral_id}/status", dependencies=[AdminOnly],
+             tags=["referrals"])
+def update_status(referral_id: uuid.UUID, body: StatusIn, session: DbSession,
+                  settings: AppSettings) -> ReferralOut:
+    """A provider or staff member reports the outcome."""
+    referral = service.provider_update(session, settings, referral_id, body.status,
+                                       "provider", utcnow())
+    return _referral_out(session, referral)
+
+
+@router.get("/r/{referral_id}", response_class=HTMLResponse, include_in_schema=False)
+def provider_page(request: Request, referral_id: uuid.UUID, session: DbSession,
+                  settings: AppSettings, t: Annotated[str, Query(max_length=64)] = ""
+                  ) -> HTMLResponse:
+    """The signed link in a provider's notice: see the referral's status and update it."""
+    referral = _get(session, referral_id)
+    expected = service.link_token(settings, referral.id, referral.chosen_service_id or "")
+    if not referral.chosen_service_id or not service.hmac.compare_digest(t, expected):
+        raise ProblemError(403, "Forbidden", "the link is not valid for this referral")
+    return templates.TemplateResponse(request, "provider.html", {
+        "referral": referral, "token": t, "done": None})
+
+
+@router.post("/r/{referral_id}", response_class=HTMLResponse, include_in_schema=False)
+def provider_post(request: Request, referral_id: uuid.UUID, session: DbSession,
+                  settings: AppSettings, t: Annotated[str, Form(max_length=64)],
+                  status: Annotated[str, Form(max_length=20)]) -> HTMLResponse:
+    referral = service.provider_update(session, settings, referral_id, status, "provider",
+                                       utcnow(), token=t)
+    return templates.TemplateResponse(request, "provider.html", {
+        "referral": referral, "token": t, "done": status})
+
+
+@router.get("/help", response_class=HTMLResponse, tags=["public"])
+def help_form(request: Request, settings: AppSettings) -> HTMLResponse:
+    return templates.TemplateResponse(request, "help.html", _form_context(settings))
+
+
+def _form_context(settings: Settings, **extra: Any) -> dict[str, Any]:
+    return {"service_types": sorted(SERVICE_TYPES), "languages": LANGUAGES,
+            "payments": PAYMENTS, "consent": WEB_CONSENT.format(
+                days=settings.referrals_retention_days), "options": None, "error": None,
+            "form": {}, **extra}
+
+
+@router.post("/help", response_class=HTMLResponse, tags=["public"])
+def help_submit(
+    request: Request, session: DbSession, settings: AppSettings,
+    service_type: Annotated[str, Form(max_length=40)],
+    place: Annotated[str, Form(max_length=60)],
+    language: Annotated[str, Form(max_length=8)] = "en",
+    payment: Annotated[str, Form(max_length=20)] = "",
+    age: Annotated[str, Form(max_length=3)] = "",
+    consent: Annotated[str, Form(max_length=3)] = "",
+) -> HTMLResponse:
+    """No login, no name, no phone: the request is recorded and the options shown here."""
+    form = {"service_type": service_type, "place": place, "language": language,
+            "payment": payment, "age": age}
+    error = None
+    region = resolve_place(place)
+    if consent != "yes":
+        error = "Please tick the box to say you read how we use this request."
+    elif service_type not in SERVICE_TYPES:
+        error = "Please choose the kind of help you need."
+    elif region is None:
+        error = "We don't know that place. Try a ZIP code, or a city like 'Surrey, BC'."
+    elif payment and payment not in PAYMENTS:
+        error = "Please choose how you would pay."
+    elif age and not (age.isdigit() and int(age) <= 120):
+        error = "Age must be a number."
+    if error or region is None:
+        return templates.TemplateResponse(request, "help.html", _form_context(
+            settings, error=error, form=form), status_code=422)
+    now = utcnow()
+    referral = service.create_referral(
+        session, settings, source="web", now=now, service_types=[service_type],
+        language=language if language in LANGUAGES else "en", region_id=region.id,
+        payment=payment or None, age=int(age) if age else None,
+        consent=service.ConsentIn([], WEB_CONSENT.format(
+            days=settings.referrals_retention_days), "web"))
+    options = service.offer_options(session, settings, referral, now)
+    REFERRALS.labels("web").inc()
+    return templates.TemplateResponse(request, "help.html", _form_context(
+        settings, options=options, form=form, region=region.name))
+
+
+def _service_out(session: Session, svc: m.Service) -> ServiceOut:
+    caps = list(session.scalars(select(m.ServiceCapacity.available).where(
+        m.ServiceCapacity.service_id == svc.id)))
+    return ServiceOut(
+        id=svc.id, name=svc.name, organization_id=svc.organization_id, status=svc.status,
+        service_types=svc.service_types, payment_options=svc.payment_options,
+        accepting=svc.accepting, capacity_available=sum(caps) if caps else None,
+        notify_channel=svc.notify_channel)
+
+
+@router.get("/v1/providers/services", dependencies=[AdminOnly], tags=["directory"])
+def list_services(session: DbSession, service_type: str | None = None) -> list[ServiceOut]:
+    return [_service_out(session, svc)
+            for svc in session.scalars(select(m.Service).order_by(m.Service.name))
+            if not service_type or service_type in svc.service_types]
+
+
+@router.patch("/v1/providers/services/{service_id}", dependencies=[AdminOnly],
+              tags=["directory"])
+def update_service(service_id: str, body: ServiceUpdateIn, session: DbSession) -> ServiceOut:
+    """Availability and capacity (and where hand-off notices go)."""
+    svc = session.get(m.Service, service_id)
+    if svc is None:
+        raise ProblemError(404, "Not found", "no such service")
+    now = utcnow()
+    if body.accepting is not None:
+        svc.accepting = body.accepting
+    if body.notify_channel is not None:
+        if not body.notify_address:
+            raise ProblemError(422, "notify_address required", "give the channel's address")
+        svc.notify_channel, svc.notify_address = body.notify_channel, body.notify_address
+    if body.capacity_available is not None:
+        rows = list(session.scalars(select(m.ServiceCapacity).where(
+            m.ServiceCapacity.service_id == service_id).order_by(m.ServiceCapacity.id)))
+        if rows:
+            cap = rows[0]
+            for other in rows[1:]:
+                session.delete(other)  # the update states the whole current capacity
+        else:
+            cap = m.ServiceCapacity(id=f"{service_id}-capacity", service_id=service_id)
+            session.add(cap)
+        cap.available = body.capacity_available
+        if body.capacity_maximum is not None:
+            cap.maximum = body.capacity_maximum
+        cap.updated = now
+    svc.updated_at = now
+    session.flush()
+    return _service_out(session, svc)
+
 
 app = create_app("referrals", title="Lookout referrals",
-                 description="Not built yet: health and metrics only.")
+                 description="Route people who ask for help to treatment they can reach today.")
+app.include_router(router)

@@ -6,4 +6,5 @@ Each service adds its models module here when it gets tables.
 from __future__ import annotations
 
 import services.alerts.models
-import services.ingest.models  # noqa: F401
+import services.ingest.models
+import services.referrals.models  # noqa: F401

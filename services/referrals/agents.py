@@ -1,0 +1,105 @@
+"""Referrals agents: SMS requests and replies in, options/details/follow-ups out (through
+the outbox), provider notices, and a timer for follow-ups, silence and the purge."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from services.referrals import service
+from services.referrals.app import app
+from services.referrals.notify import ChannelNotifier, ProviderNotifier
+from shared.db import session_scope, utcnow
+from shared.events import ReferralRequestedV1, SmsReceivedV1
+from shared.settings import get_settings
+from shared.streams import process_each
+from shared.topics import REFERRAL_REQUESTS, SMS_INBOUND
+
+log = logging.getLogger(__name__)
+settings = get_settings()
+# Injectable for tests: the clock and the provider notifier.
+clock: Callable[[], datetime] = utcnow
+notifier: ProviderNotifier = ChannelNotifier(settings)
+
+requests_topic = app.topic(REFERRAL_REQUESTS.name, value_serializer="raw", key_serializer="raw",
+                           partitions=REFERRAL_REQUESTS.partitions)
+requests_dlq = app.topic(REFERRAL_REQUESTS.dlq, value_serializer="raw", key_serializer="raw",
+                         partitions=REFERRAL_REQUESTS.partitions)
+inbound_topic = app.topic(SMS_INBOUND.name, value_serializer="raw", key_serializer="raw",
+                          partitions=SMS_INBOUND.partitions)
+inbound_dlq = app.topic(SMS_INBOUND.dlq, value_serializer="raw", key_serializer="raw",
+                        partitions=SMS_INBOUND.partitions)
+
+
+def _request(event: ReferralRequestedV1) -> None:
+    with session_scope(settings.sqlalchemy_url) as session:
+        referral = service.handle_request(session, settings, event, clock())
+        if referral is not None:
+            log.info("referral %s: %s, %d options", referral.id, referral.status,
+                     len(referral.options))
+
+
+def run_hand_off(handoff: service.HandOff) -> str:
+    """Notify the provider outside any transaction, then record it (second transaction)."""
+    with session_scope(settings.sqlalchemy_url) as session:
+        channel, address, notice = service.prepare_notice(session, settings, handoff)
+    status, error = service.deliver_notice(notifier, channel, address, notice)
+    with session_scope(settings.sqlalchemy_url) as session:
+        service.record_notice(session, settings, handoff, channel, notice, status, error,
+                              clock())
+    log.info("referral %s: provider notice %s", handoff.referral_id, status)
+    return status
+
+
+def _reply(event: SmsReceivedV1) -> None:
+    with session_scope(settings.sqlalchemy_url) as session:
+        handoff = service.handle_reply(session, settings, event, clock())
+    if handoff is not None:
+        run_hand_off(handoff)
+
+
+def run_tick() -> dict[str, int]:
+    now = clock()
+    with session_scope(settings.sqlalchemy_url) as session:
+        done = service.tick(session, settings, now)
+        stuck = service.stuck_hand_offs(session, now)
+    for handoff in stuck:  # chosen, but the worker stopped before the notice was recorded
+        run_hand_off(handoff)
+    with session_scope(settings.sqlalchemy_url) as session:
+        done["purged"] = service.purge(session, settings, now)
+    if any(done.values()):
+        log.info("referrals tick: %s", done)
+    return done
+
+
+async def handle_request(event: ReferralRequestedV1) -> None:
+    await asyncio.to_thread(_request, event)
+
+
+async def handle_reply(event: SmsReceivedV1) -> None:
+    await asyncio.to_thread(_reply, event)
+
+
+@app.agent(requests_topic, concurrency=1)
+async def requests(stream: Any) -> None:
+    await process_each(stream, service="referrals", agent="requests",
+                       parse=ReferralRequestedV1.model_validate_json, handle=handle_request,
+                       dlq=requests_dlq)
+
+
+@app.agent(inbound_topic, concurrency=1)
+async def replies(stream: Any) -> None:
+    await process_each(stream, service="referrals", agent="replies",
+                       parse=SmsReceivedV1.model_validate_json, handle=handle_reply,
+                       dlq=inbound_dlq)
+
+
+@app.timer(interval=settings.referrals_tick_seconds)
+async def due_work() -> None:
+    try:
+        await asyncio.to_thread(run_tick)
+    except Exception:
+        log.exception("referrals tick failed; next tick retries")
