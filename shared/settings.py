@@ -71,6 +71,17 @@ class Settings(BaseSettings):
 
     # Alert policy: in dev every alert is auto-approved; elsewhere only critical ones.
     auto_approve_severities: list[str] = Field(default_factory=lambda: ["critical"])
+    # Alerts: per-region policy, JSON {"region prefix": ["critical", ...]}; the longest
+    # matching prefix wins, else auto_approve_severities.
+    alert_policy_json: str = ""
+    alert_merge_window_hours: float = 6.0  # signals of one region+substance merge within this
+    alert_lifetime_hours: float = 72.0  # an alert not sent by then expires
+    # Alerts sender: in-flight sends per worker (each delivery still claimed once), and how
+    # long a delivery may stay `sending` before a restart reconciles it with the provider.
+    sms_send_concurrency: int = Field(default=8, ge=1)
+    sms_stale_sending_seconds: float = 30.0
+    signup_code_ttl_minutes: float = 15.0
+    signup_code_max_attempts: int = 5
 
     # Ingest: request body limits, per-API-key rate limit (requests/s and burst, in-process
     # per worker; rate 0 = no limit) and uvicorn workers for `lookout serve ingest`.

@@ -1,46 +1,96 @@
-"""Alerts agents: signals -> alerts -> one job per subscriber -> the sender."""
+"""Alerts agents (the worker process):
+
+- `alerting`: signals -> alert (new or merged) -> fan-out when approved -> one job per
+  subscriber on `sms.outbound.v1` (key subscriber);
+- `dispatch` timer: alerts approved through the API are fanned out; due alerts expire;
+  finished ones are marked sent; deliveries stuck in `sending` after a crash are reconciled;
+- `sending`: jobs -> the sender (token bucket, STOP at send time, a bounded number of sends
+  in flight; each delivery is claimed once, so a redelivered job sends nothing);
+- `requesting`: `sms.requests.v1` (texts other services ask for, e.g. referrals) -> one
+  delivery keyed by the request's event id -> the same sender.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from services.alerts import service
 from services.alerts.app import app
-from services.alerts.models import Delivery
+from services.alerts.models import Alert, Delivery, Subscriber
 from services.alerts.sender import Sender
 from services.alerts.sms import SmsBackend, make_backend
 from shared.db import session_scope, utcnow
-from shared.events import ContaminationSignalV1, SmsOutboundJobV1, SpikeSignalV1, signal_adapter
+from shared.events import (
+    ContaminationSignalV1,
+    SmsOutboundJobV1,
+    SmsRequestedV1,
+    SpikeSignalV1,
+    signal_adapter,
+)
+from shared.gsm import segment_count
+from shared.metrics import AGENT_MESSAGES
 from shared.settings import get_settings
-from shared.streams import process_each
-from shared.topics import SIGNALS, SMS_OUTBOUND
+from shared.streams import _dead_letter, process_each
+from shared.topics import SIGNALS, SMS_OUTBOUND, SMS_REQUESTS
 
 log = logging.getLogger(__name__)
 PRODUCER = "alerts"
+T = TypeVar("T")
 settings = get_settings()
 
-signals_topic = app.topic(SIGNALS.name, value_serializer="raw", key_serializer="raw",
-                          partitions=SIGNALS.partitions)
-signals_dlq = app.topic(SIGNALS.dlq, value_serializer="raw", key_serializer="raw",
-                        partitions=SIGNALS.partitions)
-outbound_topic = app.topic(SMS_OUTBOUND.name, value_serializer="raw", key_serializer="raw",
-                           partitions=SMS_OUTBOUND.partitions)
-outbound_dlq = app.topic(SMS_OUTBOUND.dlq, value_serializer="raw", key_serializer="raw",
-                         partitions=SMS_OUTBOUND.partitions)
+
+def _raw_topic(name: str, partitions: int) -> Any:
+    return app.topic(name, value_serializer="raw", key_serializer="raw", partitions=partitions)
 
 
-def _alert_for(signal: ContaminationSignalV1 | SpikeSignalV1) -> tuple[uuid.UUID, bool]:
+signals_topic = _raw_topic(SIGNALS.name, SIGNALS.partitions)
+signals_dlq = _raw_topic(SIGNALS.dlq, SIGNALS.partitions)
+outbound_topic = _raw_topic(SMS_OUTBOUND.name, SMS_OUTBOUND.partitions)
+outbound_dlq = _raw_topic(SMS_OUTBOUND.dlq, SMS_OUTBOUND.partitions)
+requests_topic = _raw_topic(SMS_REQUESTS.name, SMS_REQUESTS.partitions)
+requests_dlq = _raw_topic(SMS_REQUESTS.dlq, SMS_REQUESTS.partitions)
+
+# Fan-out of one alert never runs twice at once in this process (agent and timer).
+fan_out_lock = asyncio.Lock()
+_sender: Sender | None = None
+backend: SmsBackend | None = None
+
+
+def get_sender() -> Sender:
+    global _sender, backend
+    if _sender is None:
+        backend = backend or make_backend(settings)
+        _sender = Sender(settings, backend)
+    return _sender
+
+
+# ---- signals -> alerts -> jobs --------------------------------------------------------------
+
+def _alert_for(signal: ContaminationSignalV1 | SpikeSignalV1) -> tuple[uuid.UUID, str]:
     with session_scope(settings.sqlalchemy_url) as session:
         alert = service.alert_from_signal(session, settings, signal)
+        log.info("alert %s (%s, %s, %d signal(s))", alert.id, alert.severity, alert.status,
+                 alert.signal_count)
+        return alert.id, alert.status
+
+
+def _fan_out(alert_id: uuid.UUID) -> bool:
+    with session_scope(settings.sqlalchemy_url) as session:
+        alert = session.get(Alert, alert_id)
+        if alert is None:
+            return False
         created = service.fan_out(session, alert)
-        log.info("alert %s (%s, %s): %d deliveries", alert.id, alert.severity, alert.status,
-                 created)
-        return alert.id, alert.status in ("approved", "sending")
+        if created:
+            log.info("alert %s: %d deliveries", alert.id, created)
+        return alert.status == "sending"
 
 
 def _pending_page(alert_id: uuid.UUID, after: uuid.UUID | None) -> list[tuple[uuid.UUID,
@@ -54,12 +104,9 @@ def _pending_page(alert_id: uuid.UUID, after: uuid.UUID | None) -> list[tuple[uu
         return [(d, s) for d, s in session.execute(query).all()]
 
 
-async def handle_signal(signal: ContaminationSignalV1 | SpikeSignalV1) -> None:
-    """Idempotent: a redelivered signal finds its alert and re-sends only pending jobs
-    (the sender drops jobs whose delivery is no longer pending)."""
-    alert_id, sendable = await asyncio.to_thread(_alert_for, signal)
-    if not sendable:
-        return
+async def publish_pending(alert_id: uuid.UUID) -> int:
+    """One job per pending delivery of the alert, a page at a time (never all in memory)."""
+    sent = 0
     after: uuid.UUID | None = None
     while page := await asyncio.to_thread(_pending_page, alert_id, after):
         for delivery_id, subscriber_id in page:
@@ -68,7 +115,23 @@ async def handle_signal(signal: ContaminationSignalV1 | SpikeSignalV1) -> None:
                                    created_at=utcnow())
             await outbound_topic.send(key=str(subscriber_id).encode(),
                                       value=job.model_dump_json().encode())
+        sent += len(page)
         after = page[-1][0]
+    return sent
+
+
+async def fan_out_and_publish(alert_id: uuid.UUID) -> None:
+    async with fan_out_lock:
+        if await asyncio.to_thread(_fan_out, alert_id):
+            await publish_pending(alert_id)
+
+
+async def handle_signal(signal: ContaminationSignalV1 | SpikeSignalV1) -> None:
+    """Idempotent: a redelivered signal finds its alert and re-sends only pending jobs
+    (the sender drops jobs whose delivery is no longer pending)."""
+    alert_id, status = await asyncio.to_thread(_alert_for, signal)
+    if status in ("approved", "sending"):
+        await fan_out_and_publish(alert_id)
 
 
 def parse_signal(raw: bytes) -> ContaminationSignalV1 | SpikeSignalV1:
@@ -81,14 +144,150 @@ async def alerting(stream: Any) -> None:
                        handle=handle_signal, dlq=signals_dlq)
 
 
-backend: SmsBackend | None = None
+# ---- the dispatcher: approved by officials, expiry, done, crash recovery --------------------
+
+def _housekeeping() -> list[uuid.UUID]:
+    """Expire due alerts, mark finished ones sent; return approved alerts to fan out."""
+    with session_scope(settings.sqlalchemy_url) as session:
+        to_fan_out = []
+        for alert in session.scalars(select(Alert).where(
+                Alert.status.in_(("draft", "approved", "sending")))):
+            if service.expire_if_due(alert):
+                log.info("alert %s expired", alert.id)
+            elif alert.status == "approved":
+                to_fan_out.append(alert.id)
+            elif alert.status == "sending" and service.finish_if_done(session, alert):
+                log.info("alert %s sent", alert.id)
+        return to_fan_out
+
+
+def _sending_alerts() -> list[uuid.UUID]:
+    with session_scope(settings.sqlalchemy_url) as session:
+        return list(session.scalars(select(Alert.id).where(Alert.status == "sending")))
+
+
+def _alert_of(delivery_id: uuid.UUID) -> tuple[uuid.UUID | None, uuid.UUID] | None:
+    with session_scope(settings.sqlalchemy_url) as session:
+        row = session.execute(select(Delivery.alert_id, Delivery.subscriber_id)
+                              .where(Delivery.id == delivery_id)).first()
+        return (row[0], row[1]) if row else None
+
+
+async def reconcile() -> None:
+    """Deliveries stuck in `sending` (the worker died mid-send) are checked with the
+    provider; those never accepted go back to the queue."""
+    for delivery_id in await get_sender().reconcile_stale():
+        found = await asyncio.to_thread(_alert_of, delivery_id)
+        if found is None:
+            continue
+        alert_id, subscriber_id = found
+        if alert_id is None:
+            await get_sender().send_delivery(delivery_id)
+            continue
+        job = SmsOutboundJobV1(producer=PRODUCER, delivery_id=delivery_id, alert_id=alert_id,
+                               subscriber_id=subscriber_id, created_at=utcnow())
+        await outbound_topic.send(key=str(subscriber_id).encode(),
+                                  value=job.model_dump_json().encode())
+
+
+@app.task
+async def recover_on_start() -> None:
+    """After a restart: jobs acknowledged but never sent (the process died with sends in
+    flight) are published again; the claim makes the duplicates harmless."""
+    for alert_id in await asyncio.to_thread(_sending_alerts):
+        async with fan_out_lock:
+            count = await publish_pending(alert_id)
+        if count:
+            log.info("alert %s: %d pending jobs published again after a restart", alert_id,
+                     count)
+
+
+@app.timer(1.0)
+async def dispatch() -> None:
+    for alert_id in await asyncio.to_thread(_housekeeping):
+        await fan_out_and_publish(alert_id)
+    await reconcile()
+
+
+# ---- sending --------------------------------------------------------------------------------
+
+async def process_batches(stream: Any, *, agent: str, parse: Callable[[bytes], T],
+                          handle: Callable[[T], Awaitable[Any]], dlq: Any,
+                          batch: int) -> None:
+    """Like `shared.streams.process_each`, but up to `batch` messages are handled at once
+    (each send is still claimed once). A batch finishes before the next is taken."""
+    async for events in stream.take_events(batch, within=0.05):
+        parsed: list[tuple[Any, bytes, T]] = []
+        for event in events:
+            raw = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
+            try:
+                parsed.append((event.message, raw, parse(raw)))
+            except (ValidationError, ValueError) as exc:
+                await _dead_letter(dlq, event.message, raw, f"undecodable: {exc}", "alerts",
+                                   agent)
+        results = await asyncio.gather(*(_with_retries(handle, item) for _m, _r, item in parsed),
+                                       return_exceptions=True)
+        for (message, raw, _item), result in zip(parsed, results, strict=True):
+            if isinstance(result, BaseException):
+                await _dead_letter(dlq, message, raw, f"handler failed: {result!r}",
+                                   "alerts", agent)
+            else:
+                AGENT_MESSAGES.labels("alerts", agent, "ok").inc()
+
+
+async def _with_retries(handle: Callable[[T], Awaitable[Any]], item: T) -> None:
+    for attempt in range(1, 4):
+        try:
+            await handle(item)
+            return
+        except Exception as exc:
+            if attempt == 3:
+                raise
+            log.warning("send attempt %d failed: %r", attempt, exc)
+            await asyncio.sleep(0.2 * 2**attempt)
 
 
 @app.agent(outbound_topic, concurrency=1)
 async def sending(stream: Any) -> None:
-    global backend
-    backend = backend or make_backend(settings)
-    sender = Sender(settings, backend)
-    await process_each(stream, service="alerts", agent="sending",
-                       parse=SmsOutboundJobV1.model_validate_json, handle=sender.handle,
-                       dlq=outbound_dlq)
+    sender = get_sender()
+    await process_batches(stream, agent="sending", parse=SmsOutboundJobV1.model_validate_json,
+                          handle=sender.handle, dlq=outbound_dlq,
+                          batch=settings.sms_send_concurrency)
+
+
+# ---- texts other services ask for -----------------------------------------------------------
+
+def _request_delivery(request: SmsRequestedV1) -> uuid.UUID | None:
+    """The delivery for this request (created once, keyed by the event id)."""
+    with session_scope(settings.sqlalchemy_url) as session:
+        existing = session.scalar(select(Delivery.id)
+                                  .where(Delivery.request_id == request.event_id))
+        if existing is not None:
+            return existing
+        if session.get(Subscriber, request.contact_ref) is None:
+            log.warning("sms request %s: unknown contact_ref", request.event_id)
+            return None
+        now = utcnow()
+        delivery = Delivery(alert_id=None, request_id=request.event_id,
+                            subscriber_id=request.contact_ref, purpose=request.purpose[:32],
+                            body=request.body, segments=segment_count(request.body),
+                            created_at=now, updated_at=now)
+        session.add(delivery)
+        session.flush()
+        return delivery.id
+
+
+async def handle_request(request: SmsRequestedV1) -> None:
+    try:
+        delivery_id = await asyncio.to_thread(_request_delivery, request)
+    except IntegrityError:  # the same request created concurrently: use that one
+        delivery_id = await asyncio.to_thread(_request_delivery, request)
+    if delivery_id is not None:
+        await get_sender().send_delivery(delivery_id)
+
+
+@app.agent(requests_topic, concurrency=1)
+async def requesting(stream: Any) -> None:
+    await process_each(stream, service="alerts", agent="requesting",
+                       parse=SmsRequestedV1.model_validate_json, handle=handle_request,
+                       dlq=requests_dlq)

@@ -1,26 +1,43 @@
-"""The alerts HTTP API: operators' views, the dev outbox and Twilio's status callbacks."""
+"""The alerts HTTP API: Twilio's webhooks (inbound SMS, status callbacks), the alert
+lifecycle for officials, subscribers' data for admins, the signup page and the dev outbox."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Form, Header, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from prometheus_client import Counter
-from sqlalchemy import select
+from pydantic import AwareDatetime, BaseModel, Field
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from twilio.request_validator import RequestValidator
+from twilio.twiml.messaging_response import MessagingResponse
 
-from services.alerts.models import Alert, AlertSource, Delivery, DevOutboxMessage
+from services.alerts import contacts, inbound, service, signup
+from services.alerts.models import (
+    Alert,
+    AlertAudit,
+    AlertSource,
+    Delivery,
+    DevOutboxMessage,
+    Subscriber,
+)
+from services.alerts.sms import SmsError, make_backend
+from shared.db import session_scope
 from shared.problems import ProblemError
+from shared.settings import Settings
 from shared.web import AdminOnly, AppSettings, DbSession, create_app
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 router = APIRouter()
 STATUS_CALLBACKS = Counter("lookout_alerts_sms_status_total", "Twilio status callbacks",
                            ["status"])
+SIGNUP_CODES = Counter("lookout_alerts_signup_codes_total", "Signup codes texted", ["outcome"])
 FINAL_OR_LATER = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "undelivered": 3,
                   "failed": 3}
 
@@ -48,29 +65,11 @@ def deliveries(
     return [_delivery_out(d) for d in session.scalars(query)]
 
 
-@router.get("/v1/alerts", dependencies=[AdminOnly], tags=["alerts"])
-def alerts(session: DbSession,
-           limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict[str, Any]]:
-    rows = session.scalars(select(Alert).order_by(Alert.created_at.desc()).limit(limit))
-    return [{"id": str(a.id), "region_id": a.region_id, "region_name": a.region_name,
-             "substance_id": a.substance_id, "severity": a.severity, "status": a.status,
-             "body": a.body_en, "segments": a.segments, "created_at": a.created_at.isoformat()}
-            for a in rows]
-
-
 @router.post("/v1/sms/status", tags=["twilio"], include_in_schema=False)
-async def sms_status(
-    request: Request, settings: AppSettings, session: DbSession,
-    x_twilio_signature: Annotated[str | None, Header()] = None,
-) -> Response:
+async def sms_status(request: Request, settings: AppSettings, session: DbSession,
+                     x_twilio_signature: Annotated[str | None, Header()] = None) -> Response:
     """Twilio's status callback, checked against X-Twilio-Signature."""
-    form = {k: str(v) for k, v in (await request.form()).items()}
-    if not settings.twilio_skip_signature_check:
-        url = settings.public_alerts_url.rstrip("/") + "/v1/sms/status" \
-            if settings.public_alerts_url else str(request.url)
-        validator = RequestValidator(settings.twilio_auth_token)
-        if not x_twilio_signature or not validator.validate(url, form, x_twilio_signature):
-            raise ProblemError(403, "Forbidden", "Missing or invalid Twilio signature.")
+    form = await _signed_form(request, settings, "/v1/sms/status", x_twilio_signature)
     status = form.get("MessageStatus", "")
     STATUS_CALLBACKS.labels(status if status in FINAL_OR_LATER else "other").inc()
     delivery = session.scalar(select(Delivery).where(Delivery.provider_sid ==
@@ -81,6 +80,254 @@ async def sms_status(
         delivery.status = status
         delivery.error_code = form.get("ErrorCode") or delivery.error_code
     return Response(status_code=204)
+
+
+@router.post("/v1/sms/inbound", tags=["twilio"], include_in_schema=False)
+async def sms_inbound(request: Request, settings: AppSettings,
+                      x_twilio_signature: Annotated[str | None, Header()] = None) -> Response:
+    """Twilio's incoming-message webhook: keywords (JOIN, STOP, HELP, OD, TREATMENT...),
+    answered with TwiML."""
+    form = await _signed_form(request, settings, "/v1/sms/inbound", x_twilio_signature)
+    try:
+        phone = contacts.normalize_phone(form.get("From", ""), strict=False)
+    except contacts.InvalidPhoneError as exc:
+        raise ProblemError(422, "Invalid sender", "From is not a phone number.") from exc
+    text = await asyncio.to_thread(_handle_inbound, settings, phone, form.get("Body", ""))
+    twiml = MessagingResponse()
+    if text:
+        twiml.message(text)
+    return Response(str(twiml), media_type="application/xml")
+
+
+def _handle_inbound(settings: Settings, phone: str, body: str) -> str:
+    # Its own unit of work so that the reply is only sent for a committed change.
+    with session_scope(settings.sqlalchemy_url) as session:
+        return inbound.handle_inbound(session, settings, phone, body)
+
+
+async def _signed_form(request: Request, settings: Settings, path: str,
+                       signature: str | None) -> dict[str, str]:
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    if not settings.twilio_skip_signature_check:
+        url = settings.public_alerts_url.rstrip("/") + path \
+            if settings.public_alerts_url else str(request.url)
+        validator = RequestValidator(settings.twilio_auth_token)
+        if not signature or not validator.validate(url, form, signature):
+            raise ProblemError(403, "Forbidden", "Missing or invalid Twilio signature.")
+    return form
+
+
+# ---- the alert lifecycle (officials) --------------------------------------------------------
+
+def _actor(x_actor: str | None, body_actor: str | None = None) -> str:
+    actor = (x_actor or body_actor or "").strip()
+    if not actor:
+        raise ProblemError(422, "Actor required",
+                           "Say who acts: an X-Actor header or an 'actor' field.")
+    return actor[:120]
+
+
+def _alert_out(session: Session, alert: Alert, with_audit: bool = False) -> dict[str, Any]:
+    texts = alert.texts or {"en": alert.body_en}
+    out: dict[str, Any] = {
+        "id": str(alert.id), "kind": alert.kind,
+        "parent_id": str(alert.parent_id) if alert.parent_id else None,
+        "region_id": alert.region_id, "region_name": alert.region_name,
+        "substance_id": alert.substance_id, "severity": alert.severity, "status": alert.status,
+        "body": alert.body_en, "texts": texts, "segments": service.segments_of(texts),
+        "max_segments": service.MAX_SEGMENTS, "signal_count": alert.signal_count,
+        "created_at": alert.created_at.isoformat(),
+        "approved_at": alert.approved_at.isoformat() if alert.approved_at else None,
+        "approved_by": alert.approved_by,
+        "expires_at": alert.expires_at.isoformat() if alert.expires_at else None,
+    }
+    if with_audit:
+        counts = session.execute(select(Delivery.status, func.count())
+                                 .where(Delivery.alert_id == alert.id)
+                                 .group_by(Delivery.status)).all()
+        out["deliveries"] = {status: n for status, n in counts}
+        out["audit"] = [{"at": a.at.isoformat(), "actor": a.actor, "action": a.action,
+                         "before": a.before, "after": a.after}
+                        for a in session.scalars(select(AlertAudit)
+                                                 .where(AlertAudit.alert_id == alert.id)
+                                                 .order_by(AlertAudit.id))]
+    return out
+
+
+class ActionIn(BaseModel):
+    actor: str | None = None
+    force: bool = False
+
+
+class EditIn(ActionIn):
+    texts: dict[str, str] = Field(default_factory=dict)
+    expires_at: AwareDatetime | None = None
+
+
+class FollowUpIn(ActionIn):
+    texts: dict[str, str] | None = None
+
+
+XActor = Annotated[str | None, Header()]
+
+
+@router.get("/v1/alerts", dependencies=[AdminOnly], tags=["alerts"])
+def alerts(session: DbSession, status: str | None = None,
+           limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict[str, Any]]:
+    """Alerts, newest first; `status=draft` is the review queue."""
+    query = select(Alert).order_by(Alert.created_at.desc()).limit(limit)
+    if status:
+        query = query.where(Alert.status == status)
+    return [_alert_out(session, a) for a in session.scalars(query)]
+
+
+@router.get("/v1/alerts/{alert_id}", dependencies=[AdminOnly], tags=["alerts"])
+def alert_detail(session: DbSession, alert_id: uuid.UUID) -> dict[str, Any]:
+    """One alert with its texts, segments, delivery counts and audit trail."""
+    return _alert_out(session, service.get_alert(session, alert_id), with_audit=True)
+
+
+@router.post("/v1/alerts/{alert_id}/approve", dependencies=[AdminOnly], tags=["alerts"])
+def approve_alert(session: DbSession, alert_id: uuid.UUID, body: ActionIn | None = None,
+                  x_actor: XActor = None) -> dict[str, Any]:
+    body = body or ActionIn()
+    alert = service.approve(session, alert_id, _actor(x_actor, body.actor), body.force)
+    return _alert_out(session, alert)
+
+
+@router.patch("/v1/alerts/{alert_id}", dependencies=[AdminOnly], tags=["alerts"])
+def edit_alert(session: DbSession, alert_id: uuid.UUID, body: EditIn,
+               x_actor: XActor = None) -> dict[str, Any]:
+    """Edit the text per language (segments re-counted; more than 2 GSM-7 segments is
+    refused unless `force`) or the expiry."""
+    alert = service.edit(session, alert_id, _actor(x_actor, body.actor), body.texts,
+                         body.force, body.expires_at)
+    return _alert_out(session, alert)
+
+
+@router.post("/v1/alerts/{alert_id}/reject", dependencies=[AdminOnly], tags=["alerts"])
+def reject_alert(session: DbSession, alert_id: uuid.UUID, body: ActionIn | None = None,
+                 x_actor: XActor = None) -> dict[str, Any]:
+    body = body or ActionIn()
+    return _alert_out(session, service.reject(session, alert_id, _actor(x_actor, body.actor)))
+
+
+@router.post("/v1/alerts/{alert_id}/cancel", dependencies=[AdminOnly], tags=["alerts"])
+def cancel_alert(session: DbSession, alert_id: uuid.UUID, body: ActionIn | None = None,
+                 x_actor: XActor = None) -> dict[str, Any]:
+    body = body or ActionIn()
+    return _alert_out(session, service.cancel(session, alert_id, _actor(x_actor, body.actor)))
+
+
+@router.post("/v1/alerts/{alert_id}/update", dependencies=[AdminOnly], tags=["alerts"],
+             status_code=201)
+def update_alert(session: DbSession, settings: AppSettings, alert_id: uuid.UUID,
+                 body: FollowUpIn | None = None, x_actor: XActor = None) -> dict[str, Any]:
+    """A follow-up alert (a new draft, kind `update`) for the same region."""
+    body = body or FollowUpIn()
+    child = service.follow_up(session, settings, alert_id, _actor(x_actor, body.actor),
+                              "update", body.texts, body.force)
+    return _alert_out(session, child)
+
+
+@router.post("/v1/alerts/{alert_id}/all-clear", dependencies=[AdminOnly], tags=["alerts"],
+             status_code=201)
+def all_clear(session: DbSession, settings: AppSettings, alert_id: uuid.UUID,
+              body: FollowUpIn | None = None, x_actor: XActor = None) -> dict[str, Any]:
+    """An all-clear (a new draft, kind `all_clear`) for the same region."""
+    body = body or FollowUpIn()
+    child = service.follow_up(session, settings, alert_id, _actor(x_actor, body.actor),
+                              "all_clear", body.texts, body.force)
+    return _alert_out(session, child)
+
+
+# ---- subscribers' data (admin) --------------------------------------------------------------
+
+def _contact_by_phone(session: Session, settings: Settings, phone: str) -> Subscriber:
+    try:
+        e164 = contacts.normalize_phone(phone, strict=False)
+    except contacts.InvalidPhoneError as exc:
+        raise ProblemError(422, "Invalid phone number", "Not a phone number.") from exc
+    contact = contacts.find(session, settings, e164)
+    if contact is None:
+        raise ProblemError(404, "Not found", "No subscriber with that number.")
+    return contact
+
+
+@router.get("/v1/admin/subscribers/export", dependencies=[AdminOnly], tags=["admin"])
+def export_subscriber(session: DbSession, settings: AppSettings,
+                      phone: str) -> dict[str, Any]:
+    """Everything held about one subscriber (the only place a number is shown)."""
+    return contacts.export(session, settings, _contact_by_phone(session, settings, phone))
+
+
+@router.delete("/v1/admin/subscribers", dependencies=[AdminOnly], tags=["admin"],
+               status_code=204)
+def erase_subscriber(session: DbSession, settings: AppSettings, phone: str) -> Response:
+    """Erase one subscriber's personal data (number, areas, consent wording)."""
+    contacts.erase(session, _contact_by_phone(session, settings, phone))
+    return Response(status_code=204)
+
+
+# ---- web signup (double opt-in) -------------------------------------------------------------
+
+def _signup_page(request: Request, status_code: int = 200, **context: Any) -> HTMLResponse:
+    lang = context.get("language", "en")
+    return templates.TemplateResponse(
+        request, "signup.html",
+        {"consent": signup.CONSENT_WORDING, "language": lang, "error": None, "step": "start",
+         **context}, status_code=status_code)
+
+
+@router.get("/signup", response_class=HTMLResponse, tags=["signup"])
+def signup_page(request: Request, language: str = "en") -> HTMLResponse:
+    return _signup_page(request, language=language if language in signup.CONSENT_WORDING
+                        else "en")
+
+
+@router.post("/signup", response_class=HTMLResponse, tags=["signup"])
+async def signup_start(request: Request, settings: AppSettings, session: DbSession,
+                       phone: Annotated[str, Form()], area: Annotated[str, Form()],
+                       language: Annotated[str, Form()] = "en",
+                       consent: Annotated[str | None, Form()] = None) -> HTMLResponse:
+    try:
+        code = signup.start(session, settings, phone, area, language, consent is not None)
+    except ProblemError as exc:
+        session.rollback()
+        return _signup_page(request, exc.status, language=language, error=exc.detail,
+                            area=area)
+    if code is None:
+        return _signup_page(request, step="done", language=language)
+    session.commit()
+    sms = make_backend(settings)
+    try:
+        await sms.send(code.phone, code.body)
+    except SmsError as exc:
+        SIGNUP_CODES.labels("failed").inc()
+        return _signup_page(request, 502, language=language, area=area,
+                            error=f"We could not text that number (error {exc.code}).")
+    finally:
+        await sms.close()
+    SIGNUP_CODES.labels("sent").inc()
+    return _signup_page(request, step="code", signup_id=str(code.signup_id), language=language)
+
+
+@router.post("/signup/confirm", response_class=HTMLResponse, tags=["signup"])
+def signup_confirm(request: Request, settings: AppSettings, session: DbSession,
+                   signup_id: Annotated[uuid.UUID, Form()], code: Annotated[str, Form()],
+                   language: Annotated[str, Form()] = "en") -> HTMLResponse:
+    try:
+        contact, left = signup.confirm(session, settings, signup_id, code)
+    except ProblemError as exc:
+        return _signup_page(request, exc.status, step="start", language=language,
+                            error=exc.detail)
+    if contact is None:
+        session.commit()  # the attempt counts even though the answer is an error
+        return _signup_page(request, 422, step="code", signup_id=str(signup_id),
+                            language=language,
+                            error=f"That code is not right; {left} attempt(s) left."
+                            if left > 0 else "Too many wrong codes; start again.")
+    return _signup_page(request, step="done", language=contact.language)
 
 
 @router.get("/dev/outbox.json", tags=["dev"])

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, UTCDateTime, utcnow
+from shared.outbox import OutboxMixin
 
 
 class Subscriber(Base):
-    """A phone that asked for warnings. The number is stored encrypted and found by hash."""
+    """A contact: a phone that asked for warnings or texted us (TREATMENT, OD...).
+
+    One table for every contact: `status` is the alert subscription's state (pending, active,
+    stopped, invalid, contact = texted us but never joined, erased). STOP applies to every
+    message we send, alerts or referral texts. The number is stored encrypted and found by
+    keyed hash; `id` is the opaque `contact_ref` other services see.
+    """
 
     __tablename__ = "alerts_subscribers"
 
@@ -26,6 +34,12 @@ class Subscriber(Base):
     consent_text: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Double opt-in by web: a keyed hash of the 6-digit code, its expiry and the attempts.
+    code_hash: Mapped[str | None] = mapped_column(String(64))
+    code_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    code_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Until when replies that are not keywords go to referrals (sms.inbound.v1).
+    conversation_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Subscription(Base):
@@ -47,11 +61,31 @@ class Alert(Base):
     severity: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))  # draft/approved/sending/sent/cancelled/expired
     body_en: Mapped[str] = mapped_column(Text)
-    segments: Mapped[int] = mapped_column(Integer)
+    segments: Mapped[int] = mapped_column(Integer)  # the most of any language's text
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     approved_by: Mapped[str | None] = mapped_column(String(120))
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Text per language ({"en": ..., "es": ..., "fr": ...}); body_en mirrors texts["en"].
+    texts: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    kind: Mapped[str] = mapped_column(String(16), default="alert")  # alert/update/all_clear
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("alerts_alerts.id"))
+    signal_count: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AlertAudit(Base):
+    """Every change to an alert: who, when, what, and the alert before and after."""
+
+    __tablename__ = "alerts_audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alert_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("alerts_alerts.id"), index=True)
+    actor: Mapped[str] = mapped_column(String(120))
+    action: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class AlertSource(Base):
@@ -67,13 +101,18 @@ class AlertSource(Base):
 
 
 class Delivery(Base):
-    """One SMS of one alert to one subscriber: the unique key that prevents double sends."""
+    """One SMS to one contact: of an alert (unique alert, subscriber) or asked for by another
+    service (unique request_id = the SmsRequestedV1 event id). The unique key is what
+    prevents double sends."""
 
     __tablename__ = "alerts_deliveries"
     __table_args__ = (UniqueConstraint("alert_id", "subscriber_id"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    alert_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("alerts_alerts.id"), index=True)
+    alert_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("alerts_alerts.id"),
+                                                       index=True)
+    request_id: Mapped[uuid.UUID | None] = mapped_column(unique=True)
+    purpose: Mapped[str] = mapped_column(String(32), default="alert")
     subscriber_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("alerts_subscribers.id"))
     # pending -> sending -> queued (handed to the backend) -> sent -> delivered;
     # or skipped (stopped before send), undelivered, failed.
@@ -101,3 +140,9 @@ class DevOutboxMessage(Base):
     body: Mapped[str] = mapped_column(Text)
     segments: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OutboxMessage(OutboxMixin, Base):
+    """Events alerts publishes (overdose reports, referral requests, inbound replies)."""
+
+    __tablename__ = "alerts_outbox"

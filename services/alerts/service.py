@@ -1,77 +1,187 @@
-"""Alert lifecycle: signal -> alert (draft or auto-approved) -> one delivery per subscriber.
+"""Alert lifecycle: signal -> alert (new, or merged into an open one) -> review or policy
+approval -> one delivery per subscriber (fan-out) -> sent / expired.
 
 Functions take a session and never commit: the caller's unit of work does.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from functools import cache
+from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
-from services.alerts.models import Alert, AlertSource, Delivery, Subscriber, Subscription
-from services.alerts.templates import alert_text
+from services.alerts.models import (
+    Alert,
+    AlertAudit,
+    AlertSource,
+    Delivery,
+    Subscriber,
+    Subscription,
+)
+from services.alerts.templates import LANGUAGES, alert_texts, all_clear_texts, update_texts
 from shared.db import utcnow
 from shared.events import ContaminationSignalV1, SpikeSignalV1
 from shared.gsm import segment_count
+from shared.problems import ProblemError
 from shared.regions import Region
 from shared.settings import Settings
 
-ALERT_LIFETIME = timedelta(hours=72)
 PAGE_SIZE = 1000
+MAX_SEGMENTS = 2  # 306 GSM-7 characters
+OPEN = ("draft", "approved", "sending")
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+SYSTEM = "system"
 
 
-def auto_approves(settings: Settings, severity: str) -> bool:
-    """Dev policy approves everything; otherwise the configured severities only."""
-    return settings.env == "dev" or severity in settings.auto_approve_severities
+@cache
+def _policy(raw: str) -> dict[str, list[str]]:
+    return {str(k).strip("/"): list(v) for k, v in json.loads(raw).items()} if raw else {}
+
+
+def auto_approves(settings: Settings, severity: str, region_id: str = "") -> bool:
+    """Dev approves everything; else the longest region prefix in LOOKOUT_ALERT_POLICY_JSON
+    decides, and without one the global auto_approve_severities."""
+    if settings.env == "dev":
+        return True
+    policy = _policy(settings.alert_policy_json)
+    best: str | None = None
+    for prefix in policy:
+        if (region_id == prefix or region_id.startswith(prefix + "/") or prefix == "") and \
+                (best is None or len(prefix) > len(best)):
+            best = prefix
+    allowed = policy[best] if best is not None else settings.auto_approve_severities
+    return severity in allowed
+
+
+def segments_of(texts: dict[str, str]) -> dict[str, int]:
+    return {lang: segment_count(text) for lang, text in texts.items()}
+
+
+def snapshot(alert: Alert) -> dict[str, Any]:
+    return {"status": alert.status, "severity": alert.severity, "texts": dict(alert.texts or {}),
+            "segments": alert.segments, "kind": alert.kind,
+            "expires_at": alert.expires_at.isoformat() if alert.expires_at else None,
+            "signal_count": alert.signal_count}
+
+
+def audit(session: Session, alert: Alert, actor: str, action: str,
+          before: dict[str, Any] | None) -> None:
+    session.flush()
+    session.add(AlertAudit(alert_id=alert.id, actor=actor, action=action, at=utcnow(),
+                           before=before, after=snapshot(alert)))
+
+
+def _set_texts(alert: Alert, texts: dict[str, str]) -> None:
+    alert.texts = dict(texts)
+    alert.body_en = texts.get("en") or next(iter(texts.values()))
+    alert.segments = max(segments_of(texts).values())
+
+
+def _approve(alert: Alert, actor: str) -> None:
+    alert.status = "approved"
+    alert.approved_at = utcnow()
+    alert.approved_by = actor
 
 
 def alert_from_signal(
     session: Session, settings: Settings, signal: ContaminationSignalV1 | SpikeSignalV1
 ) -> Alert:
-    """The alert built from this signal; the same signal again returns the same alert."""
+    """The alert for this signal: the same signal again returns the same alert; a signal of
+    the same region and substance within the merge window joins the open alert (a higher
+    severity escalates it); otherwise a new alert, approved by policy or left as a draft."""
     existing = session.scalar(
         select(Alert).join(AlertSource, AlertSource.alert_id == Alert.id)
         .where(AlertSource.signal_event_id == signal.event_id)
     )
     if existing is not None:
         return existing
-    body = alert_text(signal)
     now = utcnow()
-    approved = auto_approves(settings, signal.severity)
+    substance_id = getattr(signal, "substance_id", None)
+    open_alert = session.scalar(
+        select(Alert).where(
+            Alert.region_id == signal.region_id,
+            Alert.substance_id.is_(None) if substance_id is None
+            else Alert.substance_id == substance_id,
+            Alert.status.in_(OPEN), Alert.kind == "alert",
+            Alert.created_at >= now - timedelta(hours=settings.alert_merge_window_hours))
+        .order_by(Alert.created_at.desc()).limit(1)
+    )
+    if open_alert is not None:
+        before = snapshot(open_alert)
+        open_alert.signal_count += 1
+        open_alert.updated_at = now
+        action = "merge"
+        if SEVERITY_RANK[signal.severity] > SEVERITY_RANK.get(open_alert.severity, 0):
+            action = "escalate"
+            open_alert.severity = signal.severity
+            if open_alert.status in ("draft", "approved"):
+                _set_texts(open_alert, alert_texts(signal))
+            if open_alert.status == "draft" and auto_approves(settings, signal.severity,
+                                                              signal.region_id):
+                _approve(open_alert, "policy:auto")
+        _add_sources(session, open_alert, signal)
+        audit(session, open_alert, SYSTEM, action, before)
+        return open_alert
+    texts = alert_texts(signal)
     alert = Alert(
         region_id=signal.region_id, region_name=signal.region_name,
-        substance_id=getattr(signal, "substance_id", None), severity=signal.severity,
-        status="approved" if approved else "draft", body_en=body, segments=segment_count(body),
-        created_at=now, approved_at=now if approved else None,
-        approved_by="policy:auto" if approved else None, expires_at=now + ALERT_LIFETIME,
+        substance_id=substance_id, severity=signal.severity, status="draft",
+        created_at=now, expires_at=now + timedelta(hours=settings.alert_lifetime_hours),
+        kind="alert", signal_count=1,
     )
+    _set_texts(alert, texts)
+    if auto_approves(settings, signal.severity, signal.region_id):
+        _approve(alert, "policy:auto")
     session.add(alert)
     session.flush()
+    _add_sources(session, alert, signal)
+    audit(session, alert, SYSTEM, "create", None)
+    return alert
+
+
+def _add_sources(session: Session, alert: Alert,
+                 signal: ContaminationSignalV1 | SpikeSignalV1) -> None:
     for evidence in signal.evidence_event_ids or [signal.event_id]:
         session.add(AlertSource(alert_id=alert.id, signal_event_id=signal.event_id,
                                 evidence_event_id=evidence))
-    return alert
+    session.flush()
 
 
 def region_and_ancestors(region_id: str) -> list[str]:
     return Region(region_id, region_id, "UTC").ancestors()
 
 
+def expire_if_due(alert: Alert) -> bool:
+    """Mark an alert past its expiry `expired` (its pending messages are then skipped)."""
+    if alert.expires_at is not None and alert.expires_at <= utcnow() and \
+            alert.status in ("draft", "approved", "sending"):
+        alert.status = "expired"
+        alert.updated_at = utcnow()
+        return True
+    return False
+
+
 def fan_out(session: Session, alert: Alert) -> int:
-    """Create a pending delivery for every active subscriber of the alert's region or one of
-    its parents, reading subscribers in pages. Returns how many were created."""
+    """Create a pending delivery (in the subscriber's language) for every active subscriber
+    of the alert's region or one of its parents, reading subscribers in pages. Returns how
+    many were created. An expired alert sends nothing."""
+    if expire_if_due(alert):
+        return 0
     if alert.status not in ("approved", "sending"):
         return 0
+    texts = alert.texts or {"en": alert.body_en}
     created = 0
     last_id: uuid.UUID | None = None
     regions = region_and_ancestors(alert.region_id)
     while True:
         query = (
-            select(Subscriber.id)
+            select(Subscriber.id, Subscriber.language)
             .where(Subscriber.status == "active")
             .where(exists().where(Subscription.subscriber_id == Subscriber.id,
                                   Subscription.region_id.in_(regions)))
@@ -82,15 +192,19 @@ def fan_out(session: Session, alert: Alert) -> int:
         )
         if last_id is not None:
             query = query.where(Subscriber.id > last_id)
-        ids = list(session.scalars(query))
-        if not ids:
+        rows = session.execute(query).all()
+        if not rows:
             break
-        for subscriber_id in ids:
-            session.add(Delivery(alert_id=alert.id, subscriber_id=subscriber_id,
-                                 body=alert.body_en, segments=alert.segments))
+        now = utcnow()
+        session.add_all([
+            Delivery(alert_id=alert.id, subscriber_id=sid, purpose="alert",
+                     body=(body := texts.get(lang) or texts.get("en") or alert.body_en),
+                     segments=segment_count(body), created_at=now, updated_at=now)
+            for sid, lang in rows
+        ])
         session.flush()
-        created += len(ids)
-        last_id = ids[-1]
+        created += len(rows)
+        last_id = rows[-1][0]
     alert.status = "sending"
     return created
 
@@ -109,3 +223,126 @@ def pending_deliveries(session: Session, alert_id: uuid.UUID) -> Iterator[list[D
             return
         yield page
         last_id = page[-1].id
+
+
+def finish_if_done(session: Session, alert: Alert) -> bool:
+    """A sending alert with nothing pending or in flight is `sent`."""
+    if alert.status != "sending":
+        return False
+    left = session.scalar(select(func.count()).select_from(Delivery).where(
+        Delivery.alert_id == alert.id, Delivery.status.in_(("pending", "sending"))))
+    if left:
+        return False
+    alert.status = "sent"
+    alert.updated_at = utcnow()
+    return True
+
+
+# ---- officials' actions ---------------------------------------------------------------------
+
+def get_alert(session: Session, alert_id: uuid.UUID) -> Alert:
+    alert = session.get(Alert, alert_id)
+    if alert is None:
+        raise ProblemError(404, "Not found", "No such alert.")
+    return alert
+
+
+def _require(alert: Alert, allowed: tuple[str, ...], action: str) -> None:
+    if alert.status not in allowed:
+        raise ProblemError(409, "Conflict",
+                           f"Cannot {action} an alert that is {alert.status}.",
+                           status_now=alert.status)
+
+
+def _check_segments(texts: dict[str, str], force: bool) -> None:
+    too_long = {lang: n for lang, n in segments_of(texts).items() if n > MAX_SEGMENTS}
+    if too_long and not force:
+        raise ProblemError(
+            422, "Text too long",
+            f"More than {MAX_SEGMENTS} SMS segments (306 GSM-7 characters): "
+            f"{', '.join(f'{k}={v}' for k, v in sorted(too_long.items()))}. "
+            "Shorten it or send force=true.", segments=segments_of(texts))
+
+
+def approve(session: Session, alert_id: uuid.UUID, actor: str, force: bool = False) -> Alert:
+    alert = get_alert(session, alert_id)
+    _require(alert, ("draft",), "approve")
+    if expire_if_due(alert):
+        raise ProblemError(409, "Conflict", "The alert has expired.", status_now="expired")
+    _check_segments(alert.texts or {"en": alert.body_en}, force)
+    before = snapshot(alert)
+    _approve(alert, actor)
+    audit(session, alert, actor, "approve", before)
+    return alert
+
+
+def edit(session: Session, alert_id: uuid.UUID, actor: str, texts: dict[str, str],
+         force: bool = False, expires_at: Any = None) -> Alert:
+    alert = get_alert(session, alert_id)
+    _require(alert, ("draft", "approved"), "edit")
+    unknown = set(texts) - set(LANGUAGES)
+    if unknown:
+        raise ProblemError(422, "Unknown language", f"Languages: {', '.join(LANGUAGES)}.")
+    merged = {**(alert.texts or {}), **{k: v.strip() for k, v in texts.items()}}
+    if any(not v for v in merged.values()):
+        raise ProblemError(422, "Empty text", "A language's text is empty.")
+    _check_segments(merged, force)
+    before = snapshot(alert)
+    _set_texts(alert, merged)
+    if expires_at is not None:
+        alert.expires_at = expires_at
+    alert.updated_at = utcnow()
+    audit(session, alert, actor, "edit", before)
+    return alert
+
+
+def reject(session: Session, alert_id: uuid.UUID, actor: str) -> Alert:
+    alert = get_alert(session, alert_id)
+    _require(alert, ("draft",), "reject")
+    before = snapshot(alert)
+    alert.status = "rejected"
+    alert.updated_at = utcnow()
+    audit(session, alert, actor, "reject", before)
+    return alert
+
+
+def cancel(session: Session, alert_id: uuid.UUID, actor: str) -> Alert:
+    """Stop an alert: nothing more is sent (pending messages are skipped)."""
+    alert = get_alert(session, alert_id)
+    _require(alert, ("draft", "approved", "sending"), "cancel")
+    before = snapshot(alert)
+    alert.status = "cancelled"
+    alert.updated_at = utcnow()
+    session.execute(update(Delivery).where(Delivery.alert_id == alert.id,
+                                           Delivery.status == "pending")
+                    .values(status="skipped", updated_at=utcnow()))
+    audit(session, alert, actor, "cancel", before)
+    return alert
+
+
+def follow_up(session: Session, settings: Settings, alert_id: uuid.UUID, actor: str,
+              kind: str, texts: dict[str, str] | None, force: bool = False) -> Alert:
+    """An update or an all-clear after an alert: a new draft alert (kind update/all_clear)
+    for the same region, to approve like any other."""
+    parent = get_alert(session, alert_id)
+    _require(parent, ("approved", "sending", "sent", "expired"), kind.replace("_", "-"))
+    if texts:
+        new_texts = {k: v.strip() for k, v in texts.items() if k in LANGUAGES and v.strip()}
+    elif kind == "all_clear":
+        new_texts = all_clear_texts(parent.region_name)
+    else:
+        new_texts = update_texts(parent.texts or {"en": parent.body_en})
+    if not new_texts:
+        raise ProblemError(422, "Empty text", "Give the text of at least one language.")
+    _check_segments(new_texts, force)
+    now = utcnow()
+    child = Alert(region_id=parent.region_id, region_name=parent.region_name,
+                  substance_id=parent.substance_id, severity=parent.severity, status="draft",
+                  created_at=now, kind=kind, parent_id=parent.id, signal_count=0,
+                  expires_at=now + timedelta(hours=settings.alert_lifetime_hours))
+    _set_texts(child, new_texts)
+    session.add(child)
+    session.flush()
+    audit(session, child, actor, kind, None)
+    audit(session, parent, actor, f"{kind}_drafted", snapshot(parent))
+    return child

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Protocol
 
+from sqlalchemy import select
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
 from services.alerts.models import DevOutboxMessage
-from shared.crypto import encrypt_phone, mask_phone
+from shared.crypto import decrypt_phone, encrypt_phone, mask_phone
 from shared.db import session_scope
 from shared.gsm import segment_count
 from shared.settings import Settings
@@ -53,6 +55,11 @@ class SmsBackend(Protocol):
 
     async def send(self, to: str, body: str) -> Receipt: ...
 
+    async def find_sent(self, to: str, body: str, since: datetime) -> Receipt | None:
+        """A message with this body already accepted for `to` since `since`, if any (used to
+        reconcile a send whose outcome was lost in a crash)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -76,6 +83,19 @@ class OutboxSmsBackend:
 
     async def send(self, to: str, body: str) -> Receipt:
         return await asyncio.to_thread(self._store, to, body)
+
+    def _find(self, to: str, body: str, since: datetime) -> Receipt | None:
+        with session_scope(self.settings.sqlalchemy_url) as session:
+            rows = session.scalars(select(DevOutboxMessage).where(
+                DevOutboxMessage.body == body,
+                DevOutboxMessage.created_at >= since - timedelta(seconds=5)))
+            for row in rows:
+                if decrypt_phone(self.settings.secret_key, row.to_encrypted) == to:
+                    return Receipt(sid=row.sid, status="queued", segments=row.segments)
+        return None
+
+    async def find_sent(self, to: str, body: str, since: datetime) -> Receipt | None:
+        return await asyncio.to_thread(self._find, to, body, since)
 
     async def close(self) -> None:
         return None
@@ -110,6 +130,23 @@ class TwilioSmsBackend:
             raise SmsError(repr(exc), code=None, http_status=None) from exc
         return Receipt(sid=str(message.sid), status=str(message.status),
                        segments=int(message.num_segments or segment_count(body)))
+
+    async def find_sent(self, to: str, body: str, since: datetime) -> Receipt | None:
+        """Twilio lists a number's messages newest first. DateSent is not used as a filter:
+        a message still queued has no DateSent yet; DateCreated is checked here instead."""
+        try:
+            messages = await self.client.messages.list_async(to=to, limit=50, page_size=50)
+        except TwilioRestException as exc:
+            raise SmsError(exc.msg, code=exc.code, http_status=exc.status) from exc
+        except (TimeoutError, OSError) as exc:
+            raise SmsError(repr(exc), code=None, http_status=None) from exc
+        for message in messages:
+            created = message.date_created
+            if message.body == body and (created is None or
+                                         created >= since - timedelta(seconds=5)):
+                return Receipt(sid=str(message.sid), status=str(message.status),
+                               segments=int(message.num_segments or segment_count(body)))
+        return None
 
     async def close(self) -> None:
         await self.http.close()

@@ -1,25 +1,68 @@
-"""Alert texts per language. Short, plain GSM-7, always with the STOP line."""
+"""Alert texts per language (en, es, fr). Short, plain GSM-7 (no accents outside the GSM-7
+alphabet), always with the STOP line."""
 
 from __future__ import annotations
 
 from shared.events import ContaminationSignalV1, SpikeSignalV1
+
+LANGUAGES = ("en", "es", "fr")
 
 STOP_LINE = {
     "en": "Reply STOP to cancel.",
     "es": "Responda STOP para cancelar.",
     "fr": "Repondez STOP pour annuler.",
 }
+SEVERITY = {
+    "en": {"info": "info", "warning": "warning", "critical": "critical"},
+    "es": {"info": "info", "warning": "aviso", "critical": "grave"},
+    "fr": {"info": "info", "warning": "attention", "critical": "grave"},
+}
+SAFETY = {
+    "en": "Don't use alone, start low, carry naloxone.",
+    "es": "No consuma solo, empiece con poco, lleve naloxona.",
+    "fr": "Ne consommez pas seul, commencez doucement, ayez de la naloxone.",
+}
+CONTAMINATION = {
+    "en": "Lookout ALERT ({sev}): {substance} found{sold} in {region}. {safety} {stop}",
+    "es": "ALERTA Lookout ({sev}): {substance} hallado{sold} en {region}. {safety} {stop}",
+    "fr": "ALERTE Lookout ({sev}): {substance} detecte{sold} a {region}. {safety} {stop}",
+}
+SOLD_AS = {
+    "en": " in a sample sold as {sold}",
+    "es": " en una muestra vendida como {sold}",
+    "fr": " dans un echantillon vendu comme {sold}",
+}
+SPIKE = {
+    "en": "Lookout ALERT ({sev}): more overdoses than usual in {region}. {safety} {stop}",
+    "es": "ALERTA Lookout ({sev}): mas sobredosis de lo normal en {region}. {safety} {stop}",
+    "fr": "ALERTE Lookout ({sev}): plus de surdoses que d'habitude a {region}. {safety} {stop}",
+}
+UPDATE_PREFIX = {"en": "UPDATE: ", "es": "ACTUALIZACION: ", "fr": "MISE A JOUR: "}
+ALL_CLEAR = {
+    "en": "Lookout: the alert for {region} is over. Stay safe: {safety} {stop}",
+    "es": "Lookout: la alerta para {region} ha terminado. {safety} {stop}",
+    "fr": "Lookout: l'alerte pour {region} est terminee. {safety} {stop}",
+}
 
 
 def alert_text(signal: ContaminationSignalV1 | SpikeSignalV1, language: str = "en") -> str:
-    stop = STOP_LINE.get(language, STOP_LINE["en"])
+    lang = language if language in LANGUAGES else "en"
+    common = {"sev": SEVERITY[lang].get(signal.severity, signal.severity),
+              "region": signal.region_name, "safety": SAFETY[lang], "stop": STOP_LINE[lang]}
     if isinstance(signal, ContaminationSignalV1):
-        sold = f" in a sample sold as {signal.sold_as_name}" if signal.sold_as_name else ""
-        return (
-            f"Lookout ALERT ({signal.severity}): {signal.substance_name} found{sold} "
-            f"in {signal.region_name}. Don't use alone, start low, carry naloxone. {stop}"
-        )
-    return (
-        f"Lookout ALERT ({signal.severity}): more overdoses than usual in "
-        f"{signal.region_name}. Don't use alone, start low, carry naloxone. {stop}"
-    )
+        sold = SOLD_AS[lang].format(sold=signal.sold_as_name) if signal.sold_as_name else ""
+        return CONTAMINATION[lang].format(substance=signal.substance_name, sold=sold, **common)
+    return SPIKE[lang].format(**common)
+
+
+def alert_texts(signal: ContaminationSignalV1 | SpikeSignalV1) -> dict[str, str]:
+    return {lang: alert_text(signal, lang) for lang in LANGUAGES}
+
+
+def all_clear_texts(region_name: str) -> dict[str, str]:
+    return {lang: ALL_CLEAR[lang].format(region=region_name, safety=SAFETY[lang],
+                                         stop=STOP_LINE[lang]) for lang in LANGUAGES}
+
+
+def update_texts(texts: dict[str, str]) -> dict[str, str]:
+    return {lang: UPDATE_PREFIX.get(lang, "UPDATE: ") + text for lang, text in texts.items()}

@@ -36,14 +36,15 @@ def test_a_signal_makes_one_alert_even_when_redelivered(settings: Settings) -> N
         assert session.scalar(select(func.count()).select_from(Alert)) == 1
     assert "Fentanyl" in first.body_en and "98104" in first.body_en
     assert "STOP" in first.body_en
-    assert first.segments == 1
+    assert service.segments_of(first.texts) == {"en": 1, "es": 2, "fr": 2}
+    assert first.segments == 2  # the most of any language
 
 
 def test_policy_auto_approves_critical_and_drafts_the_rest(settings: Settings) -> None:
     with session_scope(settings.sqlalchemy_url) as session:
         critical = service.alert_from_signal(session, settings, contamination_signal())
-        warning = service.alert_from_signal(session, settings,
-                                            contamination_signal(severity="warning"))
+        warning = service.alert_from_signal(session, settings, contamination_signal(
+            region_id="us/wa/king-county/98105", severity="warning"))
         assert critical.status == "approved" and critical.approved_by == "policy:auto"
         assert warning.status == "draft" and warning.approved_at is None
         assert service.fan_out(session, warning) == 0
