@@ -95,6 +95,19 @@ class Settings(BaseSettings):
     relay_poll_interval: float = 0.05
     relay_batch_size: int = 500
 
+    # Detection (docs/detection.md): spike grouping level, event-time bucket, default method;
+    # late events within the grace period are re-evaluated; one open signal per (region,
+    # kind, substance) within the cooldown. Per-region overrides (method, its parameters,
+    # contamination thresholds): JSON {"region prefix": {...}}, the longest prefix wins.
+    detection_spike_level: Literal["postal_code", "county", "state"] = "postal_code"
+    detection_spike_bucket: Literal["hour", "day", "week"] = "day"
+    detection_spike_method: str = "poisson"
+    detection_grace_hours: float = 48.0
+    detection_cooldown_hours: float = 24.0
+    detection_regions_json: str = ""
+    # Faust consumers: longest wait for a fetch to fill (faust hard-codes 1500 ms).
+    stream_fetch_max_wait_ms: int = Field(default=10, ge=0)
+
     # Referrals: matching, conversation timing, retention of personal data.
     referrals_worker_metrics_port: int = 9104
     referrals_open_within_hours: float = 2.0  # "open now or within N hours"

@@ -9,7 +9,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiokafka
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TransportT
 from pydantic import ValidationError
 
 from shared.metrics import AGENT_MESSAGES
@@ -20,11 +23,40 @@ T = TypeVar("T")
 HANDLER_ATTEMPTS = 3
 
 
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """faust hard-codes the worker consumer's fetch_max_wait_ms=1500, which adds up to 1.5 s
+    per hop on a quiet topic; use the app's `fetch_max_wait_ms` instead."""
+
+    def _create_worker_consumer(
+        self, transport: faust_aiokafka.Transport
+    ) -> aiokafka.AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        wait = getattr(self.consumer.app, "fetch_max_wait_ms", 1500)
+        consumer._fetch_max_wait_ms = int(wait)  # read when the fetcher starts
+        return consumer
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = _Consumer
+
+
+class _App(faust.App):
+    fetch_max_wait_ms = 1500
+
+    def _new_transport(self) -> TransportT:
+        return _Transport(self.conf.broker_consumer, self)
+
+
 def make_faust_app(name: str, settings: Settings) -> faust.App:
     brokers = ";".join(f"kafka://{s}" for s in settings.bootstrap_servers.split(","))
     datadir = Path(settings.var_dir) / "faust" / name
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    app = _App(
         f"lookout-{name}",
         broker=brokers,
         web_enabled=False,
@@ -37,6 +69,8 @@ def make_faust_app(name: str, settings: Settings) -> faust.App:
         broker_commit_every=100,
         broker_commit_interval=0.5,
     )
+    app.fetch_max_wait_ms = settings.stream_fetch_max_wait_ms
+    return app
 
 
 async def process_each(

@@ -1,31 +1,75 @@
-"""Detection agents: drug-check results in, contamination signals out."""
+"""Detection agents: overdose reports -> spike signals, drug-check results -> contamination
+signals, over changelog-backed tables (see `processors` for the logic and table layout).
+
+Tables use the key's partitioner (`use_partitioner`): a key written while handling messages
+from several source partitions (a county gathers several ZIPs) always goes to one changelog
+partition, so recovery after a crash restores its last value. One worker owns every
+partition (see docs/detection.md, "Scaling").
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from services.detection import rules
+import faust
+
 from services.detection.app import app
-from shared.events import DrugCheckResultV1
+from services.detection.config import load_config
+from services.detection.processors import Processor, Tables
+from shared.events import DrugCheckResultV1, OverdoseReportV1
+from shared.settings import get_settings
 from shared.streams import process_each
-from shared.topics import DRUGCHECK_RESULTS, SIGNALS
+from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS, SIGNALS
 
 log = logging.getLogger(__name__)
 
-results_topic = app.topic(DRUGCHECK_RESULTS.name, value_serializer="raw", key_serializer="raw",
-                          partitions=DRUGCHECK_RESULTS.partitions)
-results_dlq = app.topic(DRUGCHECK_RESULTS.dlq, value_serializer="raw", key_serializer="raw",
-                        partitions=DRUGCHECK_RESULTS.partitions)
-signals_topic = app.topic(SIGNALS.name, value_serializer="raw", key_serializer="raw",
-                          partitions=SIGNALS.partitions)
+
+def _raw_topic(name: str, partitions: int) -> Any:
+    return app.topic(name, value_serializer="raw", key_serializer="raw", partitions=partitions)
+
+
+results_topic = _raw_topic(DRUGCHECK_RESULTS.name, DRUGCHECK_RESULTS.partitions)
+results_dlq = _raw_topic(DRUGCHECK_RESULTS.dlq, DRUGCHECK_RESULTS.partitions)
+reports_topic = _raw_topic(OVERDOSE_REPORTS.name, OVERDOSE_REPORTS.partitions)
+reports_dlq = _raw_topic(OVERDOSE_REPORTS.dlq, OVERDOSE_REPORTS.partitions)
+signals_topic = _raw_topic(SIGNALS.name, SIGNALS.partitions)
+
+
+def _table(name: str, help_: str) -> Any:
+    return app.Table(name, partitions=4, use_partitioner=True, key_type=str, help=help_)
+
+
+tables = Tables(
+    spike_counts=_table("spike-counts", "overdose reports per area and event-time bucket"),
+    marks=_table("marks", "newest event-time bucket per area / region"),
+    episodes=_table("episodes", "open signal per (region, kind, substance)"),
+    seen=_table("substances-seen", "last time each substance was seen per region"),
+    clusters=_table("clusters", "recent high-risk results per (region, substance)"),
+    positivity=_table("positivity", "samples and positives per region, substance and day"),
+)
+
+
+async def _send(key: str, payload: str) -> None:
+    await signals_topic.send(key=key.encode(), value=payload.encode())
+
+
+processor = Processor(load_config(get_settings()), tables, _send)
+
+
+def _position() -> tuple[int, int]:
+    event = faust.current_event()
+    if event is None:
+        raise RuntimeError("no current event")
+    return event.message.partition, event.message.offset
 
 
 async def handle_result(result: DrugCheckResultV1) -> None:
-    for signal in rules.unexpected_adulterants(result):
-        log.info("signal %s %s in %s", signal.pattern, signal.substance_id, signal.region_id)
-        await signals_topic.send(key=signal.region_id.encode(),
-                                 value=signal.model_dump_json().encode())
+    await processor.on_result(result, *_position())
+
+
+async def handle_report(report: OverdoseReportV1) -> None:
+    await processor.on_report(report, *_position())
 
 
 @app.agent(results_topic)
@@ -33,4 +77,12 @@ async def contamination(stream: Any) -> None:
     await process_each(
         stream, service="detection", agent="contamination",
         parse=DrugCheckResultV1.model_validate_json, handle=handle_result, dlq=results_dlq,
+    )
+
+
+@app.agent(reports_topic)
+async def spikes(stream: Any) -> None:
+    await process_each(
+        stream, service="detection", agent="spikes",
+        parse=OverdoseReportV1.model_validate_json, handle=handle_report, dlq=reports_dlq,
     )

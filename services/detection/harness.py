@@ -1,0 +1,188 @@
+"""Run the detection worker as a real process against a broker, feed it events and read
+its signals (used by the worker tests, the benchmarks and the backtest)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from shared.broker import start_tansu
+from shared.events import DrugCheckResultV1, OverdoseReportV1
+from shared.kafka import ensure_topics, wait_for_broker
+from shared.settings import REPO_ROOT
+from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS, SIGNALS
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def tansu() -> Iterator[str]:
+    """A fresh Tansu broker (memory storage) on a free loopback port, topics created."""
+    port = free_port()
+    proc = start_tansu("127.0.0.1", port)
+    bootstrap = f"127.0.0.1:{port}"
+    try:
+        asyncio.run(wait_for_broker(bootstrap, 30))
+        asyncio.run(ensure_topics(bootstrap))
+        yield bootstrap
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+class Worker:
+    """`lookout worker detection` in its own process."""
+
+    def __init__(self, bootstrap: str, var_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.bootstrap = bootstrap
+        self.var_dir = var_dir
+        self.log_path = var_dir / "detection-worker.log"
+        self.env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "LOOKOUT_ENV": "test",
+            "LOOKOUT_VAR_DIR": str(var_dir),
+            "LOOKOUT_KAFKA_BOOTSTRAP": bootstrap,
+            "LOOKOUT_KAFKA_IDEMPOTENT_PRODUCER": "false",
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> None:
+        self.var_dir.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        env = {**self.env, "LOOKOUT_DETECTION_METRICS_PORT": str(free_port())}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "worker", "detection"], env=env,
+            cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final commit."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+Event = OverdoseReportV1 | DrugCheckResultV1
+
+
+def topic_of(event: Event) -> str:
+    return OVERDOSE_REPORTS.name if isinstance(event, OverdoseReportV1) else \
+        DRUGCHECK_RESULTS.name
+
+
+async def produce(bootstrap: str, events: Iterable[Event], *, rate: float = 0,
+                  on_sent: Callable[[Event, float], None] | None = None) -> None:
+    """Publish events keyed by region (as the ingest relay does); `rate` events/s (0: as
+    fast as possible); `on_sent(event, monotonic time)` after each is acknowledged."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0 if rate
+                                else 5, max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        started = time.monotonic()
+        pending = []
+        for i, event in enumerate(events):
+            if rate:
+                delay = started + i / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            fut = await producer.send(topic_of(event), event.model_dump_json().encode(),
+                                      key=event.region_id.encode())
+            if on_sent is not None:
+                await fut
+                on_sent(event, time.monotonic())
+            else:
+                pending.append(fut)
+                if len(pending) >= 5000:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def send_raw(bootstrap: str, topic: str, value: bytes, key: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+class SignalReader:
+    """Reads signals.v1 (and any other topics) from the beginning in a background task."""
+
+    def __init__(self, bootstrap: str, topics: tuple[str, ...] = (SIGNALS.name,)) -> None:
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.records: list[tuple[str, bytes, float]] = []  # (topic, value, monotonic time)
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            *self.topics, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest",
+            enable_auto_commit=False, group_id=None, fetch_max_wait_ms=5)
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        async for message in self._consumer:
+            self.records.append((message.topic, message.value or b"", time.monotonic()))
+
+    def signals(self) -> list[dict[str, Any]]:
+        return [json.loads(v) for t, v, _ in self.records if t == SIGNALS.name]
+
+    async def wait_for(self, predicate: Callable[[SignalReader], bool], within: float) -> bool:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if predicate(self):
+                return True
+            await asyncio.sleep(0.05)
+        return predicate(self)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: S110 - shutting down
+                pass
+        if self._consumer is not None:
+            await self._consumer.stop()

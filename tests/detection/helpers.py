@@ -1,0 +1,54 @@
+"""Builders for detection tests: overdose reports and drug-check results with fixed ids, so
+two runs over the same input are comparable."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from shared.events import DetectedSubstanceV1, DrugCheckResultV1, OverdoseReportV1
+from shared.substances import get_substance
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+NS = uuid.UUID("0b7f2a52-5a43-4c8e-8d8e-3a1f60f1a001")
+KING = "us/wa/king-county/98104"
+
+
+def report(n: int, at: datetime, region_id: str = KING) -> OverdoseReportV1:
+    """Report number `n` (its ids derive from n)."""
+    return OverdoseReportV1(
+        event_id=uuid.uuid5(NS, f"report-{n}"), producer="test",
+        report_id=uuid.uuid5(NS, f"report-id-{n}"), source="ems", occurred_at=at,
+        region_id=region_id, region_name=f"{region_id.rsplit('/', 1)[-1]} (test)",
+    )
+
+
+def daily_reports(per_day: list[int], region_id: str = KING, start: datetime = T0,
+                  first: int = 0) -> list[OverdoseReportV1]:
+    out = []
+    n = first
+    for day, count in enumerate(per_day):
+        for i in range(count):
+            out.append(report(n, start + timedelta(days=day, minutes=10 * i + 1), region_id))
+            n += 1
+    return out
+
+
+def result(n: int, at: datetime, found: list[str], region_id: str = KING, site: int = 0,
+           sold_as: str | None = "cocaine", raw: list[str] | None = None) -> DrugCheckResultV1:
+    """Result number `n` with catalog substances `found` (plus unrecognized `raw` names)."""
+    subs = []
+    for sid in found:
+        s = get_substance(sid)
+        subs.append(DetectedSubstanceV1(raw=s.name, substance_id=s.id, status="recognized",
+                                        substance_class=s.cls.value, risk=s.risk))
+    for name in raw or []:
+        subs.append(DetectedSubstanceV1(raw=name, substance_id=None, status="unrecognized"))
+    sold = get_substance(sold_as) if sold_as else None
+    return DrugCheckResultV1(
+        event_id=uuid.uuid5(NS, f"result-{n}"), producer="test",
+        result_id=uuid.uuid5(NS, f"result-id-{n}"), site_id=uuid.uuid5(NS, f"site-{site}"),
+        sample_id=f"s{n}", collected_at=at, region_id=region_id, region_name="test region",
+        sold_as_raw=sold_as, sold_as_id=sold.id if sold else None,
+        sold_as_class=sold.cls.value if sold else None, substances=subs,
+    )
