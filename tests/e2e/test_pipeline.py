@@ -22,9 +22,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from services.demo import DEMO_PHONE
 from services.smoke import demo_result
 from services.stack import command
-from shared.broker import start_tansu
+from shared.broker import running_tansu
 from shared.fakes.twilio_server import FakeTwilioServer
-from shared.kafka import ensure_topics, wait_for_broker
 from shared.topics import DRUGCHECK_RESULTS, SIGNALS, SMS_OUTBOUND
 from tests.conftest import REPO_ROOT, free_port
 
@@ -37,16 +36,8 @@ SERVICES = ["ingest", "relay", "detection", "alerts", "alerts-worker"]
 @pytest.fixture
 def own_broker() -> Iterator[str]:
     """A broker of its own, so no other test's events reach this pipeline."""
-    port = free_port()
-    proc = start_tansu("127.0.0.1", port)
-    bootstrap = f"127.0.0.1:{port}"
-    try:
-        asyncio.run(wait_for_broker(bootstrap, 30))
-        asyncio.run(ensure_topics(bootstrap))
+    with running_tansu() as bootstrap:
         yield bootstrap
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def _lookout(env: dict[str, str], *args: str) -> str:
