@@ -148,6 +148,9 @@ def test_a_fentanyl_in_cocaine_result_texts_the_subscriber_once(
                     proc.kill()
             for fh in logs.values():
                 fh.close()
+            for name in SERVICES:  # shown by pytest when the test fails
+                tail = (tmp_path / f"{name}.log").read_text()[-3000:]
+                print(f"----- {name} log (tail) -----\n{tail}")
         everything = "".join((tmp_path / f"{n}.log").read_text() for n in SERVICES)
         assert DEMO_PHONE not in everything and DEMO_PHONE[2:] not in everything
         assert "Traceback" not in everything
