@@ -77,7 +77,7 @@ def start(session: Session, settings: Settings, phone_raw: str, area: str, langu
     if contact.status == "invalid":
         raise ProblemError(422, "Invalid phone number", "That number cannot receive SMS.")
     now = utcnow()
-    if contact.code_expires_at is not None and contact.code_hash is not None and \
+    if contact.code_expires_at is not None and contact.status == "pending" and \
             contact.code_expires_at - timedelta(minutes=settings.signup_code_ttl_minutes) \
             + RESEND_AFTER > now:
         raise ProblemError(429, "Too many requests", "A code was just sent; wait a minute.",

@@ -47,7 +47,7 @@ def text(client: TestClient, settings: Settings, body: str, phone: str = PHONE) 
                            headers={"X-Twilio-Signature": signature})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/xml")
-    root = ET.fromstring(response.text)
+    root = ET.fromstring(response.text)  # noqa: S314 - our own reply, in a test
     assert root.tag == "Response"
     return " ".join(m.text or "" for m in root.iter("Message"))
 

@@ -129,3 +129,118 @@ def test_rate_limit_errors_are_retried(
     assert len(fake_twilio.messages()) == 1
     d = _delivery(twilio_settings, jobs[0].delivery_id)
     assert d.status == "queued"
+
+
+def _stick_in_sending(settings: Settings, delivery_id: uuid.UUID, seconds_ago: float) -> None:
+    from datetime import timedelta
+
+    with session_scope(settings.sqlalchemy_url) as session:
+        d = session.get(Delivery, delivery_id)
+        assert d is not None
+        d.status, d.updated_at = "sending", utcnow() - timedelta(seconds=seconds_ago)
+
+
+def test_reconcile_after_a_crash_never_double_sends_nor_loses(
+    twilio_settings: Settings, fake_twilio: FakeTwilioServer
+) -> None:
+    """Two deliveries were `sending` when the process died: the provider accepted one (it
+    is recorded, not re-sent); the other never reached it (it is sent once)."""
+    add_subscriber(twilio_settings, "+12065550131", "us/wa/king-county/98104")
+    add_subscriber(twilio_settings, "+12065550132", "us/wa/king-county/98104")
+    jobs = _jobs(twilio_settings)
+    reached, lost = jobs
+    with session_scope(twilio_settings.sqlalchemy_url) as session:
+        reached_row = session.get(Delivery, reached.delivery_id)
+        assert reached_row is not None
+        phone = "+12065550131" if reached_row.subscriber_id == _sub_id(
+            twilio_settings, "+12065550131") else "+12065550132"
+        body = reached_row.body
+    fake_twilio.twilio_client().messages.create(to=phone, from_="+15005550006", body=body)
+    for job in jobs:
+        _stick_in_sending(twilio_settings, job.delivery_id, 120)
+    young = twilio_settings.model_copy(update={"sms_stale_sending_seconds": 600})
+
+    async def go(settings: Settings) -> list[uuid.UUID]:
+        backend = TwilioSmsBackend(settings)
+        sender = Sender(settings, backend)
+        retry = await sender.reconcile_stale()
+        for delivery_id in retry:
+            await sender.send_delivery(delivery_id)
+        await backend.close()
+        return retry
+
+    assert asyncio.run(go(young)) == []  # not stale yet: left alone
+    assert asyncio.run(go(twilio_settings)) == [lost.delivery_id]
+    sent = fake_twilio.messages()
+    assert sorted(m["to"] for m in sent) == ["+12065550131", "+12065550132"]
+    assert _delivery(twilio_settings, reached.delivery_id).status == "queued"
+    assert _delivery(twilio_settings, lost.delivery_id).status == "queued"
+    asyncio.run(go(twilio_settings))
+    assert len(fake_twilio.messages()) == 2
+
+
+def _sub_id(settings: Settings, phone: str) -> uuid.UUID:
+    from shared.crypto import phone_lookup_hash
+
+    with session_scope(settings.sqlalchemy_url) as session:
+        found = session.scalar(select(Subscriber.id).where(
+            Subscriber.phone_hash == phone_lookup_hash(settings.secret_key, phone)))
+        assert found is not None
+        return found
+
+
+def test_expired_or_cancelled_alerts_are_not_sent_at_send_time(
+    twilio_settings: Settings, fake_twilio: FakeTwilioServer
+) -> None:
+    from datetime import timedelta
+
+    from services.alerts.models import Alert
+
+    add_subscriber(twilio_settings, "+12065550133", "us/wa/king-county/98104")
+    jobs = _jobs(twilio_settings)
+    with session_scope(twilio_settings.sqlalchemy_url) as session:
+        alert = session.get(Alert, jobs[0].alert_id)
+        assert alert is not None
+        alert.expires_at = utcnow() - timedelta(seconds=1)
+    _send_all(twilio_settings, jobs)
+    assert fake_twilio.messages() == []
+    assert _delivery(twilio_settings, jobs[0].delivery_id).status == "skipped"
+
+
+def test_sms_requests_send_once_per_event_and_honour_stop(
+    twilio_settings: Settings, fake_twilio: FakeTwilioServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.alerts import agents
+    from shared.events import SmsRequestedV1
+
+    monkeypatch.setattr(agents, "settings", twilio_settings)
+    monkeypatch.setattr(agents, "_sender", None)
+    monkeypatch.setattr(agents, "backend", None)
+    contact = add_subscriber(twilio_settings, "+12065550134", "us/wa/king-county/98104",
+                             status="contact")
+    request = SmsRequestedV1(producer="referrals", contact_ref=contact.id,
+                             body="Lookout: 1) Clinic A 2) Clinic B. Reply 1 or 2.",
+                             requested_at=utcnow())
+    unknown = SmsRequestedV1(producer="referrals", contact_ref=uuid.uuid4(), body="x",
+                             requested_at=utcnow())
+
+    async def go(*requests: SmsRequestedV1) -> None:
+        for r in requests:
+            await agents.handle_request(r)
+        await agents.get_sender().backend.close()
+
+    asyncio.run(go(request, request, unknown))
+    sent = fake_twilio.messages()
+    assert [(m["to"], m["body"]) for m in sent] == [("+12065550134", request.body)]
+    with session_scope(twilio_settings.sqlalchemy_url) as session:
+        d = session.scalar(select(Delivery).where(Delivery.request_id == request.event_id))
+        assert d is not None and d.status == "queued" and d.purpose == "referral"
+        row = session.get(Subscriber, contact.id)
+        assert row is not None
+        row.status = "stopped"
+    monkeypatch.setattr(agents, "_sender", None)
+    monkeypatch.setattr(agents, "backend", None)
+    later = SmsRequestedV1(producer="referrals", contact_ref=contact.id, body="follow-up",
+                           requested_at=utcnow())
+    asyncio.run(go(later))
+    assert len(fake_twilio.messages()) == 1  # STOP honoured
