@@ -1,0 +1,236 @@
+"""The SMS conversation through the service layer, with time simulated: request -> options
+-> choice -> provider notice (only consented fields) -> details -> follow-up -> outcome."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from services.referrals import models as m
+from services.referrals import service
+from services.referrals.notify import FakeNotifier
+from shared.db import session_scope
+from shared.gsm import segment_count
+from shared.settings import Settings
+from tests.referrals.helpers import (
+    TUESDAY_10AM,
+    load_directory,
+    outbox,
+    reply,
+    requested,
+    sms_bodies,
+    statuses,
+)
+
+
+def _request(settings: Settings, contact: uuid.UUID, **kw: object) -> uuid.UUID:
+    with session_scope(settings.sqlalchemy_url) as session:
+        referral = service.handle_request(session, settings, requested(contact, **kw),  # type: ignore[arg-type]
+                                          TUESDAY_10AM)
+        assert referral is not None
+        return referral.id
+
+
+def _reply(settings: Settings, contact: uuid.UUID, body: str, notifier: FakeNotifier,
+           minutes: float = 1) -> str | None:
+    now = TUESDAY_10AM + timedelta(minutes=minutes)
+    with session_scope(settings.sqlalchemy_url) as session:
+        handoff = service.handle_reply(session, settings, reply(contact, body, now), now)
+    if handoff is None:
+        return None
+    with session_scope(settings.sqlalchemy_url) as session:
+        return service.hand_off(session, settings, notifier, handoff, now)
+
+
+def _tick(settings: Settings, after: timedelta) -> dict[str, int]:
+    with session_scope(settings.sqlalchemy_url) as session:
+        return service.tick(session, settings, TUESDAY_10AM + after)
+
+
+def test_a_whole_conversation_with_consent_respected(settings: Settings) -> None:
+    load_directory(settings.sqlalchemy_url)
+    contact = uuid.uuid4()
+    notifier = FakeNotifier()
+    referral_id = _request(settings, contact, text="TREATMENT please, I use fentanyl daily")
+
+    [options] = sms_bodies(settings.sqlalchemy_url)
+    assert segment_count(options) <= 2
+    assert "1 Harbor Street Bupe Walk-in" in options
+    assert "2 Eastside Methadone" in options
+    assert "3 North Outpatient" in options
+    assert "Reply 1, 2, 3" in options and "STOP" in options
+
+    assert _reply(settings, contact, "1", notifier) == "sent"
+    [(channel, address, notice)] = notifier.sent
+    assert (channel, address) == ("webhook", "http://127.0.0.1:9/hook")
+    # Only what the SMS consent covers: kind of help, language, area (and the referral).
+    assert set(notice) == {"referral_id", "service_id", "service_name", "status_link",
+                           "consent", "service_types", "language", "region"}
+    assert notice["region"] == "98104 (Seattle, WA)"
+    assert notice["consent"]["shared_fields"] == ["service_type", "language", "region"]
+    flat = json.dumps(notice)
+    assert str(contact) not in flat and "fentanyl" not in flat
+    assert notice["status_link"].startswith(f"http://127.0.0.1:8002/r/{referral_id}?t=")
+
+    details = sms_bodies(settings.sqlalchemy_url)[-1]
+    assert "Harbor Street Bupe Walk-in" in details
+    assert "100 Example Ave, Seattle" in details
+    assert "206-555-0101" in details and "open now until 20:00" in details
+    assert segment_count(details) <= 2
+
+    delay = timedelta(seconds=settings.referrals_followup_delay_seconds)
+    assert _tick(settings, delay - timedelta(seconds=1))["followups"] == 0
+    assert _tick(settings, delay + timedelta(minutes=1))["followups"] == 1
+    assert _tick(settings, delay + timedelta(minutes=2))["followups"] == 0  # only once
+    assert sms_bodies(settings.sqlalchemy_url)[-1].startswith(
+        "Lookout: did you connect? Reply 1 yes, 2 no, 3 other options.")
+
+    _reply(settings, contact, "1", notifier, minutes=delay.total_seconds() / 60 + 5)
+    assert statuses(settings.sqlalchemy_url) == [
+        "requested", "options_sent", "chosen", "provider_notified", "connected"]
+    events = outbox(settings.sqlalchemy_url, "referrals.events.v1")
+    assert {e["referral_id"] for e in events} == {str(referral_id)}
+    assert all("contact_ref" not in e for e in events)
+    assert events[3]["provider_service_id"] == "svc-harbor-bup"
+    assert "glad you connected" in sms_bodies(settings.sqlalchemy_url)[-1]
+    assert {e["contact_ref"] for e in outbox(settings.sqlalchemy_url, "sms.requests.v1")} == {
+        str(contact)}
+
+
+def test_redelivered_events_change_nothing(settings: Settings) -> None:
+    load_directory(settings.sqlalchemy_url)
+    contact = uuid.uuid4()
+    event = requested(contact)
+    for _ in range(2):
+        with session_scope(settings.sqlalchemy_url) as session:
+            service.handle_request(session, settings, event, TUESDAY_10AM)
+    choice = reply(contact, "2")
+    handoffs = []
+    for _ in range(2):
+        with session_scope(settings.sqlalchemy_url) as session:
+            handoffs.append(service.handle_reply(session, settings, choice, TUESDAY_10AM))
+    assert handoffs[0] is not None and handoffs[0].service_id == "svc-eastside-otp"
+    assert handoffs[1] is None
+    assert len(sms_bodies(settings.sqlalchemy_url)) == 1
+    assert statuses(settings.sqlalchemy_url) == ["requested", "options_sent", "chosen"]
+
+
+def test_other_options_offers_new_places_and_a_new_choice(settings: Settings) -> None:
+    load_directory(settings.sqlalchemy_url)
+    contact = uuid.uuid4()
+    notifier = FakeNotifier()
+    _request(settings, contact)
+    _reply(settings, contact, "3", notifier)
+    _tick(settings, timedelta(seconds=settings.referrals_followup_delay_seconds + 60))
+    _reply(settings, contact, "3", notifier, minutes=300)  # "3 other options"
+    again = sms_bodies(settings.sqlalchemy_url)[-1]
+    assert "1 South Sound Bupe" in again and "Harbor" not in again
+    assert "Reply 1." in again
+    _reply(settings, contact, "1", notifier, minutes=301)
+    assert statuses(settings.sqlalchemy_url)[-3:] == ["options_sent", "chosen",
+                                                      "provider_notified"]
+    with session_scope(settings.sqlalchemy_url) as session:
+        referral = session.scalars(select(m.Referral)).one()
+        assert referral.chosen_service_id == "svc-south-bup"
+
+
+def test_followup_no_means_declined(settings: Settings) -> None:
+    load_directory(settings.sqlalchemy_url)
+    contact = uuid.uuid4()
+    notifier = FakeNotifier()
+    _request(settings, contact)
+    _reply(settings, contact, "2", notifier)
+    _tick(settings, timedelta(seconds=settings.referrals_followup_delay_seconds + 60))
+    _reply(settings, contact, "2", notifier, minutes=300)
+    assert statuses(settings.sqlalchemy_url)[-1] == "declined"
+    assert "988" in sms_bodies(settings.sqlalchemy_url)[-1]
+
+
+def test_silence_becomes_no_response(settings: Settings) -> None:
+    load_directory(settings.sqlalchemy_url)
+    _request(settings, uuid.uuid4())
+    assert _tick(settings, timedelta(hours=1))["no_response"] == 0
+    assert _tick(settings, timedelta(hours=25))["no_response"] == 1
+    assert statuses(settings.sqlalchemy_url)[-1] == "no_response"
+
+
+def test_stop_ends_the_conversation(settings: Settings) -> None:
+    load_directory(settings.sqlalchemy_url)
+    contact = uuid.uuid4()
+    notifier = FakeNotifier()
+    _request(settings, contact)
+    sent_before = len(sms_bodies(settings.sqlalchemy_url))
+    assert _reply(settings, contact, "stop", notifier) is None
+    assert _reply(settings, contact, "1", notifier, minutes=2) is None
+    assert notifier.sent == []
+    assert len(sms_bodies(settings.sqlalchemy_url)) == sent_before  # nothing after STOP
+    assert statuses(settings.sqlalchemy_url)[-1] == "stopped"
+
+
+def test_unknown_place_asks_for_a_zip_then_offers(settings: Settings) -> None:
+    load_directory(settings.sqlalchemy_url)
+    contact = uuid.uuid4()
+    notifier = FakeNotifier()
+    _request(settings, contact, region_id=None)
+    assert "reply with your ZIP code" in sms_bodies(settings.sqlalchemy_url)[-1]
+    _reply(settings, contact, "nowhere", notifier)
+    assert "reply with your ZIP code" in sms_bodies(settings.sqlalchemy_url)[-1]
+    _reply(settings, contact, "98104", notifier, minutes=2)
+    assert "1 Harbor Street Bupe Walk-in" in sms_bodies(settings.sqlalchemy_url)[-1]
+    _reply(settings, contact, "9", notifier, minutes=3)
+    assert "please reply 1, 2, 3" in sms_bodies(settings.sqlalchemy_url)[-1]
+
+
+def test_zip_in_the_text_and_a_named_service(settings: Settings) -> None:
+    load_directory(settings.sqlalchemy_url)
+    _request(settings, uuid.uuid4(), region_id=None, text="TREATMENT methadone 98122")
+    body = sms_bodies(settings.sqlalchemy_url)[-1]
+    assert "1 Eastside Methadone" in body and "Harbor" not in body
+
+
+def test_nothing_open_says_so_with_crisis_numbers(settings: Settings) -> None:
+    load_directory(settings.sqlalchemy_url)
+    late = TUESDAY_10AM.replace(hour=22)
+    with session_scope(settings.sqlalchemy_url) as session:
+        service.handle_request(session, settings, requested(uuid.uuid4(), "TREATMENT methadone",
+                                                            when=late), late)
+    assert "no place open near you" in sms_bodies(settings.sqlalchemy_url)[-1]
+    assert "988" in sms_bodies(settings.sqlalchemy_url)[-1]
+
+
+def test_a_failed_notice_is_recorded_and_the_person_still_gets_details(
+        settings: Settings) -> None:
+    load_directory(settings.sqlalchemy_url)
+    contact = uuid.uuid4()
+    notifier = FakeNotifier()
+    notifier.fail = True
+    _request(settings, contact)
+    assert _reply(settings, contact, "1", notifier) == "failed"
+    assert statuses(settings.sqlalchemy_url)[-1] == "chosen"
+    assert "100 Example Ave" in sms_bodies(settings.sqlalchemy_url)[-1]
+    with session_scope(settings.sqlalchemy_url) as session:
+        notice = session.scalars(select(m.ProviderNotice)).one()
+        assert (notice.status, notice.error) == ("failed", "fake failure")
+
+
+def test_purge_removes_personal_data_and_keeps_counts(settings: Settings) -> None:
+    load_directory(settings.sqlalchemy_url)
+    contact = uuid.uuid4()
+    _request(settings, contact, text="TREATMENT my words")
+    _reply(settings, contact, "1", FakeNotifier())
+    retention = timedelta(days=settings.referrals_retention_days)
+    with session_scope(settings.sqlalchemy_url) as session:
+        assert service.purge(session, settings, TUESDAY_10AM + retention - timedelta(hours=1)) == 0
+    with session_scope(settings.sqlalchemy_url) as session:
+        assert service.purge(session, settings, TUESDAY_10AM + retention) == 1
+    with session_scope(settings.sqlalchemy_url) as session:
+        referral = session.scalars(select(m.Referral)).one()
+        assert referral.contact_ref is None and referral.text is None
+        assert referral.purged_at is not None and referral.status == "no_response"
+        assert all(n.payload is None for n in session.scalars(select(m.ProviderNotice)))
+        assert session.scalars(select(m.StatusChange)).all()
+        assert service.stats(session)["total"] == 1
+        assert service.purge(session, settings, TUESDAY_10AM + 2 * retention) == 0
