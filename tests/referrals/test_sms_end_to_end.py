@@ -1,0 +1,206 @@
+"""A whole referral over SMS on real parts: the alerts API's signed Twilio inbound webhook,
+the alerts worker texting through the real twilio SDK to the fake Twilio server, the relay,
+the referrals worker and API as real processes on a Tansu broker, SQLite, and a provider
+webhook on a local HTTP server.
+
+TREATMENT -> "reply with your ZIP" -> 98104 -> numbered options -> 1 -> the provider's
+webhook gets a notice with only the consented fields -> the person gets address, hours and
+phone -> the follow-up after the (shortened) delay -> 1 -> connected. Every status change is
+read back from `referrals.events.v1`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+from twilio.request_validator import RequestValidator
+
+from services.stack import command
+from shared.broker import running_tansu
+from shared.fakes.twilio_server import FakeTwilioServer
+from shared.gsm import segment_count
+from shared.topics import REFERRAL_EVENTS
+from tests.conftest import REPO_ROOT, free_port
+from tests.referrals.test_hsds import CSV_PACKAGE, JSON_SERVICES
+from tests.referrals.webhook_server import WebhookServer
+
+pytestmark = pytest.mark.e2e
+SID = "AC" + "3" * 32
+TOKEN = "referrals-e2e-token"
+PHONE = "+12065550188"  # fictional
+PROCESSES = ["alerts", "alerts-worker", "relay", "referrals", "referrals-worker"]
+ADMIN = {"Authorization": "Bearer dev-admin-token"}
+ALWAYS_OPEN = ("id,service_id,freq,byday,opens_at,closes_at,description\n"
+               "sch-harbor-bup,svc-harbor-bup,WEEKLY,,00:00,23:59,24 hours (for this test)\n")
+
+
+@pytest.fixture
+def own_broker() -> Iterator[str]:
+    with running_tansu() as bootstrap:
+        yield bootstrap
+
+
+def _lookout(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "services.cli", *args], env=env, cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _wait_for(what: str, check: Callable[[], Any], within: float) -> Any:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {within}s waiting for {what}")
+
+
+async def _referral_events(bootstrap: str, count: int, within: float) -> list[dict[str, Any]]:
+    consumer = AIOKafkaConsumer(REFERRAL_EVENTS.name, bootstrap_servers=bootstrap,
+                                auto_offset_reset="earliest", group_id="referrals-e2e-check")
+    await consumer.start()
+    events: list[dict[str, Any]] = []
+    try:
+        async with asyncio.timeout(within):
+            async for message in consumer:
+                events.append(json.loads(message.value or b"{}"))
+                if len(events) >= count:
+                    break
+    except TimeoutError:
+        pass
+    finally:
+        await consumer.stop()
+    return events
+
+
+def test_a_referral_over_sms_from_treatment_to_connected(own_broker: str,
+                                                         tmp_path: Path) -> None:
+    alerts_port, referrals_port = free_port(), free_port()
+    alerts_url = f"http://127.0.0.1:{alerts_port}"
+    with FakeTwilioServer(account_sid=SID, auth_token=TOKEN) as twilio, \
+            WebhookServer() as provider:
+        env = {
+            **os.environ, "PYTHONUNBUFFERED": "1", "LOOKOUT_ENV": "test",
+            "LOOKOUT_VAR_DIR": str(tmp_path / "var"),
+            "LOOKOUT_DATABASE_URL": f"sqlite:///{tmp_path / 'referrals-e2e.db'}",
+            "LOOKOUT_KAFKA_BOOTSTRAP": own_broker,
+            "LOOKOUT_KAFKA_IDEMPOTENT_PRODUCER": "false",
+            "LOOKOUT_ALERTS_PORT": str(alerts_port),
+            "LOOKOUT_REFERRALS_PORT": str(referrals_port),
+            "LOOKOUT_RELAY_METRICS_PORT": str(free_port()),
+            "LOOKOUT_ALERTS_WORKER_METRICS_PORT": str(free_port()),
+            "LOOKOUT_REFERRALS_WORKER_METRICS_PORT": str(free_port()),
+            "LOOKOUT_SMS_BACKEND": "twilio", "LOOKOUT_SMS_RATE_PER_SECOND": "0",
+            "LOOKOUT_TWILIO_ACCOUNT_SID": SID, "LOOKOUT_TWILIO_AUTH_TOKEN": TOKEN,
+            "LOOKOUT_TWILIO_API_BASE_URL": twilio.url, "LOOKOUT_PUBLIC_ALERTS_URL": alerts_url,
+            # Simulated time, the real-process way: a short follow-up delay, a quick tick.
+            "LOOKOUT_REFERRALS_FOLLOWUP_DELAY_SECONDS": "3",
+            "LOOKOUT_REFERRALS_TICK_SECONDS": "0.5",
+        }
+        _lookout(env, "db", "upgrade")
+        assert "rejected: 15" in _lookout(env, "providers", "import", str(CSV_PACKAGE))
+        _lookout(env, "providers", "import", str(JSON_SERVICES))
+        # The sample clinic keeps office hours; make it open whenever this test runs.
+        patch = tmp_path / "schedule.csv"
+        patch.write_text(ALWAYS_OPEN)
+        assert "imported: 1 schedule" in _lookout(env, "providers", "import", str(patch))
+
+        logs = {name: (tmp_path / f"{name}.log").open("w") for name in PROCESSES}
+        procs = {name: subprocess.Popen(command(name), env=env, cwd=REPO_ROOT,
+                                        stdout=logs[name], stderr=subprocess.STDOUT)
+                 for name in PROCESSES}
+
+        def sms(body: str) -> str:
+            params = {"From": PHONE, "To": "+15005550006", "Body": body,
+                      "MessageSid": "SM" + str(time.monotonic_ns())[-32:].rjust(32, "0"),
+                      "AccountSid": SID, "NumMedia": "0"}
+            signature = RequestValidator(TOKEN).compute_signature(
+                f"{alerts_url}/v1/sms/inbound", params)
+            response = httpx.post(f"{alerts_url}/v1/sms/inbound", data=params,
+                                  headers={"X-Twilio-Signature": signature}, timeout=10)
+            assert response.status_code == 200, response.text
+            return response.text
+
+        def texted(fragment: str) -> Callable[[], str | None]:
+            def check() -> str | None:
+                for message in twilio.messages(to=PHONE):
+                    if fragment in message["body"]:
+                        return str(message["body"])
+                return None
+            return check
+
+        try:
+            _wait_for("the APIs", lambda: all(
+                _healthy(f"http://127.0.0.1:{p}/healthz") for p in (alerts_port,
+                                                                     referrals_port)), 60)
+            hook = httpx.patch(f"http://127.0.0.1:{referrals_port}/v1/providers/services/"
+                               "svc-harbor-bup", headers=ADMIN,
+                               json={"notify_channel": "webhook", "notify_address": provider.url})
+            assert hook.status_code == 200, hook.text
+
+            sms("TREATMENT")
+            _wait_for("the ZIP question", texted("reply with your ZIP code"), 120)
+            sms("98104")
+            options = _wait_for("the options", texted("1 Harbor Street Bupe Walk-in"), 30)
+            assert segment_count(options) <= 2 and "Reply 1, 2" in options
+
+            sms("1")
+            _wait_for("the provider notice", lambda: provider.received, 30)
+            [notice] = [r["json"] for r in provider.received]
+            assert set(notice) == {"referral_id", "service_id", "service_name",
+                                   "status_link", "consent", "service_types", "language",
+                                   "region"}
+            assert notice["service_id"] == "svc-harbor-bup"
+            assert notice["region"] == "98104 (Seattle, WA)"
+            assert PHONE[2:] not in json.dumps(notice)
+            details = _wait_for("the details", texted("100 Example Ave, Seattle"), 30)
+            assert "206-555-0101" in details and "open 24 hours" in details
+
+            _wait_for("the follow-up", texted("did you connect?"), 30)
+            sms("1")
+            _wait_for("the thanks", texted("glad you connected"), 30)
+
+            events = asyncio.run(_referral_events(own_broker, 5, within=30))
+            assert [e["status"] for e in events] == [
+                "requested", "options_sent", "chosen", "provider_notified", "connected"]
+            assert {e["referral_id"] for e in events} == {notice["referral_id"]}
+            link = notice["status_link"].replace(
+                f"http://127.0.0.1:{referrals_port}", "")
+            page = httpx.get(f"http://127.0.0.1:{referrals_port}{link}", timeout=10)
+            assert page.status_code == 200 and "connected" in page.text
+
+            crashed = {n: p.returncode for n, p in procs.items() if p.poll() is not None}
+            assert not crashed, f"processes died: {crashed}"
+        finally:
+            for proc in procs.values():
+                proc.terminate()
+            for proc in procs.values():
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            for fh in logs.values():
+                fh.close()
+        everything = "".join((tmp_path / f"{n}.log").read_text() for n in PROCESSES)
+        assert PHONE not in everything and PHONE[2:] not in everything
+        assert "Traceback" not in everything, everything[-3000:]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
