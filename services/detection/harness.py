@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.broker import start_tansu
 from shared.events import DrugCheckResultV1, OverdoseReportV1
@@ -142,6 +142,23 @@ async def send_raw(bootstrap: str, topic: str, value: bytes, key: bytes) -> None
         await producer.send_and_wait(topic, value, key=key)
     finally:
         await producer.stop()
+
+
+async def committed(bootstrap: str, topics: Iterable[str], group: str = "lookout-detection",
+                    partitions: int = 4) -> int:
+    """How many messages of `topics` the group has committed (sum of committed offsets)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()  # no subscription: only OffsetFetch, the group is not disturbed
+    try:
+        total = 0
+        for topic in topics:
+            for p in range(partitions):
+                offset = await consumer.committed(TopicPartition(topic, p))
+                total += offset or 0
+        return total
+    finally:
+        await consumer.stop()
 
 
 class SignalReader:
