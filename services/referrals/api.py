@@ -266,6 +266,7 @@ def update_service(service_id: str, body: ServiceUpdateIn, session: DbSession) -
         cap.updated = now
     svc.updated_at = now
     session.flush()
+    service.invalidate_directory()
     return _service_out(session, svc)
 
 

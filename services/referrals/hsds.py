@@ -21,7 +21,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from services.referrals import models as m
@@ -480,7 +480,10 @@ class _Loader:
         self.report.imported["attribute"] += 1
 
     def finish(self) -> None:
-        """Derive service types and payment options from the imported attributes."""
+        """Derive service types and payment options from the imported attributes, and mark
+        the directory changed (matching caches it by the services' latest `updated_at`)."""
+        if any(self.report.imported.values()):
+            self.session.execute(update(m.Service).values(updated_at=utcnow()))
         for service_id, attributes in self.attributes.items():
             service = self.session.get(m.Service, service_id)
             assert service is not None
@@ -516,7 +519,11 @@ def import_rows(session: Session, rows: dict[str, list[dict[str, Any]]]) -> Impo
 
 
 def import_path(session: Session, path: Path) -> ImportReport:
-    return import_rows(session, read_package(path))
+    from services.referrals.service import invalidate_directory
+
+    report = import_rows(session, read_package(path))
+    invalidate_directory()
+    return report
 
 
 # ---------------------------------------------------------------------------- export

@@ -9,7 +9,9 @@ then spare capacity. Every match lists why it matched; every rejection says why.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -271,20 +273,99 @@ def explain(entries: list[Entry], request: Request) -> tuple[list[Match], list[R
     return matches, rejections
 
 
-def match(entries: list[Entry], request: Request) -> list[Match]:
-    """The best `request.limit` matches, ranked."""
-    out: list[Match] = []
-    for entry in entries:
-        if not (entry.service_types & request.service_types):
-            continue  # the cheap test first: most of a large directory stops here
-        result = evaluate(entry, request)
+class DirectoryIndex:
+    """Entries bucketed on a coarse lat/lon grid, so a request only looks near its origin."""
+
+    CELL = 0.25  # degrees (~28 km of latitude)
+
+    def __init__(self, entries: Sequence[Entry]) -> None:
+        self.entries = list(entries)
+        self.cells: dict[tuple[int, int], list[Entry]] = defaultdict(list)
+        for e in self.entries:
+            if e.point is not None:
+                self.cells[(math.floor(e.point[0] / self.CELL),
+                            math.floor(e.point[1] / self.CELL))].append(e)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def near(self, request: Request) -> Iterator[Entry]:
+        if request.origin is None:
+            yield from self.entries
+            return
+        lat, lon = request.origin
+        dlat = request.max_distance_km / 110.0 + 0.01
+        dlon = request.max_distance_km / (110.0 * max(math.cos(math.radians(lat)), 0.05)) + 0.01
+        for i in range(math.floor((lat - dlat) / self.CELL), math.floor((lat + dlat) / self.CELL)
+                       + 1):
+            for j in range(math.floor((lon - dlon) / self.CELL),
+                           math.floor((lon + dlon) / self.CELL) + 1):
+                yield from self.cells.get((i, j), ())
+
+
+def _quick_reject(e: Entry, r: Request, accepts: frozenset[str] | None) -> bool:
+    """The checks of `evaluate` that need no strings or dates: most rejections end here."""
+    if not e.accepting or (e.capacity_available is not None and e.capacity_available <= 0):
+        return True
+    lang = r.language
+    if not (lang in e.languages or (not e.languages and lang == "en") or e.interpretation):
+        return True
+    if accepts is not None and not (e.payment & accepts):
+        return True
+    if r.age is not None and ((e.minimum_age is not None and r.age < e.minimum_age) or (
+            e.maximum_age is not None and r.age > e.maximum_age)):
+        return True
+    return not e.hours
+
+
+def match(entries: Sequence[Entry] | DirectoryIndex, request: Request) -> list[Match]:
+    """The best `request.limit` matches (one per service), ranked; same result as evaluating
+    every entry and sorting, but opening hours are only worked out for the nearest few."""
+    request = replace(request, language=request.language.lower())
+    accepts = None if not request.payment else PAYMENT_ACCEPTS.get(
+        request.payment, frozenset({request.payment}))
+    wanted = request.service_types
+    pool = entries.near(request) if isinstance(entries, DirectoryIndex) else entries
+    candidates: list[tuple[float, Entry]] = []
+    origin = request.origin
+    if origin is not None:
+        cos_lat = math.cos(math.radians(origin[0]))
+        limit_km = request.max_distance_km * 1.01 + 0.05
+    for e in pool:
+        if not (e.service_types & wanted) or _quick_reject(e, request, accepts):
+            continue
+        if origin is None:
+            candidates.append((0.0, e))
+            continue
+        if e.point is None:
+            continue
+        # Equirectangular distance: within 1% of the great circle at these ranges.
+        dy = e.point[0] - origin[0]
+        dx = (e.point[1] - origin[1]) * cos_lat
+        approx = 111.2 * math.sqrt(dx * dx + dy * dy)
+        if approx <= limit_km:
+            candidates.append((approx, e))
+    candidates.sort(key=lambda c: c[0])
+    found: list[Match] = []
+    services: dict[str, Match] = {}
+    for approx, e in candidates:
+        if len(services) >= request.limit:
+            # Everything further than the limit-th best's kilometre ranks after it.
+            worst = sorted(services.values(), key=rank_key)[request.limit - 1]
+            bound = math.floor(worst.distance_km or 0.0) + 1
+            if approx > bound * 1.01 + 0.05:
+                break
+        result = evaluate(e, request)
         if isinstance(result, Match):
-            out.append(result)
-    out.sort(key=rank_key)
-    # One option per service: the nearest of its locations.
+            found.append(result)
+            best = services.get(e.service_id)
+            if best is None or rank_key(result) < rank_key(best):
+                services[e.service_id] = result
+    found.sort(key=rank_key)
+    # One option per service: the best-ranked of its locations.
     seen: set[str] = set()
     ranked = []
-    for m in out:
+    for m in found:
         if m.entry.service_id not in seen:
             seen.add(m.entry.service_id)
             ranked.append(m)

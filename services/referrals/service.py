@@ -26,6 +26,7 @@ from services.referrals.matching import (
     DAYS,
     SERVICE_TYPES,
     TREATMENT,
+    DirectoryIndex,
     Entry,
     Hours,
     Match,
@@ -151,6 +152,34 @@ def load_entries(session: Session) -> list[Entry]:
     return entries
 
 
+_CACHE: dict[str, tuple[tuple[Any, ...], DirectoryIndex]] = {}
+
+
+def directory_version(session: Session) -> tuple[Any, ...]:
+    """Changes whenever an import or an admin update touches the directory."""
+    services = session.execute(select(func.count(), func.max(m.Service.updated_at))).one()
+    capacity = session.execute(
+        select(func.count(), func.max(m.ServiceCapacity.updated))).one()
+    return (*services, *capacity)
+
+
+def invalidate_directory() -> None:
+    """Forget this process's cached directory (other processes see `directory_version`)."""
+    _CACHE.clear()
+
+
+def cached_entries(session: Session, key: str) -> DirectoryIndex:
+    """`load_entries`, reused while the directory's version is unchanged (a large directory
+    takes far longer to load than to match)."""
+    version = directory_version(session)
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0] == version:
+        return hit[1]
+    index = DirectoryIndex(load_entries(session))
+    _CACHE[key] = (version, index)
+    return index
+
+
 # ---------------------------------------------------------------------------- requests
 
 @dataclass(frozen=True)
@@ -258,8 +287,11 @@ def find_matches(session: Session, settings: Settings, referral: m.Referral, now
         language=referral.language, payment=referral.payment, age=referral.age,
         within_hours=settings.referrals_open_within_hours,
         max_distance_km=settings.referrals_max_distance_km, limit=3 + len(exclude))
-    entries = [e for e in load_entries(session) if e.service_id not in exclude]
-    return match_entries(entries, request)[:3]
+    directory = cached_entries(session, str(session.get_bind().engine.url))
+    if exclude:
+        return match_entries([e for e in directory.entries if e.service_id not in exclude],
+                             request)[:3]
+    return match_entries(directory, request)[:3]
 
 
 def _option(match: Match) -> dict[str, Any]:

@@ -136,3 +136,26 @@ def test_at_most_limit_and_one_per_service() -> None:
     ranked = match(entries, request())
     assert len(ranked) == 3
     assert len({m.entry.service_id for m in ranked}) == 3
+
+
+def test_the_fast_path_ranks_like_evaluating_everything() -> None:
+    """`match` prunes (grid, cheap checks first, hours only for the nearest); it must give
+    the same ranking as evaluating every entry and sorting."""
+    from benchmarks.referrals.matching import generate, requests
+    from services.referrals.matching import DirectoryIndex, explain, rank_key
+
+    entries = generate(600, seed=3)
+    index = DirectoryIndex(entries)
+    compared = 0
+    for req in requests(150, seed=4):
+        matches, _ = explain(entries, req)
+        seen: set[str] = set()
+        brute = []
+        for m in matches:
+            if m.entry.service_id not in seen:
+                seen.add(m.entry.service_id)
+                brute.append(m)
+        fast = match(index, req)
+        assert [rank_key(m) for m in fast] == [rank_key(m) for m in brute[: req.limit]]
+        compared += bool(fast)
+    assert compared > 50
