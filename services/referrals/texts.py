@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import datetime
+from typing import Any
 
 from shared.gsm import is_gsm7, segment_count
 
@@ -37,18 +38,35 @@ def _hhmm(when: datetime | None) -> str:
     return "" if when is None else f"{when:%H:%M}"
 
 
-def options_text(options: list[dict[str, object]]) -> str:
+def options_text(options: list[dict[str, Any]]) -> str:
+    """Numbered options; long names are shortened (never the distance or the hours)."""
     head = "Lookout: places that can help, near you:"
-    lines = []
-    for n, option in enumerate(options, start=1):
+    names, suffixes = [], []
+    for option in options:
         when = ("open now" if option["opens_in_minutes"] == 0
                 else f"opens in {option['opens_in_minutes']}min")
-        dist = f"{option['distance_km']:.0f}km" if option.get("distance_km") is not None else ""
-        lines.append(f"{n} {option['name']} {dist} {when}".replace("  ", " "))
+        dist = option.get("distance_km")
+        suffixes.append((f" {dist:.0f}km" if isinstance(dist, (int, float)) else "")
+                        + f" {when}")
+        names.append(gsm(str(option["name"])))
     numbers = ", ".join(str(n) for n in range(1, len(options) + 1))
     tail = (f"Reply {numbers}. We tell only the place you pick what you need and your "
             f"language. {STOP_LINE}")
-    return fit([head, *lines, tail], shrinkable=list(range(1, len(lines) + 1)))
+
+    def render() -> str:
+        lines = [f"{n} {name}{suffix}" for n, (name, suffix) in
+                 enumerate(zip(names, suffixes, strict=True), start=1)]
+        return "\n".join([head, *lines, tail])
+
+    for _ in range(300):
+        text = render()
+        if segment_count(text) <= MAX_SEGMENTS or not names:
+            return text
+        longest = max(range(len(names)), key=lambda i: len(names[i]))
+        if len(names[longest]) <= 8:
+            break
+        names[longest] = names[longest][:-3].rstrip() + "."
+    return fit([render()], shrinkable=[0])
 
 
 def details_text(name: str, address: str, hours: str, phone: str) -> str:

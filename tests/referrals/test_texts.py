@@ -1,0 +1,29 @@
+"""SMS texts stay within two GSM-7 segments whatever the directory's names."""
+
+from __future__ import annotations
+
+from services.referrals import texts
+from shared.gsm import is_gsm7, segment_count
+
+
+def test_long_and_accented_names_are_shortened_to_two_gsm7_segments() -> None:
+    options = [{"name": f"Clínica Comunitária São José número {n} " + "muito longa " * 8,
+                "distance_km": 1.5 * n, "opens_in_minutes": 0 if n == 1 else 45}
+               for n in (1, 2, 3)]
+    body = texts.options_text(options)
+    assert is_gsm7(body) and segment_count(body) <= 2
+    assert body.startswith("Lookout:") and "\n1 Clinica" in body and "\n3 " in body
+    assert body.endswith("STOP to end.")
+    assert "opens in 45min" in body
+
+
+def test_details_fit_and_keep_the_phone() -> None:
+    body = texts.details_text("Harbor " * 30, "100 Example Ave " * 10, "open 24 hours",
+                              "206-555-0101")
+    assert segment_count(body) <= 2 and "Phone: 206-555-0101" in body
+
+
+def test_every_fixed_text_is_one_segment_of_gsm7() -> None:
+    for body in (texts.followup_text(), texts.none_found_text(), texts.ask_location_text(),
+                 texts.ask_choice_text(3), texts.thanks_text(True), texts.thanks_text(False)):
+        assert is_gsm7(body) and segment_count(body) <= 2, body
