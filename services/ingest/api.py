@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
@@ -90,11 +91,16 @@ def _check_caller(session: Session, settings: Settings, request: Request,
     return caller
 
 
+_bearer = HTTPBearer(auto_error=False, description="The site's API key")
+
+
 def _caller(scope: str | None) -> Any:
     def dependency(
         session: DbSession, settings: AppSettings, request: Request,
-        authorization: Annotated[str | None, Header()] = None,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
     ) -> service.Caller:
+        authorization = (f"Bearer {credentials.credentials}" if credentials is not None
+                         else None)
         return _check_caller(session, settings, request, authorization, scope)
 
     return Depends(dependency)

@@ -71,8 +71,12 @@ def create_site(session: Session, name: str, scopes: list[str],
                 api_key: str | None = None) -> tuple[Site, str]:
     """A new site and its first API key (returned in clear once, stored hashed)."""
     site = Site(name=name)
-    session.add(site)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(site)
+            session.flush()
+    except IntegrityError as exc:
+        raise ProblemError(409, "Conflict", f"A site named {name!r} exists already.") from exc
     key = api_key or new_api_key()
     session.add(ApiKey(site_id=site.id, key_hash=hash_api_key(key), prefix=key[:8],
                        scopes=scopes))
