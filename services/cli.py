@@ -110,8 +110,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings()
     configure_logging(args.service)
+    workers = settings.ingest_workers if args.service == "ingest" else 1
     uvicorn.run(f"services.{args.service}.api:app", host=settings.http_host,
-                port=http_ports(settings)[args.service], log_config=None, access_log=False)
+                port=http_ports(settings)[args.service], log_config=None, access_log=False,
+                workers=workers)
     return 0
 
 
@@ -228,7 +230,7 @@ def _banner(settings: Settings, api_key: str) -> str:
     ingest API     {ingest}/docs
     alerts API     {alerts}/docs
     dev SMS outbox {alerts}/dev/outbox   (JSON: {alerts}/dev/outbox.json)
-    referrals      {settings.service_url(settings.referrals_port)}/healthz
+    referrals      {settings.service_url(settings.referrals_port)}/help   (API: /docs)
     dashboard      {settings.service_url(settings.dashboard_port)}/healthz
     broker         {broker}
     database       {settings.sqlalchemy_url}
@@ -303,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("topics", help="create the registered topics").set_defaults(func=cmd_topics)
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
-    sub.add_parser("seed", help="create the demo site and subscriber").set_defaults(
+    sub.add_parser("seed", help="create the demo site, subscriber and provider directory"
+                   ).set_defaults(
         func=cmd_seed)
     sites = sub.add_parser("sites", help="drug-checking sites").add_subparsers(
         dest="sites_command", required=True)
