@@ -208,7 +208,8 @@ def evaluate(entry: Entry, request: Request) -> Match | Rejection:
     if entry.capacity_available is not None:
         if entry.capacity_available <= 0:
             return Rejection(entry, "full (no capacity available)")
-        reasons.append(f"{entry.capacity_available:g} places available")
+        places = "place" if entry.capacity_available == 1 else "places"
+        reasons.append(f"{entry.capacity_available:g} {places} available")
     lang = request.language.lower()
     if lang in entry.languages or (not entry.languages and lang == "en"):
         reasons.append(f"speaks {lang}")
