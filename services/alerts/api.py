@@ -4,6 +4,7 @@ lifecycle for officials, subscribers' data for admins, the signup page and the d
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +20,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from services.alerts import contacts, inbound, service, signup
+from services.alerts.keywords import parse as parse_keyword
 from services.alerts.models import (
     Alert,
     AlertAudit,
@@ -102,7 +104,25 @@ async def sms_inbound(request: Request, settings: AppSettings,
 def _handle_inbound(settings: Settings, phone: str, body: str) -> str:
     # Its own unit of work so that the reply is only sent for a committed change.
     with session_scope(settings.sqlalchemy_url) as session:
-        return inbound.handle_inbound(session, settings, phone, body)
+        reply = inbound.handle_inbound(session, settings, phone, body)
+    if parse_keyword(body).kind == "stop":
+        _wait_for_sends_in_flight(settings, phone)
+    return reply
+
+
+def _wait_for_sends_in_flight(settings: Settings, phone: str, within: float = 5.0) -> None:
+    """A message claimed just before the STOP committed may still be on its way to the
+    provider: answer the STOP only once it has gone, so that nothing is sent after the STOP
+    is acknowledged (new claims already see `stopped`)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with session_scope(settings.sqlalchemy_url) as session:
+            contact = contacts.find(session, settings, phone)
+            if contact is None or not session.scalar(select(func.count()).select_from(
+                    Delivery).where(Delivery.subscriber_id == contact.id,
+                                    Delivery.status == "sending")):
+                return
+        time.sleep(0.05)
 
 
 async def _signed_form(request: Request, settings: Settings, path: str,

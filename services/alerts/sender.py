@@ -70,95 +70,126 @@ class Sender:
 
     # ---- database steps (run in a thread) ---------------------------------------------------
 
-    def _claim(self, delivery_id: uuid.UUID) -> Claimed | None:
-        """Mark the delivery `sending` and return what to send, or None if not to send."""
+    def _claim(self, delivery_ids: list[uuid.UUID]) -> list[Claimed]:
+        """Mark the sendable pending deliveries `sending` (one statement) and return what to
+        send; pending ones that may not be sent (STOP, expired or cancelled alert) are
+        skipped; the others (already handled: a redelivered job) are left alone."""
         url = self.settings.sqlalchemy_url
         with session_scope(url) as session:
             now = utcnow()
-            claimed = session.execute(
+            rows = session.execute(
                 update(Delivery)
-                .where(Delivery.id == delivery_id, Delivery.status == "pending",
+                .where(Delivery.id.in_(delivery_ids), Delivery.status == "pending",
                        _sendable_now())  # type: ignore[arg-type]
                 .values(status="sending", attempts=Delivery.attempts + 1, updated_at=now)
-                .returning(Delivery.subscriber_id, Delivery.body)
-            ).first()
-            if claimed is None:
-                # Still pending but not sendable (STOP, expired or cancelled alert): skip it.
+                .returning(Delivery.id, Delivery.subscriber_id, Delivery.body)
+                .execution_options(synchronize_session=False)
+            ).all()
+            claimed = {r[0] for r in rows}
+            rest = [d for d in delivery_ids if d not in claimed]
+            if rest:
                 session.execute(update(Delivery)
-                                .where(Delivery.id == delivery_id, Delivery.status == "pending")
-                                .values(status="skipped", updated_at=now))
-                return None
-            subscriber_id, body = claimed
-            encrypted = session.scalar(select(Subscriber.phone_encrypted)
-                                       .where(Subscriber.id == subscriber_id))
-            assert encrypted is not None
-        return Claimed(delivery_id, decrypt_phone(self.settings.secret_key, encrypted), body)
+                                .where(Delivery.id.in_(rest), Delivery.status == "pending")
+                                .values(status="skipped", updated_at=now)
+                                .execution_options(synchronize_session=False))
+            phones = dict(session.execute(
+                select(Subscriber.id, Subscriber.phone_encrypted)
+                .where(Subscriber.id.in_({r[1] for r in rows}))).all()) if rows else {}
+        key = self.settings.secret_key
+        return [Claimed(d, decrypt_phone(key, phones[s]), body) for d, s, body in rows]
 
     def _touch(self, delivery_id: uuid.UUID) -> None:
         """A heartbeat while retrying, so the delivery does not look stale."""
         with session_scope(self.settings.sqlalchemy_url) as session:
             session.execute(update(Delivery).where(Delivery.id == delivery_id,
                                                    Delivery.status == "sending")
-                            .values(updated_at=utcnow()))
+                            .values(updated_at=utcnow())
+                            .execution_options(synchronize_session=False))
 
-    def _record(self, delivery_id: uuid.UUID, receipt: Receipt | None,
-                error: SmsError | None) -> None:
+    def _record(self, results: list[tuple[uuid.UUID, Receipt | None, SmsError | None]]) -> None:
         with session_scope(self.settings.sqlalchemy_url) as session:
-            delivery = session.get(Delivery, delivery_id)
-            assert delivery is not None
-            delivery.backend = self.backend.name
-            if receipt is not None:
-                _set(delivery, "queued")
-                delivery.provider_sid = receipt.sid
-                delivery.segments = receipt.segments
-                delivery.handed_at = utcnow()
-                return
-            assert error is not None
-            delivery.error_code = str(error.code) if error.code else None
-            _set(delivery, "failed")
-            _mark_subscriber(session, delivery, error)
+            now = utcnow()
+            handed = [{"id": d, "status": "queued", "provider_sid": r.sid,
+                       "segments": r.segments, "handed_at": now, "updated_at": now,
+                       "backend": self.backend.name}
+                      for d, r, _e in results if r is not None]
+            if handed:
+                session.execute(update(Delivery), handed)
+            for delivery_id, receipt, error in results:
+                if receipt is not None or error is None:
+                    continue
+                delivery = session.get(Delivery, delivery_id)
+                assert delivery is not None
+                delivery.backend = self.backend.name
+                delivery.error_code = str(error.code) if error.code else None
+                _set(delivery, "failed")
+                _mark_subscriber(session, delivery, error)
 
     # ---- sending ----------------------------------------------------------------------------
 
     async def handle(self, job: SmsOutboundJobV1) -> None:
-        await self.send_delivery(job.delivery_id)
+        await self.send_batch([job.delivery_id])
 
     async def send_delivery(self, delivery_id: uuid.UUID) -> str:
         """Send one delivery if it is still pending; returns the outcome."""
-        await self.bucket.take()  # wait for the rate limit first: STOP is checked after it
-        self.in_flight.add(delivery_id)
-        try:
-            claimed = await asyncio.to_thread(self._claim, delivery_id)
-            if claimed is None:
-                SMS_RESULTS.labels(self.backend.name, "skipped").inc()
-                return "skipped"
-            return await self._send(claimed)
-        finally:
-            self.in_flight.discard(delivery_id)
+        return (await self.send_batch([delivery_id]))[delivery_id]
 
-    async def _send(self, claimed: Claimed) -> str:
+    async def send_batch(self, delivery_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+        """Send deliveries at once; returns the outcome of each: queued, failed or skipped.
+
+        Under a rate limit the batch goes in slices of a tenth of a second's worth: each slice
+        takes its tokens, then is claimed (STOP checked then), sent concurrently and recorded
+        while the next slice waits for its tokens."""
+        ids = list(dict.fromkeys(delivery_ids))  # a job redelivered within the batch
+        rate = self.settings.sms_rate_per_second
+        size = len(ids) if rate <= 0 else max(1, int(rate / 10))
+        parts: list[asyncio.Task[dict[uuid.UUID, str]]] = []
+        for start in range(0, len(ids), size):
+            part = ids[start:start + size]
+            for _ in part:
+                await self.bucket.take()
+            parts.append(asyncio.create_task(self._send_part(part)))
+        outcomes: dict[uuid.UUID, str] = {}
+        for done in await asyncio.gather(*parts):
+            outcomes.update(done)
+        return outcomes
+
+    async def _send_part(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+        """One claim, concurrent sends, one record."""
+        self.in_flight.update(ids)
+        try:
+            claimed = await asyncio.to_thread(self._claim, ids)
+            results = await asyncio.gather(*(self._attempts(c) for c in claimed))
+            if results:
+                await asyncio.to_thread(self._record, results)
+        finally:
+            self.in_flight.difference_update(ids)
+        outcomes = {d: "skipped" for d in ids}
+        for delivery_id, receipt, error in results:
+            outcomes[delivery_id] = "queued" if receipt is not None else "failed"
+            if error is not None and receipt is None:
+                log.warning("sms failed for delivery %s (code %s)", delivery_id, error.code)
+        for outcome in outcomes.values():
+            SMS_RESULTS.labels(self.backend.name, outcome).inc()
+        return outcomes
+
+    async def _attempts(self, claimed: Claimed) -> tuple[uuid.UUID, Receipt | None,
+                                                         SmsError | None]:
         error: SmsError | None = None
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                receipt = await self.backend.send(claimed.phone, claimed.body)
+                return claimed.delivery_id, await self.backend.send(claimed.phone,
+                                                                    claimed.body), None
             except SmsError as exc:
                 error = exc
-                if exc.retryable and attempt < MAX_ATTEMPTS:
-                    delay = min(0.5 * 2**attempt, 8) * (0.5 + random.random())
-                    log.warning("sms retry %d in %.1fs (code %s)", attempt, delay, exc.code)
-                    await asyncio.to_thread(self._touch, claimed.delivery_id)
-                    await asyncio.sleep(delay)
-                    await self.bucket.take()
-                    continue
-                break
-            await asyncio.to_thread(self._record, claimed.delivery_id, receipt, None)
-            SMS_RESULTS.labels(self.backend.name, "queued").inc()
-            return "queued"
-        await asyncio.to_thread(self._record, claimed.delivery_id, None, error)
-        SMS_RESULTS.labels(self.backend.name, "failed").inc()
-        log.warning("sms failed for delivery %s (code %s)", claimed.delivery_id,
-                    error.code if error else None)
-        return "failed"
+                if not exc.retryable or attempt == MAX_ATTEMPTS:
+                    break
+                delay = min(0.5 * 2**attempt, 8) * (0.5 + random.random())
+                log.warning("sms retry %d in %.1fs (code %s)", attempt, delay, exc.code)
+                await asyncio.to_thread(self._touch, claimed.delivery_id)
+                await asyncio.sleep(delay)
+                await self.bucket.take()
+        return claimed.delivery_id, None, error
 
     # ---- crash recovery ---------------------------------------------------------------------
 

@@ -1,0 +1,177 @@
+"""Real processes for the alerts tests and benchmarks: a Tansu broker, SQLite, the alerts
+worker and API started with `lookout`, many subscribers seeded fast, a signal published."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import insert
+
+from services.alerts.models import Subscriber, Subscription
+from services.stack import command
+from shared.broker import start_tansu
+from shared.crypto import encrypt_phone, phone_lookup_hash
+from shared.db import get_engine
+from shared.kafka import ensure_topics, wait_for_broker
+from shared.migrate import upgrade
+from shared.topics import SIGNALS
+from tests.builders import contamination_signal
+from tests.conftest import REPO_ROOT, free_port
+
+SID = "AC" + "4" * 32
+TOKEN = "procs-auth-token"
+REGION = "us/wa/king-county/98104"
+
+
+def phone_of(i: int) -> str:
+    """Distinct valid-looking NANP numbers: +1 206 2xx xxxx."""
+    return f"+1206{2000000 + i:07d}"
+
+
+@contextmanager
+def tansu() -> Iterator[str]:
+    port = free_port()
+    proc = start_tansu("127.0.0.1", port)
+    bootstrap = f"127.0.0.1:{port}"
+    try:
+        asyncio.run(wait_for_broker(bootstrap, 30))
+        asyncio.run(ensure_topics(bootstrap))
+        yield bootstrap
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def seed_subscribers(url: str, secret_key: str, count: int, region: str = REGION,
+                     language: str = "en") -> None:
+    """`count` active subscribers of `region`, inserted in bulk."""
+    engine = get_engine(url)
+    now = datetime.now(UTC)
+    batch = 5000
+    for start in range(0, count, batch):
+        subs, links = [], []
+        for i in range(start, min(start + batch, count)):
+            phone = phone_of(i)
+            sid = uuid.uuid4()
+            subs.append({"id": sid, "phone_encrypted": encrypt_phone(secret_key, phone),
+                         "phone_hash": phone_lookup_hash(secret_key, phone),
+                         "language": language, "status": "active", "consent_at": now,
+                         "consent_channel": "test", "created_at": now, "code_attempts": 0})
+            links.append({"subscriber_id": sid, "region_id": region})
+        with engine.begin() as conn:
+            conn.execute(insert(Subscriber), subs)
+            conn.execute(insert(Subscription), links)
+
+
+async def publish_signal(bootstrap: str, region: str = REGION) -> uuid.UUID:
+    signal = contamination_signal(region)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(SIGNALS.name, signal.model_dump_json().encode(),
+                                     key=region.encode())
+    finally:
+        await producer.stop()
+    return signal.event_id
+
+
+@dataclass
+class Stack:
+    """Env and processes of one alerts stack (worker, optionally the API)."""
+
+    tmp: Path
+    bootstrap: str
+    twilio_url: str
+    rate: float = 0
+    extra_env: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: dict[str, IO[bytes]] = field(default_factory=dict)
+    alerts_port: int = field(default_factory=free_port)
+
+    @property
+    def db_url(self) -> str:
+        return f"sqlite:///{self.tmp / 'alerts.db'}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "LOOKOUT_ENV": "test",
+            "LOOKOUT_VAR_DIR": str(self.tmp / "var"),
+            "LOOKOUT_DATABASE_URL": self.db_url,
+            "LOOKOUT_KAFKA_BOOTSTRAP": self.bootstrap,
+            "LOOKOUT_KAFKA_IDEMPOTENT_PRODUCER": "false",
+            "LOOKOUT_ALERTS_PORT": str(self.alerts_port),
+            "LOOKOUT_ALERTS_WORKER_METRICS_PORT": str(free_port()),
+            "LOOKOUT_SMS_BACKEND": "twilio",
+            "LOOKOUT_TWILIO_ACCOUNT_SID": SID,
+            "LOOKOUT_TWILIO_AUTH_TOKEN": TOKEN,
+            "LOOKOUT_TWILIO_API_BASE_URL": self.twilio_url,
+            "LOOKOUT_PUBLIC_ALERTS_URL": f"http://127.0.0.1:{self.alerts_port}",
+            "LOOKOUT_SMS_RATE_PER_SECOND": str(self.rate),
+            "LOOKOUT_SMS_STALE_SENDING_SECONDS": "2",
+            **self.extra_env,
+        }
+
+    def migrate(self) -> None:
+        upgrade(self.db_url)
+
+    def start(self, name: str, **env: str) -> subprocess.Popen[bytes]:
+        log = self.logs.get(name) or (self.tmp / f"{name}.log").open("ab")
+        self.logs[name] = log
+        proc = subprocess.Popen(command(name), env={**self.env, **env}, cwd=REPO_ROOT,
+                                stdout=log, stderr=subprocess.STDOUT)
+        self.procs[name] = proc
+        return proc
+
+    def wait_api(self, within: float = 60) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.alerts_port}/healthz").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError("alerts API did not start")
+
+    def log_text(self) -> str:
+        for log in self.logs.values():
+            log.flush()
+        return "\n".join((self.tmp / f"{name}.log").read_text(errors="replace")
+                         for name in self.logs)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        for log in self.logs.values():
+            log.close()
+
+
+def wait_until(predicate: Any, within: float, step: float = 0.2) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return bool(predicate())

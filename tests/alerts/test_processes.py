@@ -1,0 +1,133 @@
+"""The alerts worker as a real process against Tansu, SQLite and the fake Twilio server
+(real twilio SDK): kill -9 in the middle of a fan-out, STOP during a 10,000-subscriber
+fan-out, and no phone number in any process's logs."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from twilio.request_validator import RequestValidator
+
+from shared.fakes.twilio_server import FakeTwilioServer
+from shared.settings import Settings
+from tests.alerts.harness import (
+    SID,
+    TOKEN,
+    Stack,
+    phone_of,
+    publish_signal,
+    seed_subscribers,
+    tansu,
+    wait_until,
+)
+
+SECRET = Settings().secret_key  # the processes run with the default test secret
+
+
+@pytest.fixture
+def fake_twilio() -> Iterator[FakeTwilioServer]:
+    with FakeTwilioServer(account_sid=SID, auth_token=TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def bootstrap() -> Iterator[str]:
+    with tansu() as b:
+        yield b
+
+
+def _counts(server: FakeTwilioServer) -> Counter[str]:
+    return Counter(m["to"] for m in server.messages())
+
+
+def _assert_no_phone_in_logs(stack: Stack, phones: list[str]) -> None:
+    logs = stack.log_text()
+    assert logs.strip(), "the processes wrote no logs at all"
+    for phone in phones:
+        assert phone not in logs and phone[2:] not in logs, "a phone number reached the logs"
+
+
+def test_kill_9_mid_fan_out_then_restart_sends_each_exactly_once(
+    tmp_path: Path, bootstrap: str, fake_twilio: FakeTwilioServer
+) -> None:
+    count = 1500
+    stack = Stack(tmp_path, bootstrap, fake_twilio.url, rate=250)
+    stack.migrate()
+    seed_subscribers(stack.db_url, SECRET, count)
+    worker = stack.start("alerts-worker")
+    try:
+        asyncio.run(publish_signal(bootstrap))
+        assert wait_until(lambda: len(fake_twilio.messages()) >= 300, 90), \
+            "the fan-out did not start"
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        at_kill = len(fake_twilio.messages())
+        assert at_kill < count, "the fan-out finished before the kill"
+        stack.start("alerts-worker")
+        assert wait_until(lambda: len(_counts(fake_twilio)) == count, 120), \
+            f"only {len(_counts(fake_twilio))} of {count} subscribers got the alert"
+        time.sleep(5)  # anything late (a reconcile, a redelivered job) would show now
+        counts = _counts(fake_twilio)
+        assert len(counts) == count
+        doubles = {to: n for to, n in counts.items() if n != 1}
+        assert not doubles, f"{len(doubles)} subscribers got more than one message"
+        assert set(counts) == {phone_of(i) for i in range(count)}
+        _assert_no_phone_in_logs(stack, [phone_of(i) for i in range(0, count, 97)])
+    finally:
+        stack.stop_all()
+
+
+def _stop(stack: Stack, phone: str) -> str:
+    url = f"http://127.0.0.1:{stack.alerts_port}/v1/sms/inbound"
+    params = {"From": phone, "To": "+15005550006", "Body": "STOP", "MessageSid": "SM" + "1" * 32}
+    signature = RequestValidator(TOKEN).compute_signature(url, params)
+    response = httpx.post(url, data=params, headers={"X-Twilio-Signature": signature},
+                          timeout=30)
+    assert response.status_code == 200, response.text
+    return response.text
+
+
+def test_stop_during_a_10000_subscriber_fan_out(
+    tmp_path: Path, bootstrap: str, fake_twilio: FakeTwilioServer
+) -> None:
+    count = 10_000
+    stack = Stack(tmp_path, bootstrap, fake_twilio.url, rate=1500)
+    stack.migrate()
+    seed_subscribers(stack.db_url, SECRET, count)
+    stack.start("alerts")
+    stack.wait_api()
+    # Without status callbacks: 20,000 of them would only load the API (and SQLite) here.
+    stack.start("alerts-worker", LOOKOUT_PUBLIC_ALERTS_URL="")
+    try:
+        asyncio.run(publish_signal(bootstrap))
+        assert wait_until(lambda: len(fake_twilio.messages()) >= 1000, 120), \
+            "the fan-out did not start"
+        texted = _counts(fake_twilio)
+        stoppers = [phone_of(i) for i in range(count) if phone_of(i) not in texted][::40][:60]
+        seen_at_stop: dict[str, int] = {}
+        for phone in stoppers:
+            assert "unsubscribed" in _stop(stack, phone)
+            seen_at_stop[phone] = len(fake_twilio.messages(to=phone))
+        sent_when_stopped = len(fake_twilio.messages())
+        assert sent_when_stopped < count - len(stoppers), "the fan-out ended before STOPs"
+        expected = count - sum(1 for n in seen_at_stop.values() if n == 0)
+        assert wait_until(lambda: len(fake_twilio.messages()) >= expected, 240), \
+            f"fan-out stalled at {len(fake_twilio.messages())} of {expected}"
+        time.sleep(3)
+        counts = _counts(fake_twilio)
+        for phone, before in seen_at_stop.items():
+            assert counts.get(phone, 0) == before, "a message was sent after STOP"
+        never = [p for p, n in seen_at_stop.items() if n == 0]
+        assert len(never) >= len(stoppers) // 2, "most STOPs came too late to test anything"
+        assert len(fake_twilio.messages()) == expected
+        assert max(counts.values()) == 1
+        _assert_no_phone_in_logs(stack, stoppers + [phone_of(i) for i in range(0, count, 501)])
+    finally:
+        stack.stop_all()
