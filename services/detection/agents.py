@@ -17,6 +17,7 @@ import faust
 from services.detection.app import app
 from services.detection.config import load_config
 from services.detection.processors import Processor, Tables
+from services.detection.tablecache import WriteBehind
 from shared.events import DrugCheckResultV1, OverdoseReportV1
 from shared.settings import get_settings
 from shared.streams import process_each
@@ -36,8 +37,9 @@ reports_dlq = _raw_topic(OVERDOSE_REPORTS.dlq, OVERDOSE_REPORTS.partitions)
 signals_topic = _raw_topic(SIGNALS.name, SIGNALS.partitions)
 
 
-def _table(name: str, help_: str) -> Any:
-    return app.Table(name, partitions=4, use_partitioner=True, key_type=str, help=help_)
+def _table(name: str, help_: str) -> WriteBehind:
+    return WriteBehind(app.Table(name, partitions=4, use_partitioner=True, key_type=str,
+                                 help=help_))
 
 
 tables = Tables(
@@ -65,11 +67,17 @@ def _position() -> tuple[int, int]:
 
 
 async def handle_result(result: DrugCheckResultV1) -> None:
-    await processor.on_result(result, *_position())
+    try:
+        await processor.on_result(result, *_position())
+    finally:
+        tables.flush()
 
 
 async def handle_report(report: OverdoseReportV1) -> None:
-    await processor.on_report(report, *_position())
+    try:
+        await processor.on_report(report, *_position())
+    finally:
+        tables.flush()
 
 
 @app.agent(results_topic)

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.broker import start_tansu
@@ -64,11 +65,13 @@ class Worker:
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self.metrics_port = 0
 
     def start(self) -> None:
         self.var_dir.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
-        env = {**self.env, "LOOKOUT_DETECTION_METRICS_PORT": str(free_port())}
+        self.metrics_port = free_port()
+        env = {**self.env, "LOOKOUT_DETECTION_METRICS_PORT": str(self.metrics_port)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "worker", "detection"], env=env,
             cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT)
@@ -92,6 +95,18 @@ class Worker:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def handled(self, agent: str) -> float:
+        """Messages the agent has handled (ok or dead-lettered), from its /metrics."""
+        try:
+            text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).text
+        except httpx.HTTPError:
+            return 0.0
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith("lookout_agent_messages_total{") and f'agent="{agent}"' in line:
+                total += float(line.rsplit(" ", 1)[1])
+        return total
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -55,6 +55,14 @@ class Tables:
     def in_memory(cls) -> Tables:
         return cls({}, {}, {}, {}, {}, {})
 
+    def flush(self) -> None:
+        """Write the held changes of write-behind tables (see `tablecache.WriteBehind`)."""
+        for table in (self.spike_counts, self.marks, self.episodes, self.seen, self.clusters,
+                      self.positivity):
+            flush = getattr(table, "flush", None)
+            if flush is not None:
+                flush()
+
 
 def bucket_start(at: float, size: int) -> int:
     offset = WEEK_OFFSET if size == 7 * DAY else 0

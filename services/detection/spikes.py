@@ -22,6 +22,8 @@ from services.detection.detectors.farrington import _glm_data
 from shared.events import Severity
 
 MAX_COUNT = 1_000_000  # no alarm below this: the method cannot alarm here
+# Methods whose upper bound comes from the history alone, alarming iff count > bound.
+BOUND_FROM_HISTORY = frozenset({"poisson", "ears-c1", "ears-c2", "threshold"})
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,8 @@ def alarm_threshold(method: str, params: dict[str, Any], history: Sequence[float
     if upper is None:
         return None
     guess = max(0, math.floor(upper) + 1) if math.isfinite(upper) else MAX_COUNT
+    if method in BOUND_FROM_HISTORY and guess < MAX_COUNT:
+        return guess  # alarm iff count > upper, and upper does not depend on the count
     if guess <= MAX_COUNT and alarms(guess) and (guess == 0 or not alarms(guess - 1)):
         return guess
     # The bound moves with the count (EARS C3): bisect on the monotone alarm.

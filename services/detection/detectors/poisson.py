@@ -10,11 +10,24 @@ An all-zero baseline gives an upper bound of 0, so any count then alarms.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+from scipy import special
 from scipy.stats import poisson as _poisson
 
 from .base import DetectorPoint, check_start
+
+
+def qpois(q: float, mu: float) -> float:
+    """``scipy.stats.poisson.ppf(q, mu)`` (R's ``qpois``) for scalars, without scipy's
+    array-argument overhead (the stream calls it for every new bucket): the same formula
+    as scipy's ``poisson_gen._ppf``."""
+    if not (0 < q < 1) or not mu > 0:
+        return float(_poisson.ppf(q, mu))
+    vals = math.ceil(float(special.pdtrik(q, mu)))
+    vals1 = max(vals - 1, 0)
+    return float(vals1 if float(special.pdtr(vals1, mu)) >= q else vals)
 
 
 def poisson(
@@ -31,6 +44,6 @@ def poisson(
             points.append(DetectorPoint(t, x, None, False))
             continue
         lam = float(sum(counts[t - baseline : t])) / baseline
-        ub = float(_poisson.ppf(1 - alpha, lam)) if lam > 0 else 0.0
+        ub = qpois(1 - alpha, lam) if lam > 0 else 0.0
         points.append(DetectorPoint(t, x, ub, x > ub))
     return points
