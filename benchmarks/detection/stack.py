@@ -90,5 +90,5 @@ def stack(tmp: Path, sites: int = 1, extra_env: dict[str, str] | None = None
                     proc.wait(20)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-            for log in logs:
-                log.close()
+            for handle in logs:
+                handle.close()
