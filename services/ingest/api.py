@@ -4,8 +4,10 @@ submissions, the CSV upload page, and the admin API for sites and keys."""
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -51,6 +53,7 @@ from shared.web import AdminOnly, AppSettings, DbSession, bearer_token, create_a
 CSV_CHUNK = 1000  # rows per transaction in a CSV import
 MAX_IDEMPOTENCY_KEY = 120
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 router = APIRouter()
 
@@ -109,6 +112,22 @@ def _caller(scope: str | None) -> Any:
 ResultsCaller = Annotated[service.Caller, _caller("results")]
 ReportsCaller = Annotated[service.Caller, _caller("reports")]
 AnyCaller = Annotated[service.Caller, _caller(None)]
+
+
+# --- writes ------------------------------------------------------------------------------
+
+_sqlite_writer = threading.Lock()
+
+
+def _write(settings: Settings, session: Session, submit: Callable[..., T], *args: Any) -> T:
+    """Run a submission and commit it. On SQLite one thread per process writes at a time:
+    SQLite has a single writer, and threads left to its busy handler sleep up to 100 ms per
+    try, which wrecks latency under concurrency."""
+    lock = _sqlite_writer if settings.sqlalchemy_url.startswith("sqlite") else nullcontext()
+    with lock:
+        out = submit(session, *args)
+        session.commit()
+    return out
 
 
 # --- request bodies ----------------------------------------------------------------------
@@ -237,7 +256,7 @@ def _body_doc(single: str, wrapper: str, batch_of: str) -> dict[str, Any]:
              responses=_SUBMIT_RESPONSES,
              openapi_extra=_body_doc("DrugCheckIn", "results", "DrugCheckSubmission"))
 async def submit_drug_checks(
-    request: Request, caller: ResultsCaller, session: DbSession
+    request: Request, caller: ResultsCaller, session: DbSession, settings: AppSettings
 ) -> JSONResponse:
     """One result, or a batch of up to 1,000 (`{"results": [...]}` or a JSON array).
 
@@ -247,10 +266,12 @@ async def submit_drug_checks(
     items = _split_batch(data, "results", "drug_check")
     if items is None:
         body = _validate_single(DrugCheckIn, data, "drug_check")
-        outcomes = await run_in_threadpool(service.submit_drug_checks, session, caller, [body])
+        outcomes = await run_in_threadpool(_write, settings, session,
+                                           service.submit_drug_checks, caller, [body])
         return _single_response("drug_check", outcomes[0])
     bodies, errors = _validate_items(DrugCheckIn, items)
-    outcomes = await run_in_threadpool(service.submit_drug_checks, session, caller, bodies)
+    outcomes = await run_in_threadpool(_write, settings, session, service.submit_drug_checks,
+                                       caller, bodies)
     return _batch_response("drug_check", outcomes, errors)
 
 
@@ -264,7 +285,8 @@ def import_csv(settings: Settings, caller: service.Caller, text: str,
 
     def flush(chunk: list[Any]) -> None:
         with session_scope(settings.sqlalchemy_url) as session:
-            outcomes = service.submit_drug_checks(session, caller, [r.body for r in chunk])
+            outcomes = _write(settings, session, service.submit_drug_checks, caller,
+                              [r.body for r in chunk])
         for row, outcome in zip(chunk, outcomes, strict=True):
             reason = row.reason or outcome.reason or ""
             status = outcome.status
@@ -356,7 +378,7 @@ def _idempotency_key(value: str | None) -> str | None:
              responses=_SUBMIT_RESPONSES,
              openapi_extra=_body_doc("OverdoseReportIn", "reports", "OverdoseReportSubmission"))
 async def submit_overdose_reports(
-    request: Request, caller: ReportsCaller, session: DbSession,
+    request: Request, caller: ReportsCaller, session: DbSession, settings: AppSettings,
     idempotency_key: Annotated[str | None, Header(
         description="Same key and content again: the first id; other content: 409. "
                     "In a batch, item i uses `<key>#<i>`.")] = None,
@@ -368,12 +390,12 @@ async def submit_overdose_reports(
     if items is None:
         body = _validate_single(OverdoseReportIn, data, "overdose_report")
         outcomes = await run_in_threadpool(
-            service.submit_overdose_reports, session, caller, [body], [key])
+            _write, settings, session, service.submit_overdose_reports, caller, [body], [key])
         return _single_response("overdose_report", outcomes[0])
     bodies, errors = _validate_items(OverdoseReportIn, items)
     keys = [None if key is None else f"{key}#{i}" for i in range(len(items))]
     outcomes = await run_in_threadpool(
-        service.submit_overdose_reports, session, caller, bodies, keys)
+        _write, settings, session, service.submit_overdose_reports, caller, bodies, keys)
     return _batch_response("overdose_report", outcomes, errors)
 
 

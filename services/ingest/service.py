@@ -13,10 +13,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import and_, func, insert, or_, select
+from sqlalchemy import Table, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -33,6 +33,8 @@ from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS
 PRODUCER = "ingest"
 
 
+_DRUG_CHECKS = cast(Table, DrugCheck.__table__)
+_OUTBOX = cast(Table, OutboxMessage.__table__)
 COORDINATE_DECIMALS = 2  # ~1 km: points are coarsened to this before anything else
 
 
@@ -253,7 +255,7 @@ def submit_drug_checks(
     sample_ids = sorted({b.sample_id for b in bodies if b is not None})
     known: dict[str, tuple[uuid.UUID, uuid.UUID, str, str]] = {}
     for chunk in _chunks(sample_ids):
-        for sid, rid, eid, region, found_hash in session.execute(
+        for sid, rid, eid, region, found_hash in session.connection().execute(
             select(DrugCheck.sample_id, DrugCheck.id, DrugCheck.event_id, DrugCheck.region_id,
                    DrugCheck.content_hash)
             .where(DrugCheck.site_id == caller.site_id, DrugCheck.sample_id.in_(chunk))
@@ -286,8 +288,10 @@ def submit_drug_checks(
         return outcomes
     try:
         with session.begin_nested():
-            session.execute(insert(DrugCheck), rows)
-            session.execute(insert(OutboxMessage), messages)  # ids in submission order
+            # Core inserts (executemany): several times faster than ORM objects here.
+            connection = session.connection()
+            connection.execute(_DRUG_CHECKS.insert(), rows)
+            connection.execute(_OUTBOX.insert(), messages)  # ids in submission order
     except IntegrityError:
         # A concurrent request stored one of these sample ids first: go one by one.
         return _submit_one_by_one(session, caller, bodies)
