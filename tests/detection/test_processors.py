@@ -16,6 +16,7 @@ from services.detection.config import RegionConfig, load_config
 from services.detection.detectors import METHODS
 from services.detection.metrics import LATE_EVENTS
 from services.detection.processors import Processor, Tables, bucket_start
+from services.detection.tablecache import WriteBehind
 from shared.events import DrugCheckResultV1, OverdoseReportV1
 from shared.settings import Settings
 from tests.detection.helpers import KING, T0, daily_reports, report, result
@@ -243,3 +244,33 @@ def test_contamination_thresholds_per_region() -> None:
     sent = run.feed([result(1, T0 + timedelta(hours=1), ["heroin"], sold_as="heroin", site=1)])
     assert [p for p in patterns_of(sent) if p[0] == "multi_site_cluster"] == [
         ("multi_site_cluster", "heroin", "warning")]
+
+
+def test_write_behind_tables_hold_writes_until_flush_and_give_the_same_signals() -> None:
+    backing: dict[str, Any] = {}
+    cached = WriteBehind(backing)
+    cached["a"] = {"n": 1}
+    assert cached.get("a") == {"n": 1} and "a" not in backing
+    cached.flush()
+    assert backing == {"a": {"n": 1}}
+    # A processor over write-behind tables, flushed after each event as the agents do.
+    events = daily_reports(BASELINE) + daily_reports([12], start=T0 + timedelta(days=28),
+                                                     first=1000)
+    plain = Run().feed(events)
+    run = Run()
+    run.tables = Tables(*(WriteBehind({}) for _ in range(6)))
+    run.processor.t = run.tables
+    sent: list[dict[str, Any]] = []
+
+    async def go() -> None:
+        for offset, event in enumerate(events):
+            await run.processor.on_report(event, 0, offset)
+            run.tables.flush()
+
+    run.processor.send = lambda key, payload: _append(sent, payload)
+    asyncio.run(go())
+    assert sent == plain
+
+
+async def _append(sent: list[dict[str, Any]], payload: str) -> None:
+    sent.append(json.loads(payload))
