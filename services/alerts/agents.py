@@ -264,7 +264,13 @@ async def send_jobs(stream: Any, *, agent: str, batch: int) -> None:
                     await asyncio.sleep(0.2 * 2**attempt)
 
 
-@app.agent(outbound_topic, concurrency=1)
+# Batches in flight at once (one token bucket): while one batch waits on the database or the
+# provider, the next is claimed. Offsets may then pass an unfinished batch: a crash loses no
+# message anyway (pending jobs are republished on start, `sending` ones reconciled).
+SEND_PIPELINES = 4
+
+
+@app.agent(outbound_topic, concurrency=SEND_PIPELINES)
 async def sending(stream: Any) -> None:
     await send_jobs(stream, agent="sending", batch=settings.sms_send_concurrency)
 
