@@ -68,20 +68,26 @@ def deliveries(
 
 
 @router.post("/v1/sms/status", tags=["twilio"], include_in_schema=False)
-async def sms_status(request: Request, settings: AppSettings, session: DbSession,
+async def sms_status(request: Request, settings: AppSettings,
                      x_twilio_signature: Annotated[str | None, Header()] = None) -> Response:
     """Twilio's status callback, checked against X-Twilio-Signature."""
     form = await _signed_form(request, settings, "/v1/sms/status", x_twilio_signature)
     status = form.get("MessageStatus", "")
     STATUS_CALLBACKS.labels(status if status in FINAL_OR_LATER else "other").inc()
-    delivery = session.scalar(select(Delivery).where(Delivery.provider_sid ==
-                                                     form.get("MessageSid", "")))
-    # Callbacks can arrive out of order: never move a delivery backwards.
-    if delivery is not None and FINAL_OR_LATER.get(status, -1) >= FINAL_OR_LATER.get(
-            delivery.status, -1):
-        delivery.status = status
-        delivery.error_code = form.get("ErrorCode") or delivery.error_code
+    # The database work in a thread: the event loop keeps taking callbacks meanwhile.
+    await asyncio.to_thread(_record_status, settings, form.get("MessageSid", ""), status,
+                            form.get("ErrorCode") or None)
     return Response(status_code=204)
+
+
+def _record_status(settings: Settings, sid: str, status: str, error_code: str | None) -> None:
+    with session_scope(settings.sqlalchemy_url) as session:
+        delivery = session.scalar(select(Delivery).where(Delivery.provider_sid == sid))
+        # Callbacks can arrive out of order: never move a delivery backwards.
+        if delivery is not None and FINAL_OR_LATER.get(status, -1) >= FINAL_OR_LATER.get(
+                delivery.status, -1):
+            delivery.status = status
+            delivery.error_code = error_code or delivery.error_code
 
 
 @router.post("/v1/sms/inbound", tags=["twilio"], include_in_schema=False)

@@ -180,3 +180,29 @@ def test_lifecycle_needs_the_admin_token(client: TestClient, settings: Settings)
     assert client.post(f"/v1/alerts/{alert_id}/approve",
                        headers={"X-Actor": "x"}).status_code == 401
     assert client.get(f"/v1/alerts/{uuid.uuid4()}", headers=_auth(settings)).status_code == 404
+
+
+def test_worker_housekeeping_fans_out_approved_expires_and_finishes(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.alerts import agents
+
+    monkeypatch.setattr(agents, "settings", settings)
+    add_subscriber(settings, "+12065550171", "us/wa/king-county/98104")
+    approved = _draft(settings)
+    expiring = _draft(settings, "us/wa/king-county/98105")
+    with session_scope(settings.sqlalchemy_url) as session:
+        service.approve(session, approved, "dr.ops")
+        row = session.get(Alert, expiring)
+        assert row is not None
+        row.expires_at = utcnow() - timedelta(minutes=1)
+    assert agents._housekeeping() == [approved]
+    assert agents._fan_out(approved) is True  # what the dispatcher does next
+    with session_scope(settings.sqlalchemy_url) as session:
+        assert session.get(Alert, expiring).status == "expired"  # type: ignore[union-attr]
+        delivery = session.scalar(select(Delivery).where(Delivery.alert_id == approved))
+        assert delivery is not None and delivery.status == "pending"
+        delivery.status = "queued"
+    assert agents._housekeeping() == []
+    with session_scope(settings.sqlalchemy_url) as session:
+        assert session.get(Alert, approved).status == "sent"  # type: ignore[union-attr]
