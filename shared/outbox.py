@@ -97,10 +97,24 @@ async def publish_pending(settings: Settings, producer: Any, model: Any) -> int:
         return 0
     futures = [await producer.send(topic, value=payload.encode(), key=key.encode())
                for _id, topic, key, payload in rows]
-    await asyncio.gather(*futures)
-    await asyncio.to_thread(_mark_published, settings, model, [r[0] for r in rows])
-    for _id, topic, _key, _payload in rows:
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    # Mark what the broker acknowledged even if part of the batch failed (the broker going
+    # away mid-batch), so those rows are not published twice; per key only up to its first
+    # failure, so that the retry keeps the order per key.
+    failed: set[tuple[str, str]] = set()
+    done: list[tuple[int, str]] = []
+    for (row_id, topic, key, _payload), result in zip(rows, results, strict=True):
+        if isinstance(result, BaseException) or (topic, key) in failed:
+            failed.add((topic, key))
+        else:
+            done.append((row_id, topic))
+    if done:
+        await asyncio.to_thread(_mark_published, settings, model, [d[0] for d in done])
+    for _id, topic in done:
         PUBLISHED.labels(model.__tablename__, topic).inc()
+    error = next((r for r in results if isinstance(r, BaseException)), None)
+    if error is not None:
+        raise error
     return len(rows)
 
 

@@ -7,7 +7,9 @@ import asyncio
 import json
 from collections import defaultdict
 
+import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaTimeoutError
 from sqlalchemy import func, select
 
 from services.ingest.models import OutboxMessage
@@ -16,7 +18,7 @@ from services.ingest.service import Caller, create_site, submit_drug_check
 from shared.broker import start_tansu
 from shared.db import session_scope
 from shared.kafka import ensure_topics, wait_for_broker
-from shared.outbox import run_relay
+from shared.outbox import publish_pending, run_relay
 from shared.settings import Settings
 from shared.topics import DRUGCHECK_RESULTS
 from tests.builders import drug_check
@@ -105,3 +107,35 @@ def test_every_accepted_result_reaches_the_topic_once_even_after_an_outage(
         per_key[key].append(event["sample_id"])
     for samples in per_key.values():  # in submission order within each key
         assert samples == sorted(samples, key=lambda s: int(s.split("-")[1]))
+
+
+class _FlakyProducer:
+    """Acknowledges every message but those whose key is in `fail_keys`."""
+
+    def __init__(self, fail_keys: set[str]) -> None:
+        self.fail_keys = fail_keys
+        self.sent: list[tuple[str, str]] = []
+
+    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if key.decode() in self.fail_keys:
+            future.set_exception(KafkaTimeoutError())
+        else:
+            self.sent.append((key.decode(), json.loads(value)["sample_id"]))
+            future.set_result(None)
+        return future
+
+
+def test_a_batch_that_fails_in_part_marks_what_was_acknowledged_and_keeps_key_order(
+    settings: Settings,
+) -> None:
+    _submit(settings, 6)  # keys alternate over ZIPS: r-0, r-3 share a key, and so on
+    flaky = _FlakyProducer({"us/wa/king-county/98101"})  # the key of r-1 and r-4
+    with pytest.raises(KafkaTimeoutError):
+        asyncio.run(publish_pending(settings, flaky, OutboxMessage))
+    assert sorted(s for _k, s in flaky.sent) == ["r-0", "r-2", "r-3", "r-5"]
+    assert _unpublished(settings) == 2  # only r-1 and r-4: nothing acknowledged is re-sent
+    good = _FlakyProducer(set())
+    assert asyncio.run(publish_pending(settings, good, OutboxMessage)) == 2
+    assert [s for _k, s in good.sent] == ["r-1", "r-4"]  # in order within the key
+    assert _unpublished(settings) == 0
