@@ -507,6 +507,8 @@ def import_rows(session: Session, rows: dict[str, list[dict[str, Any]]]) -> Impo
                 report.reject(table, row, "duplicate id in this package")
                 continue
             seen.add(str(row["id"]))
+            row = {k: v.replace("\x00", "") if isinstance(v, str) else v
+                   for k, v in row.items()}  # PostgreSQL text cannot hold NUL
             try:  # every check runs before the record touches the session
                 getattr(loader, table)({k: row.get(k) for k in fields if k in row}
                                        | {"id": row["id"]})

@@ -19,7 +19,7 @@ class ConsentBody(BaseModel):
     shared_fields: list[str] = Field(
         default_factory=lambda: ["service_type", "language"],
         description=f"What the chosen provider may be told; any of {', '.join(SHAREABLE)}.")
-    wording: str = Field(min_length=10, max_length=2000,
+    wording: str = Field(min_length=10, max_length=2000, pattern=r"^[^\x00]*$",
                          description="The consent text the person agreed to, as read to them.")
 
 
@@ -31,10 +31,10 @@ class StaffReferralIn(BaseModel):
     service_types: list[str] = Field(min_length=1)
     postal_code: str | None = Field(default=None, max_length=10)
     region_id: str | None = Field(default=None, max_length=120)
-    language: str = Field(default="en", min_length=2, max_length=8)
+    language: str = Field(default="en", pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})?$")
     payment: Payment | None = None
     age: int | None = Field(default=None, ge=0, le=120)
-    note: str | None = Field(default=None, max_length=1000)
+    note: str | None = Field(default=None, max_length=1000, pattern=r"^[^\x00]*$")
     callback_phone: str | None = Field(default=None, pattern=r"^\+[1-9]\d{7,14}$",
                                        description="E.164; shared only if consented")
     consent: ConsentBody

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from prometheus_client import Counter
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -45,6 +46,8 @@ from shared.topics import REFERRAL_EVENTS, SMS_REQUESTS
 
 log = logging.getLogger(__name__)
 PRODUCER = "referrals"
+STATUS_CHANGES = Counter("lookout_referrals_status_changes_total",
+                         "Referral status changes", ["status", "source"])
 OPEN = ("requested", "options_sent", "chosen", "provider_notified")
 FINAL = ("connected", "declined", "no_response", "stopped")
 STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"}
@@ -207,6 +210,7 @@ def _event(session: Session, referral: m.Referral, status: str, previous: str | 
            actor: str, now: datetime) -> None:
     session.add(m.StatusChange(referral_id=referral.id, status=status,
                                previous_status=previous, actor=actor, at=now))
+    STATUS_CHANGES.labels(status, referral.source).inc()
     event = ReferralEventV1(
         producer=PRODUCER, referral_id=referral.id, status=status,
         previous_status=previous, occurred_at=now,
@@ -312,10 +316,12 @@ def offer_options(session: Session, settings: Settings, referral: m.Referral, no
     referral.options_sent_at = now
     if options:
         referral.awaiting = "choice" if referral.contact_ref else None
-        text_person(session, referral, texts.options_text(options), "referral_options", now)
+        text_person(session, referral, texts.options_text(options, referral.language),
+                    "referral_options", now)
     else:
         referral.awaiting = None
-        text_person(session, referral, texts.none_found_text(), "referral_none_found", now)
+        text_person(session, referral, texts.none_found_text(referral.language),
+                    "referral_none_found", now)
     set_status(session, referral, "options_sent", "system", now, check=False)
     if not options:
         referral.closed_at = now
@@ -353,7 +359,8 @@ def handle_request(session: Session, settings: Settings, event: ReferralRequeste
             days=settings.referrals_retention_days), "sms"))
     if region_id is None:
         referral.awaiting = "location"
-        text_person(session, referral, texts.ask_location_text(), "referral_location", now)
+        text_person(session, referral, texts.ask_location_text(referral.language),
+                    "referral_location", now)
     else:
         offer_options(session, settings, referral, now)
     return referral
@@ -405,7 +412,8 @@ def handle_reply(session: Session, settings: Settings, event: SmsReceivedV1,
     if referral.awaiting == "location":
         place = resolve_place(body)
         if place is None:
-            text_person(session, referral, texts.ask_location_text(), "referral_location", now)
+            text_person(session, referral, texts.ask_location_text(referral.language),
+                        "referral_location", now)
             return None
         referral.region_id = place.id
         offer_options(session, settings, referral, now)
@@ -413,22 +421,26 @@ def handle_reply(session: Session, settings: Settings, event: SmsReceivedV1,
     number = int(word) if word.isdigit() else None
     if referral.awaiting == "choice":
         if number is None or not 1 <= number <= len(referral.options):
-            text_person(session, referral, texts.ask_choice_text(len(referral.options)),
+            text_person(session, referral,
+                        texts.ask_choice_text(len(referral.options), referral.language),
                         "referral_options", now)
             return None
         return choose(session, referral, number, "person", now)
     if referral.awaiting == "followup":
         if number == 1 or word in ("YES", "Y", "SI"):
             set_status(session, referral, "connected", "person", now)
-            text_person(session, referral, texts.thanks_text(True), "referral_closed", now)
+            text_person(session, referral, texts.thanks_text(True, referral.language),
+                        "referral_closed", now)
         elif number == 2 or word in ("NO", "N"):
             set_status(session, referral, "declined", "person", now)
-            text_person(session, referral, texts.thanks_text(False), "referral_closed", now)
+            text_person(session, referral, texts.thanks_text(False, referral.language),
+                        "referral_closed", now)
         elif number == 3:
             tried = tuple(o["service_id"] for o in referral.options)
             offer_options(session, settings, referral, now, exclude=tried)
         else:
-            text_person(session, referral, texts.followup_text(), "referral_followup", now)
+            text_person(session, referral, texts.followup_text(referral.language),
+                        "referral_followup", now)
     return None
 
 
@@ -499,13 +511,6 @@ def deliver_notice(notifier: ProviderNotifier, channel: str | None, address: str
         return "failed", str(exc)
 
 
-def _hours_today(service_id: str, option: dict[str, Any]) -> str:
-    if option.get("opens_in_minutes") == 0:
-        closes = option.get("closes_at")
-        return f"open now until {closes}" if closes else "open 24 hours"
-    return f"opens in {option.get('opens_in_minutes')} min"
-
-
 def record_notice(session: Session, settings: Settings, handoff: HandOff, channel: str | None,
                   notice: dict[str, Any], status: str, error: str | None,
                   now: datetime) -> None:
@@ -520,9 +525,8 @@ def record_notice(session: Session, settings: Settings, handoff: HandOff, channe
         referral.notified_at = now
     option = next(o for o in referral.options if o["service_id"] == handoff.service_id)
     text_person(session, referral, texts.details_text(
-        option["name"], option["address"] or "see phone", _hours_today(handoff.service_id,
-                                                                       option),
-        option["phone"] or "-"), "referral_details", now)
+        option["name"], option["address"] or "-", texts.hours_text(option, referral.language),
+        option["phone"] or "-", referral.language), "referral_details", now)
     if referral.contact_ref is not None:
         referral.awaiting = "followup"
 
@@ -562,7 +566,8 @@ def tick(session: Session, settings: Settings, now: datetime) -> dict[str, int]:
             m.Referral.notified_at <= due, m.Referral.contact_ref.is_not(None))):
         referral.followup_sent_at = now
         referral.awaiting = "followup"
-        text_person(session, referral, texts.followup_text(), "referral_followup", now)
+        text_person(session, referral, texts.followup_text(referral.language),
+                    "referral_followup", now)
         done["followups"] += 1
     silent = now - timedelta(seconds=settings.referrals_no_response_seconds)
     for referral in session.scalars(select(m.Referral).where(

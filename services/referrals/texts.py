@@ -1,16 +1,75 @@
-"""The SMS texts of a referral conversation: plain GSM-7, at most two segments each."""
+"""The SMS texts of a referral conversation: plain GSM-7, at most two segments each, in the
+person's language (English and Spanish; other languages get English)."""
 
 from __future__ import annotations
 
 import unicodedata
-from datetime import datetime
 from typing import Any
 
 from shared.gsm import is_gsm7, segment_count
 
 MAX_SEGMENTS = 2
-STOP_LINE = "STOP to end."
-FALLBACK = "In a crisis call or text 988. For other services call 211."
+TEXTS: dict[str, dict[str, str]] = {
+    "en": {
+        "stop": "STOP to end.",
+        "fallback": "In a crisis call or text 988. For other services call 211.",
+        "head": "Lookout: places that can help, near you:",
+        "open_now": "open now",
+        "opens_in": "opens in {minutes}min",
+        "reply": "Reply {numbers}. We tell only the place you pick what you need and your "
+                 "language.",
+        "coming": "Lookout: {name} knows you're coming.",
+        "address": "Address: {address}",
+        "hours": "Hours: {hours}",
+        "phone": "Phone: {phone}",
+        "later": "We'll check in later.",
+        "open_until": "open now until {time}",
+        "open_24h": "open 24 hours",
+        "opens_in_long": "opens in {minutes} min",
+        "followup": "Lookout: did you connect? Reply 1 yes, 2 no, 3 other options.",
+        "none_found": "Lookout: we found no place open near you right now.",
+        "again_later": "Text TREATMENT again later.",
+        "ask_location": "Lookout: to find help near you, reply with your ZIP code (or city, "
+                        "BC).",
+        "ask_choice": "Lookout: please reply {numbers} to pick a place.",
+        "connected": "Lookout: glad you connected. Text TREATMENT any time you need help "
+                     "again.",
+        "not_connected": "Lookout: sorry it didn't work out.",
+        "try_again": "Text TREATMENT to try again.",
+    },
+    "es": {
+        "stop": "STOP para terminar.",
+        "fallback": "En crisis llama o textea al 988. Para otros servicios llama al 211.",
+        "head": "Lookout: lugares que pueden ayudarte, cerca:",
+        "open_now": "abierto ahora",
+        "opens_in": "abre en {minutes}min",
+        "reply": "Responde {numbers}. Solo le decimos al lugar que elijas lo que necesitas y "
+                 "tu idioma.",
+        "coming": "Lookout: {name} sabe que vas.",
+        "address": "Direccion: {address}",
+        "hours": "Horario: {hours}",
+        "phone": "Telefono: {phone}",
+        "later": "Te escribiremos mas tarde.",
+        "open_until": "abierto hasta las {time}",
+        "open_24h": "abierto 24 horas",
+        "opens_in_long": "abre en {minutes} min",
+        "followup": "Lookout: pudiste conectar? Responde 1 si, 2 no, 3 otras opciones.",
+        "none_found": "Lookout: no encontramos un lugar abierto cerca ahora.",
+        "again_later": "Textea TREATMENT mas tarde.",
+        "ask_location": "Lookout: para buscar ayuda cerca, responde con tu codigo postal "
+                        "(ZIP).",
+        "ask_choice": "Lookout: responde {numbers} para elegir un lugar.",
+        "connected": "Lookout: que bueno que conectaste. Textea TREATMENT cuando necesites "
+                     "ayuda.",
+        "not_connected": "Lookout: lamentamos que no funciono.",
+        "try_again": "Textea TREATMENT para intentar de nuevo.",
+    },
+}
+
+
+def t(language: str, key: str, **values: Any) -> str:
+    table = TEXTS.get(language[:2].lower(), TEXTS["en"])
+    return table[key].format(**values)
 
 
 def gsm(text: str) -> str:
@@ -34,29 +93,24 @@ def fit(parts: list[str], shrinkable: list[int], limit: int = MAX_SEGMENTS) -> s
     return text[: 153 * limit]
 
 
-def _hhmm(when: datetime | None) -> str:
-    return "" if when is None else f"{when:%H:%M}"
-
-
-def options_text(options: list[dict[str, Any]]) -> str:
+def options_text(options: list[dict[str, Any]], language: str = "en") -> str:
     """Numbered options; long names are shortened (never the distance or the hours)."""
-    head = "Lookout: places that can help, near you:"
     names, suffixes = [], []
     for option in options:
-        when = ("open now" if option["opens_in_minutes"] == 0
-                else f"opens in {option['opens_in_minutes']}min")
+        when = (t(language, "open_now") if option["opens_in_minutes"] == 0
+                else t(language, "opens_in", minutes=option["opens_in_minutes"]))
         dist = option.get("distance_km")
         suffixes.append((f" {dist:.0f}km" if isinstance(dist, (int, float)) else "")
                         + f" {when}")
         names.append(gsm(str(option["name"])))
     numbers = ", ".join(str(n) for n in range(1, len(options) + 1))
-    tail = (f"Reply {numbers}. We tell only the place you pick what you need and your "
-            f"language. {STOP_LINE}")
+    head = t(language, "head")
+    tail = f"{t(language, 'reply', numbers=numbers)} {t(language, 'stop')}"
 
     def render() -> str:
         lines = [f"{n} {name}{suffix}" for n, (name, suffix) in
                  enumerate(zip(names, suffixes, strict=True), start=1)]
-        return "\n".join([head, *lines, tail])
+        return gsm("\n".join([head, *lines, tail]))
 
     for _ in range(300):
         text = render()
@@ -69,35 +123,39 @@ def options_text(options: list[dict[str, Any]]) -> str:
     return fit([render()], shrinkable=[0])
 
 
-def details_text(name: str, address: str, hours: str, phone: str) -> str:
-    return fit([f"Lookout: {name} knows you're coming.", f"Address: {address}",
-                f"Hours: {hours}", f"Phone: {phone}",
-                "We'll check in later. " + STOP_LINE], shrinkable=[0, 1, 2])
+def hours_text(option: dict[str, Any], language: str = "en") -> str:
+    if option.get("opens_in_minutes") == 0:
+        closes = option.get("closes_at")
+        return t(language, "open_until", time=closes) if closes else t(language, "open_24h")
+    return t(language, "opens_in_long", minutes=option.get("opens_in_minutes"))
 
 
-def followup_text() -> str:
-    return "Lookout: did you connect? Reply 1 yes, 2 no, 3 other options. " + STOP_LINE
+def details_text(name: str, address: str, hours: str, phone: str, language: str = "en") -> str:
+    return fit([t(language, "coming", name=name), t(language, "address", address=address),
+                t(language, "hours", hours=hours), t(language, "phone", phone=phone),
+                f"{t(language, 'later')} {t(language, 'stop')}"], shrinkable=[0, 1, 2])
 
 
-def none_found_text() -> str:
-    return ("Lookout: we found no place open near you right now. " + FALLBACK + " Text "
-            "TREATMENT again later.")
+def followup_text(language: str = "en") -> str:
+    return gsm(f"{t(language, 'followup')} {t(language, 'stop')}")
 
 
-def ask_location_text() -> str:
-    return "Lookout: to find help near you, reply with your ZIP code (or city, BC). " + STOP_LINE
+def none_found_text(language: str = "en") -> str:
+    return gsm(f"{t(language, 'none_found')} {t(language, 'fallback')} "
+               f"{t(language, 'again_later')}")
 
 
-def ask_choice_text(count: int) -> str:
+def ask_location_text(language: str = "en") -> str:
+    return gsm(f"{t(language, 'ask_location')} {t(language, 'stop')}")
+
+
+def ask_choice_text(count: int, language: str = "en") -> str:
     numbers = ", ".join(str(n) for n in range(1, count + 1))
-    return f"Lookout: please reply {numbers} to pick a place. {STOP_LINE}"
+    return gsm(f"{t(language, 'ask_choice', numbers=numbers)} {t(language, 'stop')}")
 
 
-def thanks_text(connected: bool) -> str:
+def thanks_text(connected: bool, language: str = "en") -> str:
     if connected:
-        return "Lookout: glad you connected. Text TREATMENT any time you need help again."
-    return "Lookout: sorry it didn't work out. " + FALLBACK + " Text TREATMENT to try again."
-
-
-def stopped_text() -> str:
-    return "Lookout: referral ended. We won't text you about it again."
+        return gsm(t(language, "connected"))
+    return gsm(f"{t(language, 'not_connected')} {t(language, 'fallback')} "
+               f"{t(language, 'try_again')}")

@@ -90,6 +90,10 @@ def test_staff_api_needs_the_admin_token_and_valid_input(client: TestClient) -> 
         "service_types": ["buprenorphine"], "postal_code": "98104",
         "consent": {"shared_fields": ["name"], "wording": CONSENT}})
     assert bad.status_code == 422 and bad.json()["title"] == "Unknown consent field"
+    nul = client.post("/v1/referrals", headers=ADMIN, json={
+        "service_types": ["buprenorphine"], "postal_code": "98104", "note": "a\x00b",
+        "consent": {"wording": CONSENT}})
+    assert nul.status_code == 422
 
 
 def test_provider_updates_through_the_signed_link(client: TestClient,

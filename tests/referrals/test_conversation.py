@@ -234,3 +234,29 @@ def test_purge_removes_personal_data_and_keeps_counts(settings: Settings) -> Non
         assert session.scalars(select(m.StatusChange)).all()
         assert service.stats(session)["total"] == 1
         assert service.purge(session, settings, TUESDAY_10AM + 2 * retention) == 0
+
+
+def test_spanish_requests_get_spanish_texts_and_spanish_speaking_places(
+        settings: Settings) -> None:
+    from prometheus_client import REGISTRY
+
+    def changes(status: str) -> float:
+        return REGISTRY.get_sample_value("lookout_referrals_status_changes_total",
+                                         {"status": status, "source": "sms"}) or 0.0
+
+    before = changes("options_sent")
+    load_directory(settings.sqlalchemy_url)
+    contact = uuid.uuid4()
+    event = requested(contact).model_copy(update={"language": "es"})
+    with session_scope(settings.sqlalchemy_url) as session:
+        service.handle_request(session, settings, event, TUESDAY_10AM)
+    body = sms_bodies(settings.sqlalchemy_url)[-1]
+    assert body.startswith("Lookout: lugares que pueden ayudarte")
+    assert "1 Harbor Street Bupe Walk-in" in body  # speaks Spanish
+    assert "2 Eastside Methadone" in body  # offers interpreters
+    assert "North Outpatient" not in body  # English only
+    assert "STOP para terminar." in body and segment_count(body) <= 2
+    assert changes("options_sent") == before + 1
+    _reply(settings, contact, "1", FakeNotifier())
+    details = sms_bodies(settings.sqlalchemy_url)[-1]
+    assert "Direccion: 100 Example Ave" in details and "abierto hasta las 20:00" in details

@@ -27,3 +27,12 @@ def test_every_fixed_text_is_one_segment_of_gsm7() -> None:
     for body in (texts.followup_text(), texts.none_found_text(), texts.ask_location_text(),
                  texts.ask_choice_text(3), texts.thanks_text(True), texts.thanks_text(False)):
         assert is_gsm7(body) and segment_count(body) <= 2, body
+
+
+def test_spanish_texts_are_gsm7_and_other_languages_fall_back_to_english() -> None:
+    for language in ("es", "fr"):
+        for body in (texts.followup_text(language), texts.none_found_text(language),
+                     texts.ask_location_text(language), texts.thanks_text(False, language)):
+            assert is_gsm7(body) and segment_count(body) <= 2, body
+    assert texts.followup_text("es").startswith("Lookout: pudiste conectar?")
+    assert texts.followup_text("fr") == texts.followup_text("en")
