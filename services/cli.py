@@ -44,11 +44,16 @@ def cmd_seed(args: argparse.Namespace) -> int:
 def cmd_sites_create(args: argparse.Namespace) -> int:
     from services.ingest.service import create_site
     from shared.db import session_scope
+    from shared.problems import ProblemError
 
     settings = _settings()
-    with session_scope(settings.sqlalchemy_url) as session:
-        site, key = create_site(session, args.name, args.scopes)
-        site_id = site.id
+    try:
+        with session_scope(settings.sqlalchemy_url) as session:
+            site, key = create_site(session, args.name, args.scopes)
+            site_id = site.id
+    except ProblemError as exc:  # e.g. the name is taken
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 1
     print(f"site {args.name!r} created: {site_id}; scopes {','.join(args.scopes)}")
     print("the API key is shown once; store it now:")
     print(key)

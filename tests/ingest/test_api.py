@@ -167,3 +167,18 @@ def test_health_and_metrics(client: TestClient) -> None:
     metrics = client.get("/metrics").text
     assert 'route="/v1/drug-checks/{result_id}"' in metrics
     assert "00000000-0000" not in metrics
+
+
+def test_cli_refuses_a_taken_site_name(settings: Settings, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from services import cli
+
+    monkeypatch.setattr(cli, "_settings", lambda: settings)
+    assert cli.main(["sites", "create", "Same"]) == 0
+    key = capsys.readouterr().out.strip().splitlines()[-1]  # the key alone, last line
+    from services.ingest.service import authenticate
+
+    with session_scope(settings.sqlalchemy_url) as session:
+        assert authenticate(session, key, "results").scopes == ("results", "reports")
+    assert cli.main(["sites", "create", "Same"]) == 1
+    assert "exists already" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from fastapi.testclient import TestClient
@@ -99,3 +100,23 @@ def test_a_batch_of_a_thousand_is_stored_with_its_outbox_rows_in_order(
     with session_scope(ingest_settings.sqlalchemy_url) as session:
         payloads = session.scalars(select(OutboxMessage.payload).order_by(OutboxMessage.id))
         assert [json.loads(p)["sample_id"] for p in payloads] == [i["sample_id"] for i in items]
+
+
+def test_submissions_are_counted_by_outcome_and_a_fixed_reason(
+    ingest_client: TestClient, make_site: MakeSite
+) -> None:
+    from services.ingest.metrics import REASONS
+
+    auth = make_site("A")
+    items = [drug_check("m-0"), drug_check("m-1", location={"postal_code": "00000"}), {}]
+    ingest_client.post("/v1/drug-checks", json=items, headers=auth)
+    ingest_client.post("/v1/drug-checks", json=items[:1], headers=auth)
+    ingest_client.post("/v1/drug-checks", json=drug_check(), headers={"Authorization": "x"})
+    text = ingest_client.get("/metrics").text
+    samples = re.findall(r'^lookout_ingest_submissions_total\{kind="(\w+)",outcome="(\w+)",'
+                         r'reason="(\w+)"\} ([\d.]+)$', text, re.MULTILINE)
+    seen = {(k, o, r) for k, o, r, v in samples if float(v) > 0}
+    assert {("drug_check", "accepted", "none"), ("drug_check", "duplicate", "none"),
+            ("drug_check", "rejected", "location"), ("drug_check", "rejected", "validation"),
+            ("drug_check", "rejected", "unauthorized")} <= seen
+    assert {r for _k, _o, r, _v in samples} <= set(REASONS)
