@@ -84,14 +84,22 @@ def _alert_for(signal: ContaminationSignalV1 | SpikeSignalV1) -> tuple[uuid.UUID
 
 
 def _fan_out(alert_id: uuid.UUID) -> bool:
-    with session_scope(settings.sqlalchemy_url) as session:
-        alert = session.get(Alert, alert_id)
-        if alert is None:
-            return False
-        created = service.fan_out(session, alert)
-        if created:
-            log.info("alert %s: %d deliveries", alert.id, created)
-        return alert.status == "sending"
+    """The fan-out, one committed transaction per page of subscribers. Safe to repeat: a
+    subscriber who has a delivery for the alert is not selected again."""
+    created, after = 0, None
+    while True:
+        with session_scope(settings.sqlalchemy_url) as session:
+            alert = session.get(Alert, alert_id)
+            if alert is None:
+                return False
+            count, after = service.fan_out_page(session, alert, after)
+            created += count
+            status = alert.status
+        if after is None:
+            break
+    if created:
+        log.info("alert %s: %d deliveries", alert_id, created)
+    return status == "sending"
 
 
 def _pending_page(alert_id: uuid.UUID, after: uuid.UUID | None) -> list[tuple[uuid.UUID,
@@ -214,14 +222,11 @@ async def reconcile() -> None:
 
 @app.task
 async def recover_on_start() -> None:
-    """After a restart: jobs acknowledged but never sent (the process died with sends in
-    flight) are published again; the claim makes the duplicates harmless."""
+    """After a restart: a fan-out cut short is completed, and jobs acknowledged but never
+    sent (the process died with sends in flight) are published again; the claim makes the
+    duplicates harmless."""
     for alert_id in await asyncio.to_thread(_sending_alerts):
-        async with fan_out_lock:
-            count = await publish_pending(alert_id)
-        if count:
-            log.info("alert %s: %d pending jobs published again after a restart", alert_id,
-                     count)
+        await fan_out_and_publish(alert_id)
 
 
 @app.timer(1.0)

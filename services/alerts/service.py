@@ -171,42 +171,50 @@ def fan_out(session: Session, alert: Alert) -> int:
     """Create a pending delivery (in the subscriber's language) for every active subscriber
     of the alert's region or one of its parents, reading subscribers in pages. Returns how
     many were created. An expired alert sends nothing."""
-    if expire_if_due(alert):
-        return 0
-    if alert.status not in ("approved", "sending"):
-        return 0
-    texts = alert.texts or {"en": alert.body_en}
-    created = 0
-    last_id: uuid.UUID | None = None
-    regions = region_and_ancestors(alert.region_id)
+    created, after = 0, None
     while True:
-        query = (
-            select(Subscriber.id, Subscriber.language)
-            .where(Subscriber.status == "active")
-            .where(exists().where(Subscription.subscriber_id == Subscriber.id,
-                                  Subscription.region_id.in_(regions)))
-            .where(~exists().where(Delivery.alert_id == alert.id,
-                                   Delivery.subscriber_id == Subscriber.id))
-            .order_by(Subscriber.id)
-            .limit(PAGE_SIZE)
-        )
-        if last_id is not None:
-            query = query.where(Subscriber.id > last_id)
-        rows = session.execute(query).all()
-        if not rows:
-            break
-        now = utcnow()
-        session.add_all([
-            Delivery(alert_id=alert.id, subscriber_id=sid, purpose="alert",
-                     body=(body := texts.get(lang) or texts.get("en") or alert.body_en),
-                     segments=segment_count(body), created_at=now, updated_at=now)
-            for sid, lang in rows
-        ])
-        session.flush()
-        created += len(rows)
-        last_id = rows[-1][0]
+        count, after = fan_out_page(session, alert, after)
+        created += count
+        if after is None:
+            return created
+
+
+def fan_out_page(session: Session, alert: Alert,
+                 after: uuid.UUID | None) -> tuple[int, uuid.UUID | None]:
+    """One page of the fan-out (subscribers after `after`): returns how many deliveries were
+    created and where to go on from (None: done). The worker commits each page apart, so a
+    large fan-out never holds the database for long."""
+    if after is None and expire_if_due(alert):
+        return 0, None
+    if alert.status not in ("approved", "sending"):
+        return 0, None
     alert.status = "sending"
-    return created
+    texts = alert.texts or {"en": alert.body_en}
+    regions = region_and_ancestors(alert.region_id)
+    query = (
+        select(Subscriber.id, Subscriber.language)
+        .where(Subscriber.status == "active")
+        .where(exists().where(Subscription.subscriber_id == Subscriber.id,
+                              Subscription.region_id.in_(regions)))
+        .where(~exists().where(Delivery.alert_id == alert.id,
+                               Delivery.subscriber_id == Subscriber.id))
+        .order_by(Subscriber.id)
+        .limit(PAGE_SIZE)
+    )
+    if after is not None:
+        query = query.where(Subscriber.id > after)
+    rows = session.execute(query).all()
+    if not rows:
+        return 0, None
+    now = utcnow()
+    session.add_all([
+        Delivery(alert_id=alert.id, subscriber_id=sid, purpose="alert",
+                 body=(body := texts.get(lang) or texts.get("en") or alert.body_en),
+                 segments=segment_count(body), created_at=now, updated_at=now)
+        for sid, lang in rows
+    ])
+    session.flush()
+    return len(rows), rows[-1][0]
 
 
 def pending_deliveries(session: Session, alert_id: uuid.UUID) -> Iterator[list[Delivery]]:
