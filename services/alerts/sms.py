@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+import aiohttp
 from sqlalchemy import select
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
@@ -126,7 +127,7 @@ class TwilioSmsBackend:
             message = await self.client.messages.create_async(**kwargs)
         except TwilioRestException as exc:
             raise SmsError(exc.msg, code=exc.code, http_status=exc.status) from exc
-        except (TimeoutError, OSError) as exc:
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
             raise SmsError(repr(exc), code=None, http_status=None) from exc
         return Receipt(sid=str(message.sid), status=str(message.status),
                        segments=int(message.num_segments or segment_count(body)))
@@ -138,7 +139,7 @@ class TwilioSmsBackend:
             messages = await self.client.messages.list_async(to=to, limit=50, page_size=50)
         except TwilioRestException as exc:
             raise SmsError(exc.msg, code=exc.code, http_status=exc.status) from exc
-        except (TimeoutError, OSError) as exc:
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
             raise SmsError(repr(exc), code=None, http_status=None) from exc
         for message in messages:
             created = message.date_created

@@ -102,3 +102,19 @@ def test_dev_outbox_shows_masked_numbers(client: TestClient, public_settings: Se
     page = client.get("/dev/outbox")
     assert page.status_code == 200 and "Lookout ALERT test" in page.text
     assert client.get("/dev/outbox.json").json()[0]["to"] == "••••••••••21"
+
+
+@pytest.mark.parametrize(("status", "code"), [("undelivered", "30003"), ("undelivered", "30005"),
+                                              ("failed", "30008")])
+def test_undelivered_callbacks_keep_the_carrier_error(
+    client: TestClient, public_settings: Settings, status: str, code: str
+) -> None:
+    delivery_id = _queued_delivery(public_settings)
+    params = {"MessageSid": "SM" + "a" * 32, "MessageStatus": status, "ErrorCode": code}
+    response = client.post("/v1/sms/status", data=params,
+                           headers=_signed(public_settings, params))
+    assert response.status_code == 204
+    with session_scope(public_settings.sqlalchemy_url) as session:
+        delivery = session.get(Delivery, delivery_id)
+        assert delivery is not None
+        assert (delivery.status, delivery.error_code) == (status, code)
