@@ -23,14 +23,14 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from twilio.request_validator import RequestValidator
 
 from services.stack import command
 from shared.broker import running_tansu
 from shared.fakes.twilio_server import FakeTwilioServer
 from shared.gsm import segment_count
-from shared.topics import REFERRAL_EVENTS
+from shared.topics import REFERRAL_EVENTS, REFERRAL_REQUESTS, SMS_INBOUND
 from tests.conftest import REPO_ROOT, free_port
 from tests.referrals.test_hsds import CSV_PACKAGE, JSON_SERVICES
 from tests.referrals.webhook_server import WebhookServer
@@ -84,6 +84,32 @@ async def _referral_events(bootstrap: str, count: int, within: float) -> list[di
     finally:
         await consumer.stop()
     return events
+
+
+async def _dead_letters(bootstrap: str, within: float) -> set[str]:
+    """Garbage on the worker's two topics must reach their dead-letter topics."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    for topic in (REFERRAL_REQUESTS, SMS_INBOUND):
+        await producer.send_and_wait(topic.name, b"{not json", key=b"garbage")
+    await producer.stop()
+    consumer = AIOKafkaConsumer(REFERRAL_REQUESTS.dlq, SMS_INBOUND.dlq,
+                                bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                group_id="referrals-e2e-dlq")
+    await consumer.start()
+    seen: set[str] = set()
+    try:
+        async with asyncio.timeout(within):
+            async for message in consumer:
+                if message.value == b"{not json":
+                    seen.add(message.topic)
+                if len(seen) == 2:
+                    break
+    except TimeoutError:
+        pass
+    finally:
+        await consumer.stop()
+    return seen
 
 
 def test_a_referral_over_sms_from_treatment_to_connected(own_broker: str,
@@ -151,8 +177,10 @@ def test_a_referral_over_sms_from_treatment_to_connected(own_broker: str,
                                json={"notify_channel": "webhook", "notify_address": provider.url})
             assert hook.status_code == 200, hook.text
 
+            assert asyncio.run(_dead_letters(own_broker, within=120)) == {
+                REFERRAL_REQUESTS.dlq, SMS_INBOUND.dlq}
             sms("TREATMENT")
-            _wait_for("the ZIP question", texted("reply with your ZIP code"), 120)
+            _wait_for("the ZIP question", texted("reply with your ZIP code"), 60)
             sms("98104")
             options = _wait_for("the options", texted("1 Harbor Street Bupe Walk-in"), 30)
             assert segment_count(options) <= 2 and "Reply 1, 2" in options
