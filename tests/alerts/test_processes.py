@@ -131,3 +131,51 @@ def test_stop_during_a_10000_subscriber_fan_out(
         _assert_no_phone_in_logs(stack, stoppers + [phone_of(i) for i in range(0, count, 501)])
     finally:
         stack.stop_all()
+
+
+def test_a_draft_approved_by_an_official_is_sent_by_the_running_worker(
+    tmp_path: Path, bootstrap: str, fake_twilio: FakeTwilioServer
+) -> None:
+    from tests.alerts.harness import REGION
+    from tests.builders import contamination_signal
+
+    stack = Stack(tmp_path, bootstrap, fake_twilio.url, rate=0)
+    stack.migrate()
+    seed_subscribers(stack.db_url, SECRET, 20)
+    stack.start("alerts")
+    stack.wait_api()
+    stack.start("alerts-worker", LOOKOUT_PUBLIC_ALERTS_URL="")
+    api = f"http://127.0.0.1:{stack.alerts_port}"
+    admin = {"Authorization": f"Bearer {Settings().admin_token}", "X-Actor": "dr.ops"}
+    try:
+        signal_ = contamination_signal(REGION, severity="warning")  # not auto-approved
+
+        async def publish() -> None:
+            from aiokafka import AIOKafkaProducer
+
+            producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+            await producer.start()
+            await producer.send_and_wait("signals.v1", signal_.model_dump_json().encode(),
+                                         key=REGION.encode())
+            await producer.stop()
+
+        asyncio.run(publish())
+        drafts: list[dict[str, object]] = []
+
+        def draft_arrived() -> bool:
+            drafts[:] = httpx.get(f"{api}/v1/alerts?status=draft", headers=admin).json()
+            return bool(drafts)
+
+        assert wait_until(draft_arrived, 90), "no draft alert"
+        time.sleep(2)
+        assert fake_twilio.messages() == []  # a draft sends nothing
+        approved = httpx.post(f"{api}/v1/alerts/{drafts[0]['id']}/approve", headers=admin)
+        assert approved.status_code == 200, approved.text
+        assert wait_until(lambda: len(fake_twilio.messages()) == 20, 60)
+        time.sleep(2)
+        assert len(fake_twilio.messages()) == 20
+        detail = httpx.get(f"{api}/v1/alerts/{drafts[0]['id']}", headers=admin).json()
+        assert detail["deliveries"] == {"queued": 20}
+        assert detail["status"] in ("sending", "sent")
+    finally:
+        stack.stop_all()
