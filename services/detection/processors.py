@@ -231,11 +231,16 @@ class Processor:
             if not f.recognized or f.risk < substances.HIGH_RISK:
                 continue
             key = f"{region}|{f.key}"
-            candidate, value = patterns.cluster(result, at, f, cfg, self.t.clusters.get(key))
-            if value is not None:
-                self.t.clusters[key] = value
-            if candidate:
-                out.append(candidate)
+            # A cluster is the same adulterant at several sites (fentanyl in down samples
+            # is the supply, not a cluster): only results where the sold-as does not
+            # explain the substance count.
+            if rules.is_unexpected(result, substances.get_substance(f.key)):
+                candidate, value = patterns.cluster(result, at, f, cfg,
+                                                    self.t.clusters.get(key))
+                if value is not None:
+                    self.t.clusters[key] = value
+                if candidate:
+                    out.append(candidate)
             pos_key = f"{region}|{f.key}|{day}"
             counted = patterns.count_once(self.t.positivity.get(pos_key), partition, offset)
             if counted is not None:

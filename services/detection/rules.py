@@ -28,6 +28,12 @@ def _explained(sold_as_id: str | None, sold_as_class: str | None,
     return substance.cls in OPIOID_CLASSES and sold_as_class in OPIOID_CLASSES
 
 
+def is_unexpected(result: DrugCheckResultV1, substance: substances.Substance) -> bool:
+    """True when this high-risk substance is news for what the sample was sold as."""
+    return substances.is_high_risk(substance) and not _explained(
+        result.sold_as_id, result.sold_as_class, substance)
+
+
 def _severity(substance: substances.Substance, sold_as_class: str | None) -> Severity:
     if substance.risk >= 4:
         return "critical"
