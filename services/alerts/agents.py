@@ -316,3 +316,14 @@ async def requesting(stream: Any) -> None:
     await process_each(stream, service="alerts", agent="requesting",
                        parse=SmsRequestedV1.model_validate_json, handle=handle_request,
                        dlq=requests_dlq)
+
+
+@app.on_before_shutdown.connect  # type: ignore[arg-type]
+async def close_clients(app: Any, **kwargs: Any) -> None:
+    """Close the SMS backend's HTTP session and the job producer on a clean stop."""
+    global _producer
+    if backend is not None:
+        await backend.close()
+    if _producer is not None:
+        await _producer.stop()
+        _producer = None
