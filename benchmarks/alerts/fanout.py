@@ -113,12 +113,12 @@ def run(count: int, rate: float, concurrency: int, db_url: str | None,
         "samples": samples[:: max(1, len(samples) // 40)],
     }
     if rate > 0 and sending > 0:
-        # Steady state: from 2 s after the first message (the bucket starts full, a burst
-        # of one second's worth) to the last.
-        t_first = (first_at or started) - started
-        steady = [(t, n) for t, n in samples if t >= t_first + 2]
-        if len(steady) >= 2 and steady[-1][0] > steady[0][0]:
-            achieved = (handed - steady[0][1]) / (done_at - started - steady[0][0])
+        # Steady state: the rate between 10 % and 90 % of the messages handed over (the
+        # bucket starts full, a burst of one second's worth; the last batches trail off).
+        lo = next(((t, n) for t, n in samples if n >= count * 0.1), None)
+        hi = next(((t, n) for t, n in samples if n >= count * 0.9), None)
+        if lo and hi and hi[0] > lo[0]:
+            achieved = (hi[1] - lo[1]) / (hi[0] - lo[0])
             result["steady_messages_per_second"] = round(achieved, 1)
             result["rate_error_pct"] = round(abs(achieved - rate) / rate * 100, 2)
     del last_n
