@@ -5,9 +5,17 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 MAX_FUTURE = timedelta(minutes=5)
 EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
@@ -18,6 +26,8 @@ Form = Literal["powder", "pill", "crystal", "liquid", "blotter", "capsule", "tar
 Method = Literal["ftir", "fentanyl_strip", "benzo_strip", "xylazine_strip", "nitazene_strip",
                  "gc_ms", "lc_ms", "raman", "other"]
 StripResult = Literal["positive", "negative", "invalid", "not_tested"]
+# Which strip, e.g. "fentanyl_strip" (CSV imports use the `Method` names).
+StripName = Annotated[str, StringConstraints(min_length=1, max_length=40)]
 
 
 class Strict(BaseModel):
@@ -66,7 +76,7 @@ class DrugCheckIn(Strict):
     form: Form | None = None
     methods: list[Method] = Field(default_factory=list, max_length=10)
     substances: list[SubstanceIn] = Field(default_factory=list, max_length=50)
-    strips: dict[str, StripResult] = Field(default_factory=dict, max_length=10)
+    strips: dict[StripName, StripResult] = Field(default_factory=dict, max_length=10)
     adverse_reaction: bool | None = None
     notes: str | None = Field(default=None, max_length=2000)
     collection_site: str | None = Field(default=None, max_length=120)
