@@ -17,7 +17,7 @@ import logging
 import random
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from prometheus_client import Counter
 from sqlalchemy import and_, exists, or_, select, update
@@ -45,6 +45,7 @@ class Claimed:
     delivery_id: uuid.UUID
     phone: str
     body: str
+    claimed_at: datetime
 
 
 def _sendable_now() -> object:
@@ -96,7 +97,7 @@ class Sender:
                 select(Subscriber.id, Subscriber.phone_encrypted)
                 .where(Subscriber.id.in_({r[1] for r in rows}))).all()) if rows else {}
         key = self.settings.secret_key
-        return [Claimed(d, decrypt_phone(key, phones[s]), body) for d, s, body in rows]
+        return [Claimed(d, decrypt_phone(key, phones[s]), body, now) for d, s, body in rows]
 
     def _touch(self, delivery_id: uuid.UUID) -> None:
         """A heartbeat while retrying, so the delivery does not look stale."""
@@ -166,7 +167,8 @@ class Sender:
             self.in_flight.difference_update(ids)
         outcomes = {d: "skipped" for d in ids}
         for delivery_id, receipt, error in results:
-            outcomes[delivery_id] = "queued" if receipt is not None else "failed"
+            outcomes[delivery_id] = "queued" if receipt is not None else \
+                "failed" if error is not None else "unknown"
             if error is not None and receipt is None:
                 log.warning("sms failed for delivery %s (code %s)", delivery_id, error.code)
         for outcome in outcomes.values():
@@ -182,6 +184,18 @@ class Sender:
                                                                     claimed.body), None
             except SmsError as exc:
                 error = exc
+                if exc.http_status is None:
+                    # Timeout or broken connection: the message may have been accepted.
+                    # Ask before sending again, so a retry never makes a second copy; if
+                    # the provider cannot tell either, leave the delivery `sending` for
+                    # the reconciler (None, None).
+                    try:
+                        found = await self.backend.find_sent(claimed.phone, claimed.body,
+                                                             claimed.claimed_at)
+                    except SmsError:
+                        return claimed.delivery_id, None, None
+                    if found is not None:
+                        return claimed.delivery_id, found, None
                 if not exc.retryable or attempt == MAX_ATTEMPTS:
                     break
                 delay = min(0.5 * 2**attempt, 8) * (0.5 + random.random())

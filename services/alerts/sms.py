@@ -20,6 +20,7 @@ from shared.db import session_scope
 from shared.gsm import segment_count
 from shared.settings import Settings
 
+REQUEST_TIMEOUT = 10.0  # seconds per Twilio API request
 # Twilio error codes (https://www.twilio.com/docs/api/errors).
 UNSUBSCRIBED = {21610}
 INVALID_NUMBER = {21211, 21614, 21217, 21401, 21407, 21408, 21612}
@@ -124,7 +125,10 @@ class TwilioSmsBackend:
             kwargs["status_callback"] = self.settings.public_alerts_url.rstrip("/") + \
                 "/v1/sms/status"
         try:
-            message = await self.client.messages.create_async(**kwargs)
+            # A bounded request: with the heartbeat between retries, a delivery in `sending`
+            # is touched at least every REQUEST_TIMEOUT + 12 s, below the stale threshold.
+            message = await asyncio.wait_for(self.client.messages.create_async(**kwargs),
+                                             REQUEST_TIMEOUT)
         except TwilioRestException as exc:
             raise SmsError(exc.msg, code=exc.code, http_status=exc.status) from exc
         except (TimeoutError, OSError, aiohttp.ClientError) as exc:

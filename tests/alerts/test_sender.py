@@ -12,7 +12,7 @@ from sqlalchemy import select
 from services.alerts import service
 from services.alerts.models import Delivery, Subscriber
 from services.alerts.sender import Sender
-from services.alerts.sms import TwilioSmsBackend
+from services.alerts.sms import Receipt, SmsError, TwilioSmsBackend
 from shared.db import session_scope, utcnow
 from shared.events import SmsOutboundJobV1
 from shared.fakes.twilio_server import FakeTwilioServer
@@ -244,3 +244,49 @@ def test_sms_requests_send_once_per_event_and_honour_stop(
                            requested_at=utcnow())
     asyncio.run(go(later))
     assert len(fake_twilio.messages()) == 1  # STOP honoured
+
+
+class _LostAnswerBackend:
+    """Accepts the message, then loses the answer (a timeout) the first time; the
+    provider lookup can be made to fail too."""
+
+    name = "stub"
+
+    def __init__(self, lookup_fails: bool = False) -> None:
+        self.accepted: list[tuple[str, str]] = []
+        self.lookup_fails = lookup_fails
+
+    async def send(self, to: str, body: str) -> Receipt:
+        self.accepted.append((to, body))
+        if len(self.accepted) == 1:
+            raise SmsError("timed out", code=None, http_status=None)
+        return Receipt(sid=f"SM{len(self.accepted)}", status="queued", segments=1)
+
+    async def find_sent(self, to: str, body: str, since: object) -> Receipt | None:
+        if self.lookup_fails:
+            raise SmsError("lookup failed", code=None, http_status=None)
+        return Receipt(sid="SM1", status="queued", segments=1) \
+            if (to, body) in self.accepted else None
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("lookup_fails", [False, True])
+def test_a_lost_answer_is_looked_up_not_sent_again(
+    twilio_settings: Settings, lookup_fails: bool
+) -> None:
+    add_subscriber(twilio_settings, "+12065550141", "us/wa/king-county/98104")
+    jobs = _jobs(twilio_settings)
+    backend = _LostAnswerBackend(lookup_fails)
+
+    async def go() -> None:
+        await Sender(twilio_settings, backend).send_delivery(jobs[0].delivery_id)
+
+    asyncio.run(go())
+    assert len(backend.accepted) == 1  # never a second copy
+    d = _delivery(twilio_settings, jobs[0].delivery_id)
+    if lookup_fails:
+        assert d.status == "sending"  # unknown: left to the reconciler, not lost
+    else:
+        assert d.status == "queued" and d.provider_sid == "SM1"
