@@ -139,6 +139,17 @@ def _ms(text: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
+def healthz_wrk(base: str, seconds: float, clients: int) -> dict[str, Any]:
+    """The stack's floor on this machine right now: GET /healthz (one `SELECT 1` through the
+    same app, middleware and thread pool)."""
+    run = subprocess.run(["wrk", "-t2", f"-c{clients}", f"-d{max(1, int(seconds))}s",
+                          "--latency", f"{base}/healthz"],
+                         capture_output=True, text=True, timeout=seconds + 60, check=True)
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", run.stdout).group(1))  # type: ignore[union-attr]
+    lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)$", run.stdout, re.MULTILINE))
+    return {"per_second": rate, "p50_ms": _ms(lat["50"]), "p99_ms": _ms(lat["99"])}
+
+
 def singles_wrk(base: str, key: str, seconds: float, clients: int, tmp: Path) -> dict[str, Any]:
     body = json.dumps(result("__SAMPLE__", 0)).replace('"98104"', '"__ZIP__"')
     script = (WRK_SCRIPT.replace("%%", "%").replace("__KEY__", key)
@@ -245,7 +256,8 @@ def main() -> int:
     procs.append(broker)
     report: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(), "machine": platform.machine(),
-        "cpus": os.cpu_count(), "database": url.split(":")[0], "workers": args.workers,
+        "cpus": os.cpu_count(), "load_average_at_start": os.getloadavg(),
+        "database": url.split(":")[0], "workers": args.workers,
         "quick": args.quick, "phase_seconds": seconds}
     try:
         asyncio.run(wait_for_broker(bootstrap, 30))
@@ -265,6 +277,10 @@ def main() -> int:
               f"({size} B, acks=all)", flush=True)
 
         if args.client == "wrk":
+            report["healthz"] = healthz_wrk(base, seconds, args.clients)
+            print(f"GET /healthz (the stack's floor), {args.clients} clients: "
+                  f"{report['healthz']['per_second']:,.0f} requests/s, "
+                  f"p99 {report['healthz']['p99_ms']:.1f} ms", flush=True)
             singles = singles_wrk(base, key, seconds, args.clients, tmp)
         else:
             singles = asyncio.run(singles_httpx(base, key, seconds, args.clients))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -58,15 +59,33 @@ class ItemOutcome:
     existing_id: uuid.UUID | None = None
 
 
+# Valid keys seen recently, by hash: saves a query per request. A revocation or rotation in
+# this process drops its entry at once; other processes see it within KEY_CACHE_SECONDS.
+KEY_CACHE_SECONDS = 2.0
+_key_cache: dict[str, tuple[float, Caller]] = {}
+
+
 def authenticate(session: Session, api_key: str, scope: str | None) -> Caller:
     """The caller behind an API key; `scope` None: any valid key will do."""
-    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_api_key(api_key)))
-    if row is None or row.revoked_at is not None:
-        raise ProblemError(401, "Unauthorized", "Unknown or revoked API key.",
-                           headers={"WWW-Authenticate": "Bearer"})
-    if scope is not None and scope not in row.scopes:
+    key_hash = hash_api_key(api_key)
+    cached = _key_cache.get(key_hash)
+    if cached is not None and cached[0] > time.monotonic():
+        caller = cached[1]
+    else:
+        row = session.execute(select(ApiKey.id, ApiKey.site_id, ApiKey.scopes)
+                              .where(ApiKey.key_hash == key_hash,
+                                     ApiKey.revoked_at.is_(None))).first()
+        if row is None:
+            _key_cache.pop(key_hash, None)
+            raise ProblemError(401, "Unauthorized", "Unknown or revoked API key.",
+                               headers={"WWW-Authenticate": "Bearer"})
+        caller = Caller(row.site_id, tuple(row.scopes), row.id)
+        if len(_key_cache) > 10_000:
+            _key_cache.clear()
+        _key_cache[key_hash] = (time.monotonic() + KEY_CACHE_SECONDS, caller)
+    if scope is not None and scope not in caller.scopes:
         raise ProblemError(403, "Forbidden", f"This API key lacks the {scope!r} scope.")
-    return Caller(row.site_id, tuple(row.scopes), row.id)
+    return caller
 
 
 def create_site(session: Session, name: str, scopes: list[str],
@@ -506,6 +525,7 @@ def revoke_key(session: Session, site_id: uuid.UUID, key_id: uuid.UUID) -> ApiKe
     row = _key_or_404(session, site_id, key_id)
     if row.revoked_at is None:
         row.revoked_at = utcnow()
+    _key_cache.pop(row.key_hash, None)
     session.flush()
     return row
 
@@ -517,4 +537,5 @@ def rotate_key(session: Session, site_id: uuid.UUID,
     if old.revoked_at is not None:
         raise ProblemError(409, "Conflict", "That key is already revoked; add a new key.")
     old.revoked_at = utcnow()
+    _key_cache.pop(old.key_hash, None)
     return add_key(session, site_id, list(old.scopes))
