@@ -76,7 +76,8 @@ async def _ingest_phase(s: Stack, zips: list[str], rate: float) -> dict[str, Any
     now = datetime.now(UTC) - timedelta(hours=1)
     async with httpx.AsyncClient(base_url=s.ingest_url, timeout=30,
                                  headers={"Authorization": f"Bearer {s.api_key}"},
-                                 limits=httpx.Limits(max_connections=64)) as client:
+                                 limits=httpx.Limits(max_connections=64,
+                                                     max_keepalive_connections=64)) as client:
 
         async def post(i: int, code: str) -> None:
             nonlocal failures
@@ -84,7 +85,11 @@ async def _ingest_phase(s: Stack, zips: list[str], rate: float) -> dict[str, Any
                     "location": {"postal_code": code}, "sold_as": "cocaine",
                     "methods": ["ftir"],
                     "substances": [{"name": "Cocaine HCl"}, {"name": "Fentanyl HCl"}]}
-            response = await client.post("/v1/drug-checks", json=body)
+            try:
+                response = await client.post("/v1/drug-checks", json=body)
+            except httpx.HTTPError:
+                failures += 1
+                return
             if response.status_code != 202:
                 failures += 1
                 return
