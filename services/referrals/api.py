@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from services.referrals import models as m
 from services.referrals import service
-from services.referrals.geo import resolve_place
+from services.referrals.geo import centroid, resolve_place
 from services.referrals.matching import SERVICE_TYPES
 from services.referrals.notify import ChannelNotifier, ProviderNotifier
 from services.referrals.schemas import (
@@ -33,6 +33,7 @@ from services.referrals.schemas import (
 )
 from shared.db import utcnow
 from shared.problems import ProblemError
+from shared.regions import RegionNotFoundError, get_region
 from shared.settings import Settings
 from shared.web import AdminOnly, AppSettings, DbSession, create_app
 
@@ -53,15 +54,23 @@ def _notifier(request: Request, settings: Settings) -> ProviderNotifier:
     return found if found is not None else ChannelNotifier(settings)
 
 
-def _region_for(body_postal: str | None, region_id: str | None) -> str | None:
+def _region_for(body_postal: str | None, region_id: str | None) -> str:
     if region_id:
+        try:
+            get_region(region_id)
+        except RegionNotFoundError:
+            raise ProblemError(422, "Unknown region", region_id) from None
+        if centroid(region_id) is None:
+            raise ProblemError(422, "Region too coarse",
+                               "give a postal code or a city-level region")
         return region_id
     if body_postal:
         place = resolve_place(body_postal)
         if place is None:
             raise ProblemError(422, "Unknown place", f"no region for {body_postal!r}")
         return place.id
-    return None
+    raise ProblemError(422, "Location required",
+                       "give postal_code or region_id: options are matched by distance")
 
 
 def _referral_out(session: Session, referral: m.Referral, full: bool = False) -> ReferralOut:

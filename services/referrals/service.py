@@ -32,7 +32,6 @@ from services.referrals.matching import (
     Hours,
     Match,
     Request,
-    code_to_type,
 )
 from services.referrals.matching import match as match_entries
 from services.referrals.notify import NotifierError, ProviderNotifier
@@ -192,15 +191,27 @@ class ConsentIn:
     channel: str
 
 
+# Words people text for a kind of help. Deliberately not the directory codes: "meth" is
+# methamphetamine, not methadone, and "op" or "th" are ordinary words.
+HELP_WORDS: dict[str, str] = {
+    "bupe": "buprenorphine", "bup": "buprenorphine", "buprenorphine": "buprenorphine",
+    "suboxone": "buprenorphine", "subutex": "buprenorphine", "sublocade": "buprenorphine",
+    "methadone": "methadone", "metadona": "methadone", "otp": "methadone",
+    "naltrexone": "naltrexone", "vivitrol": "naltrexone",
+    "detox": "withdrawal_management", "withdrawal": "withdrawal_management",
+    "residential": "residential", "rehab": "residential", "inpatient": "residential",
+    "outpatient": "outpatient", "counseling": "mental_health", "counselling": "mental_health",
+    "therapy": "mental_health", "syringe": "syringe_services", "syringes": "syringe_services",
+    "needles": "syringe_services", "naloxone": "naloxone", "narcan": "naloxone",
+    "housing": "housing", "shelter": "housing", "vivienda": "housing", "peer": "peer_support",
+}
+
+
 def parse_service_types(text: str | None) -> list[str]:
-    """Service types named in a message ("TREATMENT methadone"); default: treatment."""
+    """Kinds of help named in a message ("TREATMENT methadone"); default: treatment."""
     found: list[str] = []
-    for word in re.findall(r"[a-z_]+", (text or "").lower()):
-        slug = code_to_type(word) or {"bupe": "buprenorphine", "suboxone": "buprenorphine",
-                                      "detox": "withdrawal_management", "housing": "housing",
-                                      "shelter": "housing", "narcan": "naloxone",
-                                      "counselling": "mental_health",
-                                      "counseling": "mental_health"}.get(word)
+    for word in re.findall(r"[a-z]+", (text or "").lower()):
+        slug = HELP_WORDS.get(word)
         if slug and slug not in found:
             found.append(slug)
     return found or list(TREATMENT)
@@ -342,6 +353,8 @@ def handle_request(session: Session, settings: Settings, event: ReferralRequeste
     if _seen(session, event.event_id, now):
         return None
     region_id = event.region_id
+    if region_id is not None and centroid(region_id) is None:
+        region_id = None  # a whole state or province is too coarse: ask for a ZIP code
     if region_id is None and event.raw_text:
         for token in re.findall(r"\b\d{5}\b", event.raw_text):
             place = resolve_place(token)

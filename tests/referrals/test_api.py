@@ -90,6 +90,13 @@ def test_staff_api_needs_the_admin_token_and_valid_input(client: TestClient) -> 
         "service_types": ["buprenorphine"], "postal_code": "98104",
         "consent": {"shared_fields": ["name"], "wording": CONSENT}})
     assert bad.status_code == 422 and bad.json()["title"] == "Unknown consent field"
+    nowhere = client.post("/v1/referrals", headers=ADMIN, json={
+        "service_types": ["buprenorphine"], "consent": {"wording": CONSENT}})
+    assert nowhere.status_code == 422 and nowhere.json()["title"] == "Location required"
+    coarse = client.post("/v1/referrals", headers=ADMIN, json={
+        "service_types": ["buprenorphine"], "region_id": "us/wa/nowhere-county/00000",
+        "consent": {"wording": CONSENT}})
+    assert coarse.status_code == 422 and coarse.json()["title"] == "Unknown region"
     nul = client.post("/v1/referrals", headers=ADMIN, json={
         "service_types": ["buprenorphine"], "postal_code": "98104", "note": "a\x00b",
         "consent": {"wording": CONSENT}})

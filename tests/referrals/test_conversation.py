@@ -260,3 +260,12 @@ def test_spanish_requests_get_spanish_texts_and_spanish_speaking_places(
     _reply(settings, contact, "1", FakeNotifier())
     details = sms_bodies(settings.sqlalchemy_url)[-1]
     assert "Direccion: 100 Example Ave" in details and "abierto hasta las 20:00" in details
+
+
+def test_meth_is_not_methadone_and_a_state_is_too_coarse(settings: Settings) -> None:
+    assert service.parse_service_types("TREATMENT for meth") == list(service.TREATMENT)
+    assert service.parse_service_types("need suboxone or detox") == [
+        "buprenorphine", "withdrawal_management"]
+    load_directory(settings.sqlalchemy_url)
+    _request(settings, uuid.uuid4(), region_id="us/wa")
+    assert "reply with your ZIP code" in sms_bodies(settings.sqlalchemy_url)[-1]
