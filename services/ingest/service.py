@@ -140,6 +140,7 @@ def _normalize_sold_as(name: str) -> substances.SubstanceMatch:
     return substances.normalize_sold_as(name)
 
 
+@lru_cache(maxsize=16384)  # the event models are frozen: one instance can be shared
 def _detected(name: str, method: str = "ftir", confidence: float | None = None,
               percent: float | None = None) -> DetectedSubstanceV1:
     match = _normalize_substance(name)
