@@ -54,6 +54,9 @@ class DrugCheckResultV1(Event):
     adverse_reaction: bool | None = None
     # A collection site label under the submitting organisation (e.g. "Walk-in").
     collection_site: str | None = None
+    # A synthetic result (`lookout smoke`): it raises its own signal every time, teaches the
+    # detectors nothing, and its alert goes to test subscribers only.
+    canary: bool = False
 
 
 class OverdoseReportV1(Event):
@@ -86,6 +89,7 @@ class SignalBase(Event):
     severity: Severity
     occurred_at: AwareDatetime  # event time of the evidence that raised it
     evidence_event_ids: list[uuid.UUID] = Field(default_factory=list)
+    canary: bool = False  # raised by a canary result: for test subscribers only
 
 
 class ContaminationSignalV1(SignalBase):

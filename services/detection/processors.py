@@ -180,6 +180,9 @@ class Processor:
     # ------------------------------------------------------------------ contamination
 
     async def on_result(self, result: DrugCheckResultV1, partition: int, offset: int) -> None:
+        if result.canary:
+            await self._send_canary(result)
+            return
         region = result.region_id
         cfg = self.config.for_region(region)
         at = result.collected_at.timestamp()
@@ -253,6 +256,13 @@ class Processor:
             if rising:
                 out.append(rising)
         return out
+
+    async def _send_canary(self, result: DrugCheckResultV1) -> None:
+        """A canary (`lookout smoke`) raises its unexpected-adulterant signals every time,
+        with ids derived from its own event id, and leaves every table untouched."""
+        for signal in rules.unexpected_adulterants(result):
+            canary = signal.model_copy(update={"canary": True})
+            await self.send(canary.region_id, canary.model_dump_json())
 
     async def _send_contamination(self, result: DrugCheckResultV1,
                                   c: patterns.Candidate) -> None:

@@ -276,3 +276,20 @@ def test_write_behind_tables_hold_writes_until_flush_and_give_the_same_signals()
 
 async def _append(sent: list[dict[str, Any]], payload: str) -> None:
     sent.append(json.loads(payload))
+
+
+def test_canary_results_signal_every_time_and_teach_the_detectors_nothing() -> None:
+    run = Run()
+    first = result(1, T0, ["cocaine", "fentanyl"]).model_copy(update={"canary": True})
+    second = result(2, T0, ["cocaine", "fentanyl"]).model_copy(update={"canary": True})
+    signals = run.feed([first, second])
+    assert [(s["pattern"], s["substance_id"], s["canary"]) for s in signals] == [
+        ("unexpected_adulterant", "fentanyl", True)] * 2
+    assert signals[0]["event_id"] != signals[1]["event_id"]
+    assert run.feed([first])[0]["event_id"] == signals[0]["event_id"]  # replay: same id
+    assert not any((run.tables.seen, run.tables.episodes, run.tables.clusters,
+                    run.tables.positivity, run.tables.marks))
+    # A real result afterwards is still news: the canary did not make fentanyl "seen".
+    real = run.feed([result(3, T0, ["cocaine", "fentanyl"])])
+    assert {s["pattern"] for s in real} >= {"unexpected_adulterant", "novel_substance"}
+    assert not any(s["canary"] for s in real)
