@@ -312,19 +312,18 @@ def signup_page(request: Request, language: str = "en") -> HTMLResponse:
 
 
 @router.post("/signup", response_class=HTMLResponse, tags=["signup"])
-async def signup_start(request: Request, settings: AppSettings, session: DbSession,
+async def signup_start(request: Request, settings: AppSettings,
                        phone: Annotated[str, Form()], area: Annotated[str, Form()],
                        language: Annotated[str, Form()] = "en",
                        consent: Annotated[str | None, Form()] = None) -> HTMLResponse:
     try:
-        code = signup.start(session, settings, phone, area, language, consent is not None)
+        code = await asyncio.to_thread(_signup_start, settings, phone, area, language,
+                                       consent is not None)
     except ProblemError as exc:
-        session.rollback()
         return _signup_page(request, exc.status, language=language, error=exc.detail,
                             area=area)
     if code is None:
         return _signup_page(request, step="done", language=language)
-    session.commit()
     sms = make_backend(settings)
     try:
         await sms.send(code.phone, code.body)
@@ -336,6 +335,13 @@ async def signup_start(request: Request, settings: AppSettings, session: DbSessi
         await sms.close()
     SIGNUP_CODES.labels("sent").inc()
     return _signup_page(request, step="code", signup_id=str(code.signup_id), language=language)
+
+
+def _signup_start(settings: Settings, phone: str, area: str, language: str,
+                  consent: bool) -> signup.CodeToSend | None:
+    # Committed before the code is texted: the code the person gets is the one stored.
+    with session_scope(settings.sqlalchemy_url) as session:
+        return signup.start(session, settings, phone, area, language, consent)
 
 
 @router.post("/signup/confirm", response_class=HTMLResponse, tags=["signup"])
