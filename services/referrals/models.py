@@ -175,7 +175,8 @@ class Referral(Base):
     request_event_id: Mapped[uuid.UUID | None] = mapped_column(unique=True)
     contact_ref: Mapped[uuid.UUID | None] = mapped_column(index=True)  # personal
     status: Mapped[str] = mapped_column(String(20), index=True)
-    # What the conversation waits for: choice | location | followup | None (closed).
+    # What the conversation waits for: location | choice | handoff (until the follow-up)
+    # | followup | None (closed).
     awaiting: Mapped[str | None] = mapped_column(String(12))
     service_types: Mapped[list[str]] = mapped_column(JSON, default=list)
     language: Mapped[str] = mapped_column(String(8), default="en")

@@ -439,6 +439,9 @@ def handle_reply(session: Session, settings: Settings, event: SmsReceivedV1,
                         "referral_options", now)
             return None
         return choose(session, referral, number, "person", now)
+    if referral.awaiting == "handoff":
+        log.info("reply before the follow-up; kept the conversation as it is")
+        return None
     if referral.awaiting == "followup":
         if number == 1 or word in ("YES", "Y", "SI"):
             set_status(session, referral, "connected", "person", now)
@@ -541,7 +544,7 @@ def record_notice(session: Session, settings: Settings, handoff: HandOff, channe
         option["name"], option["address"] or "-", texts.hours_text(option, referral.language),
         option["phone"] or "-", referral.language), "referral_details", now)
     if referral.contact_ref is not None:
-        referral.awaiting = "followup"
+        referral.awaiting = "handoff"  # answers count once the follow-up has asked
 
 
 def hand_off(session: Session, settings: Settings, notifier: ProviderNotifier,

@@ -81,6 +81,10 @@ def test_a_whole_conversation_with_consent_respected(settings: Settings) -> None
     assert "206-555-0101" in details and "open now until 20:00" in details
     assert segment_count(details) <= 2
 
+    # A second "1" before the follow-up is not taken as "yes, connected".
+    _reply(settings, contact, "1", notifier, minutes=2)
+    assert statuses(settings.sqlalchemy_url)[-1] == "provider_notified"
+
     delay = timedelta(seconds=settings.referrals_followup_delay_seconds)
     assert _tick(settings, delay - timedelta(seconds=1))["followups"] == 0
     assert _tick(settings, delay + timedelta(minutes=1))["followups"] == 1
