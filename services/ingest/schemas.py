@@ -80,6 +80,9 @@ class DrugCheckIn(Strict):
     adverse_reaction: bool | None = None
     notes: str | None = Field(default=None, max_length=2000)
     collection_site: str | None = Field(default=None, max_length=120)
+    # A synthetic test result (`lookout smoke`): detection raises its own signal for it and
+    # learns nothing from it; its alert goes to test subscribers only.
+    canary: bool = False
 
     _collected = field_validator("collected_at")(not_in_future)
 

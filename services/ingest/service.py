@@ -174,7 +174,7 @@ def build_result_event(
         sold_as_class=str(sold_sub.cls) if sold_sub else None,
         form=body.form, methods=list(body.methods), substances=detected,
         strips=dict(body.strips), adverse_reaction=body.adverse_reaction,
-        collection_site=body.collection_site,
+        collection_site=body.collection_site, canary=body.canary,
     )
 
 

@@ -182,3 +182,15 @@ def test_cli_refuses_a_taken_site_name(settings: Settings, monkeypatch: pytest.M
         assert authenticate(session, key, "results").scopes == ("results", "reports")
     assert cli.main(["sites", "create", "Same"]) == 1
     assert "exists already" in capsys.readouterr().err
+
+
+def test_a_canary_result_carries_the_flag_to_its_event(
+    client: TestClient, settings: Settings
+) -> None:
+    auth = _site(settings, "A")
+    plain = client.post("/v1/drug-checks", json=drug_check("c-0"), headers=auth).json()
+    canary = client.post("/v1/drug-checks", json=drug_check("c-1", canary=True),
+                         headers=auth).json()
+    events = {e["event"]["sample_id"]: e["event"] for e in (
+        client.get(f"/v1/drug-checks/{r['id']}", headers=auth).json() for r in (plain, canary))}
+    assert (events["c-0"]["canary"], events["c-1"]["canary"]) == (False, True)
