@@ -43,7 +43,7 @@ def accepted(url: str) -> int:
 
 
 def run(count: int, rate: float, concurrency: int, db_url: str | None,
-        timeout: float) -> dict[str, object]:
+        timeout: float, workers: int = 1) -> dict[str, object]:
     tmp = Path(tempfile.mkdtemp(prefix="lookout-bench-alerts-"))
     print(f"logs in {tmp}", flush=True)
     port = free_port()
@@ -58,6 +58,7 @@ def run(count: int, rate: float, concurrency: int, db_url: str | None,
             stack = Stack(tmp, bootstrap, fake_url, rate=rate, extra_env={
                 "LOOKOUT_SMS_SEND_CONCURRENCY": str(concurrency),
                 "LOOKOUT_PUBLIC_ALERTS_URL": "",  # no status callbacks: sending only
+                "LOOKOUT_SMS_STALE_SENDING_SECONDS": "30",
                 **({"LOOKOUT_DATABASE_URL": db_url} if db_url else {})})
             stack.migrate() if not db_url else None
             target = db_url or stack.db_url
@@ -75,8 +76,9 @@ def run(count: int, rate: float, concurrency: int, db_url: str | None,
                     break
                 except httpx.HTTPError:
                     time.sleep(0.2)
-            worker = stack.start("alerts-worker")
-            time.sleep(8)  # let the worker join its consumer groups
+            procs = [stack.start("alerts-worker", label=f"alerts-worker-{i + 1}")
+                     for i in range(workers)]
+            time.sleep(8 + 6 * (workers - 1))  # let the workers join their groups
             started = time.monotonic()
             asyncio.run(publish_signal(bootstrap))
             first_at = None
@@ -90,13 +92,17 @@ def run(count: int, rate: float, concurrency: int, db_url: str | None,
                 samples.append((round(now - started, 2), n))
                 if n >= count:
                     break
-                if worker.poll() is not None:
-                    raise RuntimeError(f"the worker died; see {tmp}/alerts-worker.log")
+                if any(p.poll() is not None for p in procs):
+                    raise RuntimeError(f"a worker died; see the logs in {tmp}")
                 last_n = n
                 time.sleep(0.25)
             done_at = time.monotonic()
+            time.sleep(2)  # a late duplicate would show now
             handed = accepted(fake_url)
-            rss = {"alerts-worker": peak_rss_mb(worker.pid), "fake-twilio": peak_rss_mb(fake.pid)}
+            recipients = len({m["to"] for m in httpx.get(f"{fake_url}/_fake/messages",
+                                                         timeout=120).json()})
+            rss = {f"alerts-worker-{i + 1}": peak_rss_mb(p.pid) for i, p in enumerate(procs)}
+            rss["fake-twilio"] = peak_rss_mb(fake.pid)
             stack.stop_all()
     finally:
         fake.terminate()
@@ -105,7 +111,9 @@ def run(count: int, rate: float, concurrency: int, db_url: str | None,
     sending = done_at - (first_at or started)
     result: dict[str, object] = {
         "subscribers": count, "rate_limit": rate, "concurrency": concurrency,
+        "workers": workers,
         "database": "postgresql" if db_url else "sqlite", "handed_over": handed,
+        "distinct_recipients": recipients,
         "seconds_signal_to_all": round(done_at - started, 2),
         "seconds_first_to_last": round(sending, 2),
         "messages_per_second": round(handed / sending, 1) if sending > 0 else None,
@@ -132,18 +140,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="alerts worker processes (a rate limit is per process)")
     parser.add_argument("--quick", action="store_true", help="3,000 subscribers")
     args = parser.parse_args(argv)
     count = 3000 if args.quick else args.subscribers
-    result = run(count, args.rate, args.concurrency, args.database_url, args.timeout)
+    result = run(count, args.rate, args.concurrency, args.database_url, args.timeout,
+                 args.workers)
     for key, value in result.items():
         if key != "samples":
             print(f"{key:>24}: {value}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = f"alerts_fanout_{count}_rate{int(args.rate)}{'_quick' if args.quick else ''}.json"
+    name = (f"alerts_fanout_{count}_rate{int(args.rate)}_w{args.workers}"
+            f"{'_quick' if args.quick else ''}.json")
     (RESULTS / name).write_text(json.dumps(result, indent=2))
     print(f"saved {RESULTS / name}")
-    ok = result["handed_over"] == count
+    ok = result["handed_over"] == count == result["distinct_recipients"]
     if args.rate > 0:
         ok = ok and float(result.get("rate_error_pct", 100)) <= 5  # type: ignore[arg-type]
     return 0 if ok else 1

@@ -231,9 +231,14 @@ async def recover_on_start() -> None:
 
 @app.timer(1.0)
 async def dispatch() -> None:
-    for alert_id in await asyncio.to_thread(_housekeeping):
-        await fan_out_and_publish(alert_id)
-    await reconcile()
+    # Never let one failing tick stop the timer (e.g. two workers fanning out one alert at
+    # once: one of them meets the unique (alert, subscriber) key and tries again next tick).
+    try:
+        for alert_id in await asyncio.to_thread(_housekeeping):
+            await fan_out_and_publish(alert_id)
+        await reconcile()
+    except Exception:
+        log.exception("dispatch tick failed; retrying on the next one")
 
 
 # ---- sending --------------------------------------------------------------------------------

@@ -129,12 +129,13 @@ class Stack:
     def migrate(self) -> None:
         upgrade(self.db_url)
 
-    def start(self, name: str, **env: str) -> subprocess.Popen[bytes]:
-        log = self.logs.get(name) or (self.tmp / f"{name}.log").open("ab")
-        self.logs[name] = log
+    def start(self, name: str, label: str | None = None, **env: str) -> subprocess.Popen[bytes]:
+        label = label or name
+        log = self.logs.get(label) or (self.tmp / f"{label}.log").open("ab")
+        self.logs[label] = log
         proc = subprocess.Popen(command(name), env={**self.env, **env}, cwd=REPO_ROOT,
                                 stdout=log, stderr=subprocess.STDOUT)
-        self.procs[name] = proc
+        self.procs[label] = proc
         return proc
 
     def wait_api(self, within: float = 60) -> None:
