@@ -59,5 +59,6 @@ def seed_demo(settings: Settings) -> Demo:
             session.add(subscriber)
             session.flush()
             session.add(Subscription(subscriber_id=subscriber.id, region_id=region.id))
+        subscriber.is_test = True  # receives `lookout smoke`'s canary alerts
     seed_directory(settings)  # ~50 fictional providers (HSDS), upserted by id
     return Demo(api_key=key, region_id=region.id, region_name=region.name)

@@ -28,8 +28,11 @@ class SmokeFailedError(RuntimeError):
     pass
 
 
-def demo_result(sample_id: str) -> dict[str, object]:
+def demo_result(sample_id: str, canary: bool = False) -> dict[str, object]:
+    """Fentanyl found in a sample sold as cocaine, in the demo region. A canary result raises
+    its own signal every time and its alert goes to test subscribers only."""
     return {
+        "canary": canary,
         "sample_id": sample_id,
         "collected_at": datetime.now(UTC).isoformat(),
         "location": {"postal_code": DEMO_POSTAL_CODE},
@@ -50,7 +53,7 @@ def run_smoke(settings: Settings, api_key: str | None = None, timeout: float = 3
     with httpx.Client(timeout=10) as client:
         try:
             response = client.post(f"{ingest}/v1/drug-checks",
-                                   json=demo_result(f"smoke-{uuid.uuid4()}"),
+                                   json=demo_result(f"smoke-{uuid.uuid4()}", canary=True),
                                    headers={"Authorization": f"Bearer {key}"})
         except httpx.HTTPError as exc:
             raise SmokeFailedError(f"ingest is not answering at {ingest}: {exc}") from exc

@@ -6,7 +6,16 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, UTCDateTime, utcnow
@@ -40,6 +49,8 @@ class Subscriber(Base):
     code_attempts: Mapped[int] = mapped_column(Integer, default=0)
     # Until when replies that are not keywords go to referrals (sms.inbound.v1).
     conversation_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A test phone (operators, the demo subscriber): the only recipients of canary alerts.
+    is_test: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Subscription(Base):

@@ -13,7 +13,7 @@ from datetime import timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import exists, func, select, true, update
 from sqlalchemy.orm import Session
 
 from services.alerts.models import (
@@ -103,6 +103,8 @@ def alert_from_signal(
         return existing
     now = utcnow()
     substance_id = getattr(signal, "substance_id", None)
+    if signal.canary:
+        return _canary_alert(session, settings, signal, substance_id)
     open_alert = session.scalar(
         select(Alert).where(
             Alert.region_id == signal.region_id,
@@ -138,6 +140,26 @@ def alert_from_signal(
     _set_texts(alert, texts)
     if auto_approves(settings, signal.severity, signal.region_id):
         _approve(alert, "policy:auto")
+    session.add(alert)
+    session.flush()
+    _add_sources(session, alert, signal)
+    audit(session, alert, SYSTEM, "create", None)
+    return alert
+
+
+def _canary_alert(session: Session, settings: Settings,
+                  signal: ContaminationSignalV1 | SpikeSignalV1,
+                  substance_id: str | None) -> Alert:
+    """A canary signal (`lookout smoke`) gets an alert of its own, marked TEST, approved by
+    policy and sent only to test subscribers (see `fan_out_page`)."""
+    now = utcnow()
+    alert = Alert(
+        region_id=signal.region_id, region_name=signal.region_name,
+        substance_id=substance_id, severity=signal.severity, status="draft", created_at=now,
+        expires_at=now + timedelta(hours=1), kind="canary", signal_count=1,
+    )
+    _set_texts(alert, {lang: f"[TEST] {text}" for lang, text in alert_texts(signal).items()})
+    _approve(alert, "policy:canary")
     session.add(alert)
     session.flush()
     _add_sources(session, alert, signal)
@@ -198,6 +220,7 @@ def fan_out_page(session: Session, alert: Alert,
                               Subscription.region_id.in_(regions)))
         .where(~exists().where(Delivery.alert_id == alert.id,
                                Delivery.subscriber_id == Subscriber.id))
+        .where(Subscriber.is_test.is_(True) if alert.kind == "canary" else true())
         .order_by(Subscriber.id)
         .limit(PAGE_SIZE)
     )

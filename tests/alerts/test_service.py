@@ -15,11 +15,12 @@ from tests.builders import contamination_signal
 
 
 def add_subscriber(settings: Settings, phone: str, region_id: str,
-                   status: str = "active") -> Subscriber:
+                   status: str = "active", is_test: bool = False) -> Subscriber:
     with session_scope(settings.sqlalchemy_url) as session:
         sub = Subscriber(phone_encrypted=encrypt_phone(settings.secret_key, phone),
                          phone_hash=phone_lookup_hash(settings.secret_key, phone),
-                         status=status, consent_at=datetime.now(UTC), consent_channel="test")
+                         status=status, consent_at=datetime.now(UTC), consent_channel="test",
+                         is_test=is_test)
         session.add(sub)
         session.flush()
         session.add(Subscription(subscriber_id=sub.id, region_id=region_id))
@@ -69,3 +70,28 @@ def test_fan_out_reaches_active_subscribers_of_the_region_and_its_parents(
         assert alert.status == "sending"
         pages = list(service.pending_deliveries(session, alert.id))
         assert sum(len(p) for p in pages) == 3
+
+
+def test_canary_signals_get_their_own_test_alert_for_test_subscribers_only(
+    settings: Settings,
+) -> None:
+    tester = add_subscriber(settings, "+12065550191", "us/wa/king-county/98104", is_test=True)
+    add_subscriber(settings, "+12065550192", "us/wa/king-county/98104")
+    with session_scope(settings.sqlalchemy_url) as session:
+        real = service.alert_from_signal(session, settings, contamination_signal())
+        canaries = [
+            service.alert_from_signal(
+                session, settings,
+                contamination_signal(severity="warning").model_copy(update={"canary": True}))
+            for _ in range(2)
+        ]
+        assert len({real.id, *(c.id for c in canaries)}) == 3  # never merged
+        for canary in canaries:
+            assert canary.kind == "canary" and canary.status == "approved"
+            assert canary.approved_by == "policy:canary"
+            assert canary.body_en.startswith("[TEST]")
+            assert service.fan_out(session, canary) == 1
+            got = session.scalars(select(Delivery.subscriber_id)
+                                  .where(Delivery.alert_id == canary.id)).all()
+            assert got == [tester.id]
+        assert service.fan_out(session, real) == 2  # a real alert reaches everyone

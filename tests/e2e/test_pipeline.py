@@ -136,6 +136,13 @@ def test_a_fentanyl_in_cocaine_result_texts_the_subscriber_once(
 
             time.sleep(2)
             assert len(twilio.messages()) == 1, "a second SMS was sent for one result"
+
+            # `lookout smoke` works every time: its canary raises its own TEST alert for the
+            # demo (test) subscriber, while real detection state is left alone.
+            for run in (1, 2):
+                smoke = _lookout(env, "smoke", "--timeout", "30")
+                assert "handed to the twilio backend" in smoke and "[TEST]" in smoke, smoke
+                assert len(twilio.messages()) == 1 + run
             crashed = {n: p.returncode for n, p in procs.items() if p.poll() is not None}
             assert not crashed, f"processes died: {crashed}"
         finally:
