@@ -30,8 +30,26 @@ StripResult = Literal["positive", "negative", "invalid", "not_tested"]
 StripName = Annotated[str, StringConstraints(min_length=1, max_length=40)]
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # NUL is never meaningful here, and PostgreSQL text cannot hold it.
+        if _has_nul(value):
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
 def not_in_future(value: datetime) -> datetime:

@@ -194,3 +194,17 @@ def test_a_canary_result_carries_the_flag_to_its_event(
     events = {e["event"]["sample_id"]: e["event"] for e in (
         client.get(f"/v1/drug-checks/{r['id']}", headers=auth).json() for r in (plain, canary))}
     assert (events["c-0"]["canary"], events["c-1"]["canary"]) == (False, True)
+
+
+@pytest.mark.parametrize("change", [{"sample_id": "a\u0000b"}, {"sold_as": "\u0000"},
+                                    {"substances": [{"name": "x\u0000"}]}])
+def test_nul_characters_are_a_422_not_a_database_error(
+    client: TestClient, settings: Settings, change: dict[str, Any]
+) -> None:
+    """Found by fuzzing: PostgreSQL text cannot hold NUL (it was a 500 there)."""
+    auth = _site(settings, "A")
+    single = client.post("/v1/drug-checks", json=drug_check(**change), headers=auth)
+    assert single.status_code == 422
+    batch = client.post("/v1/drug-checks", json=[drug_check(**change)], headers=auth)
+    assert batch.status_code == 200
+    assert batch.json()["items"][0]["reason"] == "validation"

@@ -84,8 +84,10 @@ def test_fuzzing_the_openapi_document_gives_no_5xx_and_accepts_nothing_invalid(
             assert _acceptable(case.path, case.body, validators), case.body
 
     def fuzz(mode: GenerationMode) -> None:
+        # derandomize: the same examples on every run, so the shared CI is not made red
+        # by a new random find; run with more examples by hand to hunt (see docs/ingest.md)
         @hypothesis_settings(max_examples=EXAMPLES_PER_MODE, deadline=None, database=None,
-                             suppress_health_check=list(HealthCheck))
+                             suppress_health_check=list(HealthCheck), derandomize=True)
         @given(case=schema.as_strategy(generation_mode=mode))
         def run(case: Any) -> None:
             check(case, mode)
