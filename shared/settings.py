@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     detection_regions_json: str = ""
     # Faust consumers: longest wait for a fetch to fill (faust hard-codes 1500 ms).
     stream_fetch_max_wait_ms: int = Field(default=10, ge=0)
+    # Consumer-group session: Tansu delays a first join by half of it, and a member that
+    # misses heartbeats this long is dropped.
+    stream_session_timeout: float = Field(default=8.0, gt=0)
+    stream_heartbeat_interval: float = Field(default=2.0, gt=0)
 
     # Referrals: matching, conversation timing, retention of personal data.
     referrals_worker_metrics_port: int = 9104

@@ -68,6 +68,9 @@ def make_faust_app(name: str, settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         broker_commit_every=100,
         broker_commit_interval=0.5,
+        broker_session_timeout=settings.stream_session_timeout,
+        broker_heartbeat_interval=settings.stream_heartbeat_interval,
+        broker_rebalance_timeout=settings.stream_session_timeout,
     )
     app.fetch_max_wait_ms = settings.stream_fetch_max_wait_ms
     return app
