@@ -1,0 +1,42 @@
+"""Run every benchmark one after the other (`make bench`; `--quick` for a short pass).
+
+Each benchmark prints its own figures and saves JSON under benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+BENCHMARKS = [
+    "benchmarks.ingest.throughput",
+    "benchmarks.detection.throughput",
+    "benchmarks.detection.latency",
+    "benchmarks.detection.backtest_bc",
+    "benchmarks.alerts.fanout",
+    "benchmarks.referrals.matching",
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="each benchmark's short mode")
+    args = parser.parse_args()
+    failed = []
+    for module in BENCHMARKS:
+        print(f"\n=== {module} ===", flush=True)
+        started = time.monotonic()
+        cmd = [sys.executable, "-m", module, *(["--quick"] if args.quick else [])]
+        code = subprocess.run(cmd, check=False).returncode
+        print(f"=== {module}: exit {code} in {time.monotonic() - started:.0f}s", flush=True)
+        if code != 0:
+            failed.append(module)
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
