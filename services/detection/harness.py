@@ -7,44 +7,23 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from shared.broker import start_tansu
+from shared.broker import free_port, running_tansu
 from shared.events import DrugCheckResultV1, OverdoseReportV1
-from shared.kafka import ensure_topics, wait_for_broker
 from shared.settings import REPO_ROOT
 from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS, SIGNALS
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def tansu() -> Iterator[str]:
-    """A fresh Tansu broker (memory storage) on a free loopback port, topics created."""
-    port = free_port()
-    proc = start_tansu("127.0.0.1", port)
-    bootstrap = f"127.0.0.1:{port}"
-    try:
-        asyncio.run(wait_for_broker(bootstrap, 30))
-        asyncio.run(ensure_topics(bootstrap))
-        yield bootstrap
-    finally:
-        proc.terminate()
-        proc.wait(10)
+tansu = running_tansu  # a fresh broker on a free port, topics created
+__all__ = ["free_port", "tansu"]
 
 
 class Worker:

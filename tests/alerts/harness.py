@@ -3,13 +3,10 @@ worker and API started with `lookout`, many subscribers seeded fast, a signal pu
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,10 +18,9 @@ from sqlalchemy import insert
 
 from services.alerts.models import Subscriber, Subscription
 from services.stack import command
-from shared.broker import start_tansu
+from shared.broker import running_tansu
 from shared.crypto import encrypt_phone, phone_lookup_hash
 from shared.db import get_engine
-from shared.kafka import ensure_topics, wait_for_broker
 from shared.migrate import upgrade
 from shared.topics import SIGNALS
 from tests.builders import contamination_signal
@@ -40,18 +36,7 @@ def phone_of(i: int) -> str:
     return f"+1206{2000000 + i:07d}"
 
 
-@contextmanager
-def tansu() -> Iterator[str]:
-    port = free_port()
-    proc = start_tansu("127.0.0.1", port)
-    bootstrap = f"127.0.0.1:{port}"
-    try:
-        asyncio.run(wait_for_broker(bootstrap, 30))
-        asyncio.run(ensure_topics(bootstrap))
-        yield bootstrap
-    finally:
-        proc.terminate()
-        proc.wait(10)
+tansu = running_tansu  # a fresh broker on a free port, topics created
 
 
 def seed_subscribers(url: str, secret_key: str, count: int, region: str = REGION,
