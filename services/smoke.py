@@ -41,7 +41,7 @@ def demo_result(sample_id: str, canary: bool = False) -> dict[str, object]:
         "methods": ["ftir", "fentanyl_strip"],
         "substances": [{"name": "Cocaine HCl", "method": "ftir"},
                        {"name": "Fentanyl HCl", "method": "ftir"}],
-        "strips": {"fentanyl": "positive"},
+        "strips": {"fentanyl_strip": "positive"},
     }
 
 
