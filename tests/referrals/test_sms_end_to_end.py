@@ -15,9 +15,8 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +26,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from twilio.request_validator import RequestValidator
 
 from services.stack import command
-from shared.broker import running_tansu
 from shared.fakes.twilio_server import FakeTwilioServer
 from shared.gsm import segment_count
 from shared.topics import REFERRAL_EVENTS, REFERRAL_REQUESTS, SMS_INBOUND
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT, free_port, run_lookout
 from tests.referrals.test_hsds import CSV_PACKAGE, JSON_SERVICES
 from tests.referrals.webhook_server import WebhookServer
 
@@ -43,19 +41,6 @@ PROCESSES = ["alerts", "alerts-worker", "relay", "referrals", "referrals-worker"
 ADMIN = {"Authorization": "Bearer dev-admin-token"}
 ALWAYS_OPEN = ("id,service_id,freq,byday,opens_at,closes_at,description\n"
                "sch-harbor-bup,svc-harbor-bup,WEEKLY,,00:00,23:59,24 hours (for this test)\n")
-
-
-@pytest.fixture
-def own_broker() -> Iterator[str]:
-    with running_tansu() as bootstrap:
-        yield bootstrap
-
-
-def _lookout(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "services.cli", *args], env=env, cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def _wait_for(what: str, check: Callable[[], Any], within: float) -> Any:
@@ -136,13 +121,13 @@ def test_a_referral_over_sms_from_treatment_to_connected(own_broker: str,
             "LOOKOUT_REFERRALS_FOLLOWUP_DELAY_SECONDS": "3",
             "LOOKOUT_REFERRALS_TICK_SECONDS": "0.5",
         }
-        _lookout(env, "db", "upgrade")
-        assert "rejected: 15" in _lookout(env, "providers", "import", str(CSV_PACKAGE))
-        _lookout(env, "providers", "import", str(JSON_SERVICES))
+        run_lookout(env, "db", "upgrade")
+        assert "rejected: 15" in run_lookout(env, "providers", "import", str(CSV_PACKAGE))
+        run_lookout(env, "providers", "import", str(JSON_SERVICES))
         # The sample clinic keeps office hours; make it open whenever this test runs.
         patch = tmp_path / "schedule.csv"
         patch.write_text(ALWAYS_OPEN)
-        assert "imported: 1 schedule" in _lookout(env, "providers", "import", str(patch))
+        assert "imported: 1 schedule" in run_lookout(env, "providers", "import", str(patch))
 
         logs = {name: (tmp_path / f"{name}.log").open("w") for name in PROCESSES}
         procs = {name: subprocess.Popen(command(name), env=env, cwd=REPO_ROOT,
