@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HTTP_REQUESTS = Counter(
     "lookout_http_requests_total",
@@ -26,32 +26,45 @@ AGENT_MESSAGES = Counter(
 )
 
 
-def _route_template(request: Request) -> str:
-    """The matched route's template (set by the router in the scope), never the raw path."""
-    route = request.scope.get("route")
-    return str(getattr(route, "path_format", None) or getattr(route, "path", None)
-               or "unmatched")
+class MetricsMiddleware:
+    """Pure ASGI middleware that counts and times every HTTP request by route template.
+
+    (Starlette's `BaseHTTPMiddleware` costs a task and a stream per request; this does not.)
+    """
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            # the router puts the matched route in the scope: its template, never the raw path
+            route = scope.get("route")
+            template = str(getattr(route, "path_format", None) or getattr(route, "path", None)
+                           or "unmatched")
+            method = scope["method"]
+            HTTP_REQUESTS.labels(self.service, method, template, str(status)).inc()
+            HTTP_LATENCY.labels(self.service, method, template).observe(
+                time.perf_counter() - start)
 
 
 def instrument_app(app: FastAPI, service: str) -> None:
     """Count and time every request, and serve `/metrics`."""
-
-    @app.middleware("http")
-    async def _measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        start = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = _route_template(request)
-            HTTP_REQUESTS.labels(service, request.method, route, str(status)).inc()
-            HTTP_LATENCY.labels(service, request.method, route).observe(
-                time.perf_counter() - start
-            )
+    app.add_middleware(MetricsMiddleware, service=service)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
