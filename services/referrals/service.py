@@ -49,7 +49,10 @@ STATUS_CHANGES = Counter("lookout_referrals_status_changes_total",
                          "Referral status changes", ["status", "source"])
 OPEN = ("requested", "options_sent", "chosen", "provider_notified")
 FINAL = ("connected", "declined", "no_response", "stopped")
-STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"}
+STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "ALTO", "PARAR",
+              "ARRET", "ARRETER"}
+YES_WORDS = {"YES", "Y", "SI", "OUI"}
+NO_WORDS = {"NO", "N", "NON"}
 # Fields a person may agree to share with the provider they choose.
 SHAREABLE = ("service_type", "language", "region", "age", "payment", "note", "callback_phone")
 SMS_CONSENT_FIELDS = ["service_type", "language", "region"]
@@ -412,7 +415,7 @@ def handle_reply(session: Session, settings: Settings, event: SmsReceivedV1,
     if _seen(session, event.event_id, now):
         return None
     body = event.body.strip()
-    word = body.upper().rstrip(".! ")
+    word = texts.gsm(body).upper().rstrip(".! ")  # "Sí", "Arrêt" -> "SI", "ARRET"
     open_referrals = _open_for(session, event.contact_ref)
     if word in STOP_WORDS:
         for referral in open_referrals:
@@ -443,11 +446,11 @@ def handle_reply(session: Session, settings: Settings, event: SmsReceivedV1,
         log.info("reply before the follow-up; kept the conversation as it is")
         return None
     if referral.awaiting == "followup":
-        if number == 1 or word in ("YES", "Y", "SI"):
+        if number == 1 or word in YES_WORDS:
             set_status(session, referral, "connected", "person", now)
             text_person(session, referral, texts.thanks_text(True, referral.language),
                         "referral_closed", now)
-        elif number == 2 or word in ("NO", "N"):
+        elif number == 2 or word in NO_WORDS:
             set_status(session, referral, "declined", "person", now)
             text_person(session, referral, texts.thanks_text(False, referral.language),
                         "referral_closed", now)

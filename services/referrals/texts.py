@@ -1,5 +1,6 @@
 """The SMS texts of a referral conversation: plain GSM-7, at most two segments each, in the
-person's language (English and Spanish; other languages get English)."""
+person's language (English, Spanish and French, as the alerts service; other languages get
+English). Accents are written here for readers and dropped by `gsm` on the way out."""
 
 from __future__ import annotations
 
@@ -63,6 +64,35 @@ TEXTS: dict[str, dict[str, str]] = {
                      "ayuda.",
         "not_connected": "Lookout: lamentamos que no funciono.",
         "try_again": "Textea TREATMENT para intentar de nuevo.",
+    },
+    "fr": {
+        "stop": "STOP pour arrêter.",
+        "fallback": "En crise, appelez ou textez le 988. Pour d'autres services, appelez le "
+                    "211.",
+        "head": "Lookout: des lieux qui peuvent vous aider, près de vous:",
+        "open_now": "ouvert",
+        "opens_in": "ouvre dans {minutes}min",
+        "reply": "Répondez {numbers}. Nous disons seulement au lieu choisi ce dont vous avez "
+                 "besoin et votre langue.",
+        "coming": "Lookout: {name} sait que vous venez.",
+        "address": "Adresse: {address}",
+        "hours": "Horaires: {hours}",
+        "phone": "Téléphone: {phone}",
+        "later": "Nous reprendrons contact plus tard.",
+        "open_until": "ouvert jusqu'à {time}",
+        "open_24h": "ouvert 24 h sur 24",
+        "opens_in_long": "ouvre dans {minutes} min",
+        "followup": "Lookout: avez-vous pu les joindre? Répondez 1 oui, 2 non, 3 autres "
+                    "options.",
+        "none_found": "Lookout: aucun lieu ouvert près de vous pour le moment.",
+        "again_later": "Textez TRAITEMENT plus tard.",
+        "ask_location": "Lookout: pour trouver de l'aide près de vous, répondez avec votre "
+                        "code ZIP ou votre ville (ex.: Surrey, BC).",
+        "ask_choice": "Lookout: répondez {numbers} pour choisir un lieu.",
+        "connected": "Lookout: tant mieux si vous avez pu les joindre. Textez TRAITEMENT "
+                     "quand vous avez besoin d'aide.",
+        "not_connected": "Lookout: désolé que cela n'ait pas marché.",
+        "try_again": "Textez TRAITEMENT pour réessayer.",
     },
 }
 

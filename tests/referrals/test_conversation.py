@@ -273,3 +273,37 @@ def test_meth_is_not_methadone_and_a_state_is_too_coarse(settings: Settings) -> 
     load_directory(settings.sqlalchemy_url)
     _request(settings, uuid.uuid4(), region_id="us/wa")
     assert "reply with your ZIP code" in sms_bodies(settings.sqlalchemy_url)[-1]
+
+
+def test_a_french_conversation_in_french_with_oui_and_arret(settings: Settings) -> None:
+    load_directory(settings.sqlalchemy_url)
+    contact = uuid.uuid4()
+    notifier = FakeNotifier()
+    event = requested(contact, text="TRAITEMENT").model_copy(update={"language": "fr"})
+    with session_scope(settings.sqlalchemy_url) as session:
+        service.handle_request(session, settings, event, TUESDAY_10AM)
+    options = sms_bodies(settings.sqlalchemy_url)[-1]
+    assert options.startswith("Lookout: des lieux qui peuvent vous aider, pres de vous:")
+    assert "1 Eastside Methadone" in options  # offers interpreters
+    assert "Harbor" not in options and "North Outpatient" not in options  # en/es only
+    assert options.endswith("STOP pour arreter.") and segment_count(options) <= 2
+
+    assert _reply(settings, contact, "1", notifier) == "manual"  # no channel: staff read it
+    with session_scope(settings.sqlalchemy_url) as session:
+        notice = session.scalars(select(m.ProviderNotice)).one()
+        assert notice.payload is not None and notice.payload["language"] == "fr"
+    assert sms_bodies(settings.sqlalchemy_url)[-1].startswith(
+        "Lookout: Eastside Methadone sait que vous venez.")
+    _tick(settings, timedelta(seconds=settings.referrals_followup_delay_seconds + 60))
+    assert sms_bodies(settings.sqlalchemy_url)[-1].startswith(
+        "Lookout: avez-vous pu les joindre?")
+    _reply(settings, contact, "Oui!", notifier, minutes=300)
+    assert statuses(settings.sqlalchemy_url)[-1] == "connected"
+    assert sms_bodies(settings.sqlalchemy_url)[-1].startswith("Lookout: tant mieux")
+
+    other = uuid.uuid4()  # an accented STOP word ends a French conversation too
+    with session_scope(settings.sqlalchemy_url) as session:
+        service.handle_request(session, settings, requested(other).model_copy(
+            update={"language": "fr"}), TUESDAY_10AM)
+    assert _reply(settings, other, "Arrêt", notifier) is None
+    assert statuses(settings.sqlalchemy_url)[-1] == "stopped"

@@ -30,9 +30,35 @@ def test_every_fixed_text_is_one_segment_of_gsm7() -> None:
 
 
 def test_spanish_texts_are_gsm7_and_other_languages_fall_back_to_english() -> None:
-    for language in ("es", "fr"):
+    for language in ("es", "zh"):
         for body in (texts.followup_text(language), texts.none_found_text(language),
                      texts.ask_location_text(language), texts.thanks_text(False, language)):
             assert is_gsm7(body) and segment_count(body) <= 2, body
     assert texts.followup_text("es").startswith("Lookout: pudiste conectar?")
-    assert texts.followup_text("fr") == texts.followup_text("en")
+    assert texts.followup_text("zh") == texts.followup_text("en")
+
+
+def test_french_has_every_text_and_each_fits_two_gsm7_segments() -> None:
+    assert set(texts.TEXTS["fr"]) == set(texts.TEXTS["en"])
+    long_options = [{"name": f"Centre de santé communautaire Côte-des-Neiges numéro {n} "
+                     + "très long " * 8, "distance_km": 2.0 * n,
+                     "opens_in_minutes": 0 if n == 1 else 30} for n in (1, 2, 3)]
+    bodies = [
+        texts.options_text(long_options, "fr"),
+        texts.details_text("Clinique " * 20, "1200 rue Sainte-Catherine " * 5,
+                           texts.hours_text({"opens_in_minutes": 0, "closes_at": "20:00"},
+                                            "fr"), "604-555-0101", "fr"),
+        texts.followup_text("fr"), texts.none_found_text("fr"), texts.ask_location_text("fr"),
+        texts.ask_choice_text(3, "fr"), texts.thanks_text(True, "fr"),
+        texts.thanks_text(False, "fr")]
+    for body in bodies:
+        assert is_gsm7(body) and segment_count(body) <= 2, body
+    options, details, followup = bodies[:3]
+    assert options.startswith("Lookout: des lieux qui peuvent vous aider, pres de vous:")
+    assert "\n1 Centre de sante" in options and "\n3 " in options
+    assert "ouvre dans 30min" in options and "Repondez 1, 2, 3." in options
+    assert options.endswith("STOP pour arreter.")
+    assert "Telephone: 604-555-0101" in details and "ouvert jusqu'a 20:00" in details
+    assert followup == ("Lookout: avez-vous pu les joindre? Repondez 1 oui, 2 non, 3 autres "
+                        "options. STOP pour arreter.")
+    assert texts.t("fr-CA", "open_24h") == "ouvert 24 h sur 24"
