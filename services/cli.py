@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="sites_command", required=True)
     p = sites.add_parser("create", help="create a site; prints its API key on the last line")
     p.add_argument("name")
-    p.add_argument("--scopes", nargs="+", choices=["results", "reports"],
+    p.add_argument("--scopes", nargs="+", choices=["results", "reports", "referrals"],
                    default=["results", "reports"])
     p.set_defaults(func=cmd_sites_create)
     p = sub.add_parser("serve", help="run one HTTP service")

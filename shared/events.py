@@ -179,3 +179,19 @@ class ReferralEventV1(Event):
     language: str | None = None
     provider_service_id: str | None = None  # HSDS service id of the chosen provider
     option_count: int = 0
+
+
+class SiteKeyChangedV1(Event):
+    """A site's API key was created or revoked (topic `sites.keys.v1`, key key_id), with the
+    key's whole state after the change, so a consumer can keep a replica by upsert. Carries
+    the key's SHA-256 hash, never the key. Revocation is final: a consumer keeps a key revoked
+    whatever older event arrives later."""
+
+    key_id: uuid.UUID
+    site_id: uuid.UUID
+    site_name: str
+    key_hash: str
+    scopes: list[str]
+    created_at: AwareDatetime
+    revoked_at: AwareDatetime | None = None
+    occurred_at: AwareDatetime

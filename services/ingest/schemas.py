@@ -210,7 +210,7 @@ class ApiKeyOut(BaseModel):
 
 
 class ApiKeyCreate(Strict):
-    scopes: list[Literal["results", "reports"]] = Field(
+    scopes: list[Literal["results", "reports", "referrals"]] = Field(
         default=["results", "reports"], min_length=1)
 
 
@@ -234,7 +234,8 @@ class SubmissionOut(BaseModel):
 
 class SiteCreate(Strict):
     name: str = Field(min_length=1, max_length=200)
-    scopes: list[Literal["results", "reports"]] = Field(default=["results", "reports"])
+    scopes: list[Literal["results", "reports", "referrals"]] = Field(
+        default=["results", "reports"])
 
 
 class SiteCreated(BaseModel):

@@ -26,10 +26,15 @@ from services.ingest.schemas import DrugCheckIn, Location, OverdoseReportIn
 from shared import regions, substances
 from shared.crypto import hash_api_key, new_api_key
 from shared.db import utcnow
-from shared.events import DetectedSubstanceV1, DrugCheckResultV1, OverdoseReportV1
+from shared.events import (
+    DetectedSubstanceV1,
+    DrugCheckResultV1,
+    OverdoseReportV1,
+    SiteKeyChangedV1,
+)
 from shared.outbox import outbox_row
 from shared.problems import ProblemError
-from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS
+from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS, SITE_KEYS
 
 PRODUCER = "ingest"
 
@@ -99,9 +104,10 @@ def create_site(session: Session, name: str, scopes: list[str],
     except IntegrityError as exc:
         raise ProblemError(409, "Conflict", f"A site named {name!r} exists already.") from exc
     key = api_key or new_api_key()
-    session.add(ApiKey(site_id=site.id, key_hash=hash_api_key(key), prefix=key[:8],
-                       scopes=scopes))
+    row = ApiKey(site_id=site.id, key_hash=hash_api_key(key), prefix=key[:8], scopes=scopes)
+    session.add(row)
     session.flush()
+    _announce_key(session, row, site.name)
     return site, key
 
 
@@ -506,12 +512,13 @@ def list_keys(session: Session, site_id: uuid.UUID) -> list[ApiKey]:
 
 
 def add_key(session: Session, site_id: uuid.UUID, scopes: list[str]) -> tuple[ApiKey, str]:
-    _site_or_404(session, site_id)
+    site = _site_or_404(session, site_id)
     key = new_api_key()
     row = ApiKey(site_id=site_id, key_hash=hash_api_key(key), prefix=key[:8], scopes=scopes,
                  created_at=utcnow())
     session.add(row)
     session.flush()
+    _announce_key(session, row, site.name)
     return row, key
 
 
@@ -526,6 +533,7 @@ def revoke_key(session: Session, site_id: uuid.UUID, key_id: uuid.UUID) -> ApiKe
     row = _key_or_404(session, site_id, key_id)
     if row.revoked_at is None:
         row.revoked_at = utcnow()
+        _announce_key(session, row, _site_or_404(session, site_id).name)
     _key_cache.pop(row.key_hash, None)
     session.flush()
     return row
@@ -538,5 +546,22 @@ def rotate_key(session: Session, site_id: uuid.UUID,
     if old.revoked_at is not None:
         raise ProblemError(409, "Conflict", "That key is already revoked; add a new key.")
     old.revoked_at = utcnow()
+    _announce_key(session, old, _site_or_404(session, site_id).name)
     _key_cache.pop(old.key_hash, None)
     return add_key(session, site_id, list(old.scopes))
+
+
+# Scopes served by other services: keys holding one are announced on `sites.keys.v1` (in the
+# change's transaction, through the outbox) so those services can check them in a replica
+# of their own. Keys for ingest alone are not announced: no one else needs them.
+ANNOUNCED_SCOPES = frozenset({"referrals"})
+
+
+def _announce_key(session: Session, row: ApiKey, site_name: str) -> None:
+    if not ANNOUNCED_SCOPES.intersection(row.scopes):
+        return
+    event = SiteKeyChangedV1(
+        producer=PRODUCER, key_id=row.id, site_id=row.site_id, site_name=site_name,
+        key_hash=row.key_hash, scopes=list(row.scopes), created_at=row.created_at,
+        revoked_at=row.revoked_at, occurred_at=utcnow())
+    session.add(outbox_row(OutboxMessage, SITE_KEYS, str(row.id), event))

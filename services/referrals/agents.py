@@ -1,5 +1,6 @@
 """Referrals agents: SMS requests and replies in, options/details/follow-ups out (through
-the outbox), provider notices, and a timer for follow-ups, silence and the purge."""
+the outbox), provider notices, a timer for follow-ups, silence and the purge, and the
+replica of the site keys that may refer (ingest's `sites.keys.v1`)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from services.referrals import service
 from services.referrals.app import app
 from services.referrals.notify import ChannelNotifier, ProviderNotifier
 from shared.db import session_scope, utcnow
-from shared.events import ReferralRequestedV1, SmsReceivedV1
+from shared.events import ReferralRequestedV1, SiteKeyChangedV1, SmsReceivedV1
 from shared.settings import get_settings
 from shared.streams import process_each
-from shared.topics import REFERRAL_REQUESTS, SMS_INBOUND
+from shared.topics import REFERRAL_REQUESTS, SITE_KEYS, SMS_INBOUND
 
 log = logging.getLogger(__name__)
 settings = get_settings()
@@ -32,6 +33,10 @@ inbound_topic = app.topic(SMS_INBOUND.name, value_serializer="raw", key_serializ
                           partitions=SMS_INBOUND.partitions)
 inbound_dlq = app.topic(SMS_INBOUND.dlq, value_serializer="raw", key_serializer="raw",
                         partitions=SMS_INBOUND.partitions)
+keys_topic = app.topic(SITE_KEYS.name, value_serializer="raw", key_serializer="raw",
+                       partitions=SITE_KEYS.partitions)
+keys_dlq = app.topic(SITE_KEYS.dlq, value_serializer="raw", key_serializer="raw",
+                     partitions=SITE_KEYS.partitions)
 
 
 def _request(event: ReferralRequestedV1) -> None:
@@ -61,6 +66,13 @@ def _reply(event: SmsReceivedV1) -> None:
         run_hand_off(handoff)
 
 
+def _site_key(event: SiteKeyChangedV1) -> None:
+    with session_scope(settings.sqlalchemy_url) as session:
+        row = service.apply_site_key(session, event)
+        log.info("site key %s of site %s: %s", row.key_id, row.site_id,
+                 "revoked" if row.revoked_at else "active")
+
+
 def run_tick() -> dict[str, int]:
     now = clock()
     with session_scope(settings.sqlalchemy_url) as session:
@@ -83,6 +95,10 @@ async def handle_reply(event: SmsReceivedV1) -> None:
     await asyncio.to_thread(_reply, event)
 
 
+async def handle_site_key(event: SiteKeyChangedV1) -> None:
+    await asyncio.to_thread(_site_key, event)
+
+
 @app.agent(requests_topic, concurrency=1)
 async def requests(stream: Any) -> None:
     await process_each(stream, service="referrals", agent="requests",
@@ -95,6 +111,13 @@ async def replies(stream: Any) -> None:
     await process_each(stream, service="referrals", agent="replies",
                        parse=SmsReceivedV1.model_validate_json, handle=handle_reply,
                        dlq=inbound_dlq)
+
+
+@app.agent(keys_topic, concurrency=1)
+async def site_keys(stream: Any) -> None:
+    await process_each(stream, service="referrals", agent="site_keys",
+                       parse=SiteKeyChangedV1.model_validate_json, handle=handle_site_key,
+                       dlq=keys_dlq)
 
 
 @app.timer(interval=settings.referrals_tick_seconds)

@@ -1,5 +1,6 @@
-"""The referrals HTTP API: the public help page, staff referrals (admin token for now),
-provider updates (signed link or API), and the directory's availability and capacity.
+"""The referrals HTTP API: the public help page, staff referrals (a site API key with the
+`referrals` scope, or the admin token), provider updates (signed link or API), and the
+directory's availability and capacity.
 
 The SMS conversation runs in the `referrals-worker` process (`services.referrals.agents`).
 """
@@ -10,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Header, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from prometheus_client import Counter
@@ -35,7 +36,7 @@ from shared.db import utcnow
 from shared.problems import ProblemError
 from shared.regions import RegionNotFoundError, get_region
 from shared.settings import Settings
-from shared.web import AdminOnly, AppSettings, DbSession, create_app
+from shared.web import AdminOnly, AppSettings, DbSession, bearer_token, create_app
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 router = APIRouter()
@@ -47,6 +48,16 @@ LANGUAGES = {"en": "English", "es": "Español", "fr": "Français", "zh": "中文
 PAYMENTS = {"": "Not sure", "medicaid": "Medicaid / public insurance",
             "uninsured": "No insurance", "sliding_fee": "Sliding fee",
             "private_insurance": "Private insurance"}
+
+
+def _staff(session: DbSession, settings: AppSettings,
+           authorization: Annotated[str | None, Header()] = None) -> service.StaffCaller:
+    return service.staff_caller(session, settings, bearer_token(authorization))
+
+
+# Site staff (their site's API key with the `referrals` scope; only their own referrals)
+# or an admin (the admin token; every referral).
+Staff = Annotated[service.StaffCaller, Depends(_staff)]
 
 
 def _notifier(request: Request, settings: Settings) -> ProviderNotifier:
@@ -88,27 +99,30 @@ def _referral_out(session: Session, referral: m.Referral, full: bool = False) ->
         id=referral.id, source=referral.source, status=referral.status,
         service_types=referral.service_types, region_id=referral.region_id,
         language=referral.language, created_at=referral.created_at,
-        chosen_service_id=referral.chosen_service_id, history=history, notices=notices,
+        chosen_service_id=referral.chosen_service_id, site_id=referral.site_id,
+        history=history, notices=notices,
         options=[OptionOut(number=i, **{k: o.get(k) for k in (
             "service_id", "name", "address", "phone", "distance_km", "opens_in_minutes",
             "closes_at", "reasons")}) for i, o in enumerate(referral.options or [], start=1)])
 
 
-def _get(session: Session, referral_id: uuid.UUID) -> m.Referral:
+def _get(session: Session, referral_id: uuid.UUID,
+         caller: service.StaffCaller | None = None) -> m.Referral:
     referral = session.get(m.Referral, referral_id)
-    if referral is None:
+    if referral is None or (caller is not None and not caller.may_see(referral)):
         raise ProblemError(404, "Not found", "no such referral")
     return referral
 
 
-@router.post("/v1/referrals", status_code=201, dependencies=[AdminOnly], tags=["referrals"])
-def staff_referral(body: StaffReferralIn, session: DbSession,
-                   settings: AppSettings) -> ReferralOut:
-    """Site staff refer someone (admin token for now; a per-site staff key is future work).
+@router.post("/v1/referrals", status_code=201, tags=["referrals"])
+def staff_referral(body: StaffReferralIn, session: DbSession, settings: AppSettings,
+                   caller: Staff) -> ReferralOut:
+    """Site staff refer someone on their behalf (`Authorization: Bearer <site API key>` with
+    the `referrals` scope; the referral records the site), or an admin (admin token).
     Returns the matched options; choose one with `POST /v1/referrals/{id}/choice`."""
     now = utcnow()
     referral = service.create_referral(
-        session, settings, source="staff", now=now, actor="staff",
+        session, settings, source="staff", now=now, actor="staff", site_id=caller.site_id,
         consent=service.ConsentIn(body.consent.shared_fields, body.consent.wording, "staff"),
         service_types=body.service_types, language=body.language,
         region_id=_region_for(body.postal_code, body.region_id), payment=body.payment,
@@ -124,31 +138,32 @@ def referral_stats(session: DbSession) -> dict[str, Any]:
     return service.stats(session)
 
 
-@router.get("/v1/referrals/{referral_id}", dependencies=[AdminOnly], tags=["referrals"])
-def get_referral(referral_id: uuid.UUID, session: DbSession) -> ReferralOut:
-    return _referral_out(session, _get(session, referral_id), full=True)
+@router.get("/v1/referrals/{referral_id}", tags=["referrals"])
+def get_referral(referral_id: uuid.UUID, session: DbSession, caller: Staff) -> ReferralOut:
+    """A referral with its history and notices (a site sees only its own)."""
+    return _referral_out(session, _get(session, referral_id, caller), full=True)
 
 
-@router.post("/v1/referrals/{referral_id}/choice", dependencies=[AdminOnly],
-             tags=["referrals"])
+@router.post("/v1/referrals/{referral_id}/choice", tags=["referrals"])
 def choose_option(referral_id: uuid.UUID, body: ChoiceIn, request: Request,
-                  session: DbSession, settings: AppSettings) -> ReferralOut:
+                  session: DbSession, settings: AppSettings, caller: Staff) -> ReferralOut:
     """The person (through staff) picks an option: the provider is notified with only what
     was consented."""
-    referral = _get(session, referral_id)
+    referral = _get(session, referral_id, caller)
     now = utcnow()
     handoff = service.choose(session, referral, body.option, "staff", now)
     service.hand_off(session, settings, _notifier(request, settings), handoff, now)
     return _referral_out(session, referral, full=True)
 
 
-@router.post("/v1/referrals/{referral_id}/status", dependencies=[AdminOnly],
-             tags=["referrals"])
+@router.post("/v1/referrals/{referral_id}/status", tags=["referrals"])
 def update_status(referral_id: uuid.UUID, body: StatusIn, session: DbSession,
-                  settings: AppSettings) -> ReferralOut:
-    """A provider or staff member reports the outcome."""
+                  settings: AppSettings, caller: Staff) -> ReferralOut:
+    """A provider (admin token) or the referring site's staff reports the outcome."""
+    _get(session, referral_id, caller)
     referral = service.provider_update(session, settings, referral_id, body.status,
-                                       "provider", utcnow())
+                                       "provider" if caller.site_id is None else "staff",
+                                       utcnow())
     return _referral_out(session, referral)
 
 

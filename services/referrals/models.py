@@ -172,6 +172,8 @@ class Referral(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     source: Mapped[str] = mapped_column(String(8))  # sms | web | staff
+    # The site whose staff made a staff referral with the site's API key (None: admin token).
+    site_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
     request_event_id: Mapped[uuid.UUID | None] = mapped_column(unique=True)
     contact_ref: Mapped[uuid.UUID | None] = mapped_column(index=True)  # personal
     status: Mapped[str] = mapped_column(String(20), index=True)
@@ -252,6 +254,22 @@ class ProcessedEvent(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     event_id: Mapped[uuid.UUID]
     processed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SiteKey(Base):
+    """Replica of the site API keys that carry a scope of ours, kept from ingest's
+    `sites.keys.v1` events (services never read each other's tables). Only the hash."""
+
+    __tablename__ = "referrals_site_keys"
+
+    key_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    site_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    site_name: Mapped[str] = mapped_column(String(200))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class OutboxMessage(OutboxMixin, Base):

@@ -62,6 +62,8 @@ class ReferralOut(BaseModel):
     created_at: datetime
     options: list[OptionOut]
     chosen_service_id: str | None
+    site_id: uuid.UUID | None = Field(
+        default=None, description="The site whose staff made it (with the site's API key)")
     history: list[dict[str, Any]] = Field(default_factory=list)
     notices: list[dict[str, Any]] = Field(default_factory=list)
 

@@ -35,8 +35,14 @@ from services.referrals.matching import (
 )
 from services.referrals.matching import match as match_entries
 from services.referrals.notify import NotifierError, ProviderNotifier
-from shared.crypto import decrypt_phone, encrypt_phone
-from shared.events import ReferralEventV1, ReferralRequestedV1, SmsReceivedV1, SmsRequestedV1
+from shared.crypto import decrypt_phone, encrypt_phone, hash_api_key
+from shared.events import (
+    ReferralEventV1,
+    ReferralRequestedV1,
+    SiteKeyChangedV1,
+    SmsReceivedV1,
+    SmsRequestedV1,
+)
 from shared.outbox import outbox_row
 from shared.problems import ProblemError
 from shared.regions import RegionNotFoundError, get_region
@@ -264,6 +270,7 @@ def create_referral(
     payment: str | None = None, age: int | None = None, text: str | None = None,
     callback_phone: str | None = None, contact_ref: uuid.UUID | None = None,
     request_event_id: uuid.UUID | None = None, actor: str = "person",
+    site_id: uuid.UUID | None = None,
 ) -> m.Referral:
     unknown = [t for t in service_types if t not in SERVICE_TYPES]
     if unknown:
@@ -278,7 +285,7 @@ def create_referral(
         except RegionNotFoundError:
             raise ProblemError(422, "Unknown region", region_id) from None
     referral = m.Referral(
-        id=uuid.uuid4(), source=source, request_event_id=request_event_id,
+        id=uuid.uuid4(), source=source, site_id=site_id, request_event_id=request_event_id,
         contact_ref=contact_ref, status="requested", service_types=service_types,
         language=language.lower()[:8], region_id=region_id, payment=payment, age=age,
         text=text,
@@ -572,6 +579,54 @@ def provider_update(session: Session, settings: Settings, referral_id: uuid.UUID
         raise ProblemError(422, "Unknown status", "connected, declined or no_response")
     set_status(session, referral, status, actor, now)
     return referral
+
+
+# ---------------------------------------------------------------------------- site keys
+
+STAFF_SCOPE = "referrals"  # a site API key with it may refer people (ingest issues keys)
+
+
+@dataclass(frozen=True)
+class StaffCaller:
+    """Who calls the staff API: a site (its API key) or, with `site_id` None, an admin."""
+
+    site_id: uuid.UUID | None
+    site_name: str | None = None
+
+    def may_see(self, referral: m.Referral) -> bool:
+        return self.site_id is None or referral.site_id == self.site_id
+
+
+def apply_site_key(session: Session, event: SiteKeyChangedV1) -> m.SiteKey:
+    """Keep the replica of ingest's keys: an upsert by key id, so a redelivered event
+    changes nothing; an older event never overwrites a newer one, and a revocation is final."""
+    row = session.get(m.SiteKey, event.key_id)
+    if row is None:
+        row = m.SiteKey(key_id=event.key_id, site_id=event.site_id, site_name=event.site_name,
+                        key_hash=event.key_hash, scopes=list(event.scopes),
+                        created_at=event.created_at, updated_at=event.occurred_at)
+        session.add(row)
+    elif event.occurred_at >= row.updated_at:
+        row.site_name, row.scopes = event.site_name, list(event.scopes)
+        row.updated_at = event.occurred_at
+    if row.revoked_at is None and event.revoked_at is not None:
+        row.revoked_at = event.revoked_at
+    session.flush()
+    return row
+
+
+def staff_caller(session: Session, settings: Settings, token: str) -> StaffCaller:
+    """The admin token, or a site key (from the replica) that has the referrals scope."""
+    if hmac.compare_digest(token.encode(), settings.admin_token.encode()):
+        return StaffCaller(site_id=None)
+    row = session.scalars(select(m.SiteKey).where(
+        m.SiteKey.key_hash == hash_api_key(token))).first()
+    if row is None or row.revoked_at is not None:
+        raise ProblemError(401, "Unauthorized", "Unknown or revoked API key.",
+                           headers={"WWW-Authenticate": "Bearer"})
+    if STAFF_SCOPE not in row.scopes:
+        raise ProblemError(403, "Forbidden", f"This API key lacks the {STAFF_SCOPE!r} scope.")
+    return StaffCaller(site_id=row.site_id, site_name=row.site_name)
 
 
 # ---------------------------------------------------------------------------- time
