@@ -102,6 +102,10 @@ class ContaminationSignalV1(SignalBase):
     sold_as_name: str | None = None
     site_count: int = 1
     sample_count: int = 1
+    # How the triggering result identified the substance (its `DetectedSubstanceV1.method`s,
+    # e.g. ["ftir"], ["gc_ms"]); empty when not known. A region's alert policy can require a
+    # confirmatory lab method (gc_ms, lc_ms) before auto-approving.
+    identified_by: list[str] = Field(default_factory=list)
 
 
 class SpikeSignalV1(SignalBase):

@@ -7,8 +7,10 @@ Functions take a session and never commit: the caller's unit of work does.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
 from typing import Any
@@ -32,6 +34,7 @@ from shared.problems import ProblemError
 from shared.regions import Region
 from shared.settings import Settings
 
+log = logging.getLogger(__name__)
 PAGE_SIZE = 1000
 MAX_SEGMENTS = 2  # 306 GSM-7 characters
 OPEN = ("draft", "approved", "sending")
@@ -39,24 +42,103 @@ SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 SYSTEM = "system"
 
 
+# Methods that confirm what a field test (FTIR, Raman, strips) found: a laboratory's
+# chromatography with mass spectrometry (ingest's `Method` names).
+CONFIRMATORY_METHODS = frozenset({"gc_ms", "lc_ms"})
+
+
+@dataclass(frozen=True)
+class RegionPolicy:
+    """Which new alerts of a region are approved without review.
+
+    severities: the severities approved by policy;
+    lab_confirmed: a contamination alert also needs its substance identified by a
+      confirmatory method (`CONFIRMATORY_METHODS`); overdose spikes name no substance, so
+      severity alone decides for them;
+    as_sold_novel: a `novel_substance` signal for exactly what the sample was sold as
+      (cocaine in a sample sold as cocaine) may be approved too; by default it goes to review.
+    """
+
+    severities: frozenset[str]
+    lab_confirmed: bool = False
+    as_sold_novel: bool = False
+
+
+def _region_policy(value: Any) -> RegionPolicy:
+    if isinstance(value, dict):
+        unknown = set(value) - {"severities", "lab_confirmed", "as_sold_novel"}
+        if unknown:
+            raise ValueError(f"LOOKOUT_ALERT_POLICY_JSON: unknown option(s) {sorted(unknown)}")
+        policy = RegionPolicy(frozenset(value.get("severities", ())),
+                              bool(value.get("lab_confirmed", False)),
+                              bool(value.get("as_sold_novel", False)))
+    else:
+        policy = RegionPolicy(frozenset(value))
+    if not policy.severities <= set(SEVERITY_RANK):
+        raise ValueError(f"LOOKOUT_ALERT_POLICY_JSON: unknown severities "
+                         f"{sorted(policy.severities - set(SEVERITY_RANK))}")
+    return policy
+
+
 @cache
-def _policy(raw: str) -> dict[str, list[str]]:
-    return {str(k).strip("/"): list(v) for k, v in json.loads(raw).items()} if raw else {}
+def _policy(raw: str) -> dict[str, RegionPolicy]:
+    return {str(k).strip("/"): _region_policy(v)
+            for k, v in json.loads(raw).items()} if raw else {}
 
 
-def auto_approves(settings: Settings, severity: str, region_id: str = "") -> bool:
-    """Dev approves everything; else the longest region prefix in LOOKOUT_ALERT_POLICY_JSON
-    decides, and without one the global auto_approve_severities."""
-    if settings.env == "dev":
-        return True
+def policy_for(settings: Settings, region_id: str) -> RegionPolicy:
+    """The longest region prefix in LOOKOUT_ALERT_POLICY_JSON (the key "" matches every
+    region), else LOOKOUT_AUTO_APPROVE_SEVERITIES."""
     policy = _policy(settings.alert_policy_json)
     best: str | None = None
     for prefix in policy:
         if (region_id == prefix or region_id.startswith(prefix + "/") or prefix == "") and \
                 (best is None or len(prefix) > len(best)):
             best = prefix
-    allowed = policy[best] if best is not None else settings.auto_approve_severities
-    return severity in allowed
+    if best is None:
+        return RegionPolicy(frozenset(settings.auto_approve_severities))
+    return policy[best]
+
+
+def check_policy(settings: Settings) -> None:
+    """Raise ValueError on a malformed LOOKOUT_ALERT_POLICY_JSON (the worker checks at
+    start, so a typo never sends a signal to the dead-letter topic)."""
+    _policy(settings.alert_policy_json)
+
+
+def lab_confirmed(signal: ContaminationSignalV1 | SpikeSignalV1) -> bool:
+    return isinstance(signal, ContaminationSignalV1) and \
+        bool(CONFIRMATORY_METHODS.intersection(signal.identified_by))
+
+
+def as_sold_novel(signal: ContaminationSignalV1 | SpikeSignalV1) -> bool:
+    """A substance new to the region that is exactly what the sample was sold as: worth a
+    look by the team, not a text to everyone."""
+    return isinstance(signal, ContaminationSignalV1) and signal.pattern == "novel_substance" \
+        and signal.sold_as_id is not None and signal.sold_as_id == signal.substance_id
+
+
+def approval_block(settings: Settings, signal: ContaminationSignalV1 | SpikeSignalV1,
+                   severity: str | None = None) -> str | None:
+    """Why the policy leaves this signal's alert (at `severity`, default the signal's) for
+    review, or None when it is approved by policy. In LOOKOUT_ENV=dev everything is approved
+    except an as-sold novel substance."""
+    policy = policy_for(settings, signal.region_id)
+    if as_sold_novel(signal) and not policy.as_sold_novel:
+        return "novel substance as sold"
+    if settings.env == "dev":
+        return None
+    if (severity or signal.severity) not in policy.severities:
+        return "severity"
+    if policy.lab_confirmed and isinstance(signal, ContaminationSignalV1) and \
+            not lab_confirmed(signal):
+        return "not lab-confirmed"
+    return None
+
+
+def auto_approves(settings: Settings, signal: ContaminationSignalV1 | SpikeSignalV1,
+                  severity: str | None = None) -> bool:
+    return approval_block(settings, signal, severity) is None
 
 
 def segments_of(texts: dict[str, str]) -> dict[str, int]:
@@ -124,9 +206,13 @@ def alert_from_signal(
             open_alert.severity = signal.severity
             if open_alert.status in ("draft", "approved"):
                 _set_texts(open_alert, alert_texts(signal))
-            if open_alert.status == "draft" and auto_approves(settings, signal.severity,
-                                                              signal.region_id):
-                _approve(open_alert, "policy:auto")
+        if open_alert.status == "draft" and auto_approves(settings, signal, open_alert.severity):
+            # A signal that qualifies by itself (at the alert's severity; e.g. lab-confirmed,
+            # or not an as-sold novel substance) approves the draft, with its own text.
+            _set_texts(open_alert, alert_texts(
+                signal.model_copy(update={"severity": open_alert.severity})))
+            _approve(open_alert, "policy:auto")
+            action = "merge_approve" if action == "merge" else action
         _add_sources(session, open_alert, signal)
         audit(session, open_alert, SYSTEM, action, before)
         return open_alert
@@ -138,8 +224,11 @@ def alert_from_signal(
         kind="alert", signal_count=1,
     )
     _set_texts(alert, texts)
-    if auto_approves(settings, signal.severity, signal.region_id):
+    blocked = approval_block(settings, signal)
+    if blocked is None:
         _approve(alert, "policy:auto")
+    else:
+        log.info("alert for signal %s left for review (%s)", signal.event_id, blocked)
     session.add(alert)
     session.flush()
     _add_sources(session, alert, signal)

@@ -282,6 +282,8 @@ class Processor:
                 substance_name=c.substance.name, sold_as_id=result.sold_as_id,
                 sold_as_name=sold_name or result.sold_as_raw, site_count=c.site_count,
                 sample_count=c.sample_count,
+                identified_by=sorted({d.method for d in result.substances
+                                      if d.substance_id == c.substance.key}),
             ).model_dump_json()
 
         await self._gate(result.region_id, c.pattern, c.substance.key, c.severity,

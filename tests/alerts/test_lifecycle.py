@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,11 +15,20 @@ from sqlalchemy import func, select
 
 from services.alerts import service
 from services.alerts.api import app
-from services.alerts.models import Alert, Delivery
+from services.alerts.models import Alert, AlertAudit, Delivery
+from services.detection.config import load_config
+from services.detection.processors import Processor, Tables
 from shared.db import session_scope, utcnow
+from shared.events import (
+    ContaminationSignalV1,
+    DrugCheckResultV1,
+    Severity,
+    SpikeSignalV1,
+    signal_adapter,
+)
 from shared.settings import Settings, get_settings
 from tests.alerts.test_service import add_subscriber
-from tests.builders import contamination_signal
+from tests.builders import contamination_signal, result_event
 
 
 @pytest.fixture
@@ -72,15 +83,125 @@ def test_no_merge_outside_the_window(settings: Settings) -> None:
         assert again.id != first.id
 
 
-def test_policy_per_region_prefix(settings: Settings) -> None:
+def signal_of(region: str = "us/wa/king-county/98104", severity: Severity = "critical",
+              pattern: str = "unexpected_adulterant", identified_by: tuple[str, ...] = (),
+              substance: str = "fentanyl", sold_as: str | None = "cocaine",
+              ) -> ContaminationSignalV1:
+    return contamination_signal(region, severity).model_copy(update={
+        "pattern": pattern, "identified_by": list(identified_by), "substance_id": substance,
+        "substance_name": substance.title(), "sold_as_id": sold_as,
+        "sold_as_name": sold_as.title() if sold_as else None})
+
+
+def spike_signal(region: str, severity: Severity) -> SpikeSignalV1:
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    return SpikeSignalV1(producer="test", region_id=region, region_name="x", severity=severity,
+                         occurred_at=at, window_start=at, window_end=at + timedelta(days=1),
+                         observed=9, expected=2, upperbound=5, method="poisson", score=2.5)
+
+
+POLICY = json.dumps({
+    "us/wa": ["warning", "critical"],
+    "us/wa/pierce-county": [],
+    "us/or": {"severities": ["critical"], "lab_confirmed": True},
+    "us/or/lane-county": {"severities": ["warning", "critical"], "as_sold_novel": True},
+})
+WA, PIERCE, OR, LANE = ("us/wa/king-county/98104", "us/wa/pierce-county/98402",
+                        "us/or/multnomah-county/97201", "us/or/lane-county/97401")
+FTIR, GCMS, LCMS = ("ftir",), ("ftir", "gc_ms"), ("lc_ms",)
+
+
+@pytest.mark.parametrize("env, signal, approved, reason", [
+    # severities per region prefix (the longest wins); elsewhere the global default
+    ("test", signal_of(WA, "warning"), True, None),
+    ("test", signal_of(WA, "info"), False, "severity"),
+    ("test", signal_of(PIERCE, "critical"), False, "severity"),
+    ("test", signal_of("us/ca/x", "warning"), False, "severity"),
+    ("test", signal_of("us/ca/x", "critical"), True, None),
+    # lab_confirmed: a field test is not enough; GC-MS or LC-MS is
+    ("test", signal_of(OR, "critical"), False, "not lab-confirmed"),
+    ("test", signal_of(OR, "critical", identified_by=FTIR), False, "not lab-confirmed"),
+    ("test", signal_of(OR, "critical", identified_by=GCMS), True, None),
+    ("test", signal_of(OR, "critical", identified_by=LCMS), True, None),
+    ("test", signal_of(OR, "warning", identified_by=GCMS), False, "severity"),
+    # the nested region's own policy replaces the parent's (no lab requirement in Lane)
+    ("test", signal_of(LANE, "warning", identified_by=FTIR), True, None),
+    # a novel substance exactly as sold: review, even in dev, unless the region allows it
+    ("test", signal_of(WA, "warning", "novel_substance", substance="cocaine"), False,
+     "novel substance as sold"),
+    ("dev", signal_of(WA, "critical", "novel_substance", identified_by=GCMS,
+                      substance="cocaine"), False, "novel substance as sold"),
+    ("test", signal_of(LANE, "warning", "novel_substance", substance="cocaine"), True, None),
+    # novel, but not what was sold; or nothing sold-as known: the usual rules
+    ("test", signal_of(WA, "warning", "novel_substance"), True, None),
+    ("test", signal_of(WA, "warning", "novel_substance", sold_as=None), True, None),
+    # dev approves everything else
+    ("dev", signal_of(OR, "info"), True, None),
+    ("dev", signal_of(PIERCE, "warning"), True, None),
+])
+def test_policy_table(settings: Settings, env: str, signal: ContaminationSignalV1,
+                      approved: bool, reason: str | None) -> None:
+    policy = settings.model_copy(update={"alert_policy_json": POLICY, "env": env})
+    assert service.approval_block(policy, signal) == reason
+    assert service.auto_approves(policy, signal) is approved
+
+
+def test_lab_confirmation_does_not_apply_to_overdose_spikes(settings: Settings) -> None:
+    policy = settings.model_copy(update={"alert_policy_json": POLICY})
+    assert service.auto_approves(policy, spike_signal(OR, "critical"))
+    assert not service.auto_approves(policy, spike_signal(OR, "warning"))
+
+
+def test_global_default_policy_via_the_empty_prefix(settings: Settings) -> None:
+    policy = settings.model_copy(update={"alert_policy_json": json.dumps(
+        {"": {"severities": ["critical"], "lab_confirmed": True}})})
+    assert not service.auto_approves(policy, signal_of("us/ca/x", identified_by=FTIR))
+    assert service.auto_approves(policy, signal_of("us/ca/x", identified_by=GCMS))
+
+
+def test_unknown_policy_options_are_refused(settings: Settings) -> None:
     policy = settings.model_copy(update={
-        "alert_policy_json": '{"us/wa": ["warning", "critical"], "us/wa/pierce-county": []}'})
-    assert service.auto_approves(policy, "warning", "us/wa/king-county/98104")
-    assert not service.auto_approves(policy, "critical", "us/wa/pierce-county/98402")
-    assert not service.auto_approves(policy, "warning", "us/or/multnomah-county/97201")
-    assert service.auto_approves(policy, "critical", "us/or/multnomah-county/97201")
-    dev = settings.model_copy(update={"env": "dev"})
-    assert service.auto_approves(dev, "info", "us/or")
+        "alert_policy_json": '{"us/wa": {"severities": ["critical"], "lab_confirmd": true}}'})
+    with pytest.raises(ValueError, match="lab_confirmd"):
+        service.check_policy(policy)
+    with pytest.raises(ValueError, match="severe"):
+        service.check_policy(policy.model_copy(update={
+            "alert_policy_json": '{"us/wa": ["severe"]}'}))
+
+
+def test_a_qualifying_signal_approves_the_draft_it_merges_into(settings: Settings) -> None:
+    """An unconfirmed draft waits for review; the lab's confirmation of the same substance
+    in the region approves it, with the text of the confirmed signal."""
+    policy = settings.model_copy(update={"alert_policy_json": POLICY})
+    with session_scope(policy.sqlalchemy_url) as session:
+        draft = service.alert_from_signal(session, policy,
+                                          signal_of(OR, "critical", identified_by=FTIR))
+        assert draft.status == "draft"
+    with session_scope(policy.sqlalchemy_url) as session:
+        merged = service.alert_from_signal(session, policy,
+                                           signal_of(OR, "critical", identified_by=GCMS))
+        assert merged.id == draft.id and merged.status == "approved"
+        assert merged.approved_by == "policy:auto" and merged.signal_count == 2
+        actions = list(session.scalars(select(AlertAudit.action)
+                                       .where(AlertAudit.alert_id == draft.id)
+                                       .order_by(AlertAudit.at)))
+        assert actions == ["create", "merge_approve"]
+
+
+def test_an_as_sold_draft_is_approved_by_a_real_adulterant_of_the_same_substance(
+    settings: Settings,
+) -> None:
+    """Fentanyl new to the region in a sample sold as fentanyl: review. Then fentanyl in a
+    sample sold as cocaine: that warning goes out, with its own text."""
+    with session_scope(settings.sqlalchemy_url) as session:
+        draft = service.alert_from_signal(session, settings, signal_of(
+            WA, "critical", "novel_substance", sold_as="fentanyl"))
+        assert draft.status == "draft"
+        assert "sold as Fentanyl" in draft.body_en
+    with session_scope(settings.sqlalchemy_url) as session:
+        alert = service.alert_from_signal(session, settings, signal_of(WA, "critical"))
+        assert alert.id == draft.id and alert.status == "approved"
+        assert "sold as Cocaine" in alert.body_en
 
 
 def test_an_expired_alert_is_not_fanned_out(settings: Settings) -> None:
@@ -206,3 +327,32 @@ def test_worker_housekeeping_fans_out_approved_expires_and_finishes(
     assert agents._housekeeping() == []
     with session_scope(settings.sqlalchemy_url) as session:
         assert session.get(Alert, approved).status == "sent"  # type: ignore[union-attr]
+
+
+def test_detection_signals_say_how_the_substance_was_identified(settings: Settings) -> None:
+    """The detection processor fills `identified_by` from the result's substances, which is
+    what the lab_confirmed policy reads."""
+    sent: list[str] = []
+
+    async def send(_key: str, payload: str) -> None:
+        sent.append(payload)
+
+    def detect(result: DrugCheckResultV1) -> None:  # fresh tables: no cooldown between
+        processor = Processor(load_config(Settings(env="test")), Tables.in_memory(), send)
+        asyncio.run(processor.on_result(result, 0, 0))
+
+    found = (("fentanyl", "opioid", 3),)
+    field_test = result_event(found=found)
+    lab = result_event(found=found)
+    lab = lab.model_copy(update={"substances": [
+        *field_test.substances,
+        field_test.substances[0].model_copy(update={"method": "gc_ms"})]})
+    detect(field_test)
+    detect(lab)
+    signals = [signal_adapter.validate_json(p) for p in sent]
+    adulterant = [s for s in signals if isinstance(s, ContaminationSignalV1)
+                  and s.pattern == "unexpected_adulterant"]
+    assert [s.identified_by for s in adulterant] == [["ftir"], ["ftir", "gc_ms"]]
+    policy = settings.model_copy(update={"alert_policy_json": POLICY})
+    assert [service.auto_approves(policy, s.model_copy(update={"region_id": OR}))
+            for s in adulterant] == [False, True]
