@@ -7,6 +7,7 @@ The SMS conversation runs in the `referrals-worker` process (`services.referrals
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
@@ -40,6 +41,7 @@ from shared.web import AdminOnly, AppSettings, DbSession, bearer_token, create_a
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 router = APIRouter()
+E164 = re.compile(r"\+[1-9]\d{7,14}")
 REFERRALS = Counter("lookout_referrals_requests_total", "Referral requests", ["source"])
 WEB_CONSENT = ("Lookout keeps this request for {days:g} days to count how many people asked "
                "for help, then deletes it. Nothing you enter here is sent to a provider: you "
@@ -152,6 +154,7 @@ def choose_option(referral_id: uuid.UUID, body: ChoiceIn, request: Request,
     referral = _get(session, referral_id, caller)
     now = utcnow()
     handoff = service.choose(session, referral, body.option, "staff", now)
+    session.commit()  # the choice stands; no transaction is held while the provider is told
     service.hand_off(session, settings, _notifier(request, settings), handoff, now)
     return _referral_out(session, referral, full=True)
 
@@ -272,7 +275,13 @@ def update_service(service_id: str, body: ServiceUpdateIn, session: DbSession) -
         svc.accepting = body.accepting
     if body.notify_channel is not None:
         if not body.notify_address:
-            raise ProblemError(422, "notify_address required", "give the channel's address")
+            raise ProblemError(422, "notify_address required", "give the channel's address",
+                               errors=[{"field": "/notify_address", "message": "required"}])
+        if body.notify_channel == "sms" and not E164.fullmatch(body.notify_address):
+            raise ProblemError(422, "Invalid notify_address",
+                               "an SMS channel needs a number in E.164 form (+12065550101)",
+                               errors=[{"field": "/notify_address",
+                                        "message": "not an E.164 number"}])
         svc.notify_channel, svc.notify_address = body.notify_channel, body.notify_address
     if body.capacity_available is not None:
         rows = list(session.scalars(select(m.ServiceCapacity).where(
@@ -292,6 +301,16 @@ def update_service(service_id: str, body: ServiceUpdateIn, session: DbSession) -
     session.flush()
     service.invalidate_directory()
     return _service_out(session, svc)
+
+
+@router.get("/dev/outbox.json", dependencies=[AdminOnly], tags=["dev"])
+def dev_outbox(session: DbSession,
+               limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[dict[str, Any]]:
+    """Texts to providers kept by the dev SMS backend (`LOOKOUT_SMS_BACKEND=outbox`)."""
+    rows = session.scalars(select(m.DevSmsMessage).order_by(m.DevSmsMessage.id.desc())
+                           .limit(limit))
+    return [{"sid": r.sid, "to": r.to_masked, "body": r.body, "segments": r.segments,
+             "created_at": r.created_at.isoformat()} for r in rows]
 
 
 app = create_app("referrals", title="Lookout referrals",

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, UTCDateTime, utcnow
 from shared.outbox import OutboxMixin
+from shared.sms import DevOutboxMixin
 
 HSDS_ID = String(64)
 
@@ -56,7 +57,8 @@ class Service(Base):
     attributes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     # Availability set through the admin API (False: not taking referrals right now).
     accepting: Mapped[bool] = mapped_column(default=True)
-    # Where hand-off notices go: webhook | email | sms | None (staff read them on the page).
+    # Where hand-off notices go: webhook | email | sms (an E.164 number: business contact
+    # data of the provider, not personal data) | None (staff read them on the page).
     notify_channel: Mapped[str | None] = mapped_column(String(16))
     notify_address: Mapped[str | None] = mapped_column(String(500))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -270,6 +272,12 @@ class SiteKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DevSmsMessage(DevOutboxMixin, Base):
+    """The dev SMS backend's texts to providers (`LOOKOUT_SMS_BACKEND=outbox`)."""
+
+    __tablename__ = "referrals_dev_outbox"
 
 
 class OutboxMessage(OutboxMixin, Base):

@@ -1,12 +1,14 @@
-"""Provider notices behind one small interface: webhook, e-mail, or a fake that records.
+"""Provider notices behind one small interface: webhook, e-mail, SMS, or a fake that records.
 
 A notice is a JSON-able dict built from what the person consented to share; the notifier
-only delivers it. SMS to a provider's own number is not offered yet: the SMS contract with
-alerts (`sms.requests.v1`) addresses contacts by `contact_ref`, not by number.
+only delivers it. SMS goes to the provider's own number (business contact data from the
+directory) through the shared SMS backend (`shared.sms`: Twilio, or the dev outbox in
+`referrals_dev_outbox`); alerts' `sms.requests.v1` is for people, addressed by contact_ref.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import smtplib
 from email.message import EmailMessage
@@ -14,7 +16,10 @@ from typing import Any, Protocol
 
 import httpx
 
+from services.referrals.models import DevSmsMessage
+from services.referrals.texts import provider_notice_text
 from shared.settings import Settings
+from shared.sms import SmsError, make_backend
 
 
 class NotifierError(RuntimeError):
@@ -61,12 +66,39 @@ class EmailNotifier:
             raise NotifierError(f"e-mail failed: {exc.__class__.__name__}") from exc
 
 
+class SmsNotifier:
+    """Texts the notice to the provider's number (`LOOKOUT_SMS_BACKEND`: Twilio or the dev
+    outbox). Called from worker threads and sync endpoints, so each send runs its own loop.
+    Errors name Twilio's code, never the number."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def send(self, channel: str, address: str, notice: dict[str, Any]) -> None:
+        body = provider_notice_text(notice)
+        try:
+            asyncio.run(self._send(address, body))
+        except SmsError as exc:
+            reason = f"Twilio error {exc.code}" if exc.code else "SMS provider unreachable"
+            if exc.unsubscribed:
+                reason += " (the number has opted out: STOP)"
+            raise NotifierError(f"sms failed: {reason}") from exc
+
+    async def _send(self, to: str, body: str) -> None:
+        backend = make_backend(self.settings, DevSmsMessage, status_callbacks=False)
+        try:
+            await backend.send(to, body)
+        finally:
+            await backend.close()
+
+
 class ChannelNotifier:
     """Dispatches by the provider's channel."""
 
     def __init__(self, settings: Settings) -> None:
         self.by_channel: dict[str, ProviderNotifier] = {
-            "webhook": WebhookNotifier(), "email": EmailNotifier(settings)}
+            "webhook": WebhookNotifier(), "email": EmailNotifier(settings),
+            "sms": SmsNotifier(settings)}
 
     def send(self, channel: str, address: str, notice: dict[str, Any]) -> None:
         notifier = self.by_channel.get(channel)

@@ -189,3 +189,40 @@ def thanks_text(connected: bool, language: str = "en") -> str:
         return gsm(t(language, "connected"))
     return gsm(f"{t(language, 'not_connected')} {t(language, 'fallback')} "
                f"{t(language, 'try_again')}")
+
+
+LANGUAGE_NAMES = {"en": "English", "es": "Spanish", "fr": "French", "zh": "Chinese",
+                  "vi": "Vietnamese"}
+PROVIDER_SEGMENTS = 3  # a provider's notice carries a link: one segment more than a person's
+
+
+def provider_notice_text(notice: dict[str, Any]) -> str:
+    """The hand-off notice as an SMS to the provider's number (in English, their working
+    language): only what is in `notice`, which holds only the consented fields. The status
+    link and the callback number are never shortened; the note and names are."""
+    lines = [f"Lookout referral: a person chose {_cut(notice['service_name'], 60)}."]
+    if notice.get("service_types"):
+        lines.append("Needs: " + _cut(", ".join(t.replace("_", " ")
+                                                for t in notice["service_types"]), 100))
+    if notice.get("language"):
+        lines.append("Language: " + LANGUAGE_NAMES.get(notice["language"][:2],
+                                                       notice["language"]))
+    if notice.get("region"):
+        lines.append(f"Area: {_cut(notice['region'], 60)}")
+    if notice.get("age") is not None:
+        lines.append(f"Age: {notice['age']}")
+    if notice.get("payment"):
+        lines.append("Payment: " + str(notice["payment"]).replace("_", " "))
+    if notice.get("note"):
+        lines.append(f"Note: {_cut(notice['note'], 160)}")
+    if notice.get("callback_phone"):
+        lines.append(f"Call back: {notice['callback_phone']}")
+    lines.append(f"Update: {notice['status_link']}")
+    shrinkable = [i for i, line in enumerate(lines)
+                  if i == 0 or line.startswith(("Note: ", "Area: "))]
+    return fit(lines, shrinkable, limit=PROVIDER_SEGMENTS)
+
+
+def _cut(text: str, limit: int) -> str:
+    text = str(text).strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "."

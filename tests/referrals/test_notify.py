@@ -86,4 +86,4 @@ def test_email_failures_and_unknown_channels_are_notifier_errors(tmp_path: Path)
     with pytest.raises(NotifierError, match="e-mail failed"):
         EmailNotifier(_settings(tmp_path, 9)).send("email", "a@b.example", {})
     with pytest.raises(NotifierError, match="not supported"):
-        ChannelNotifier(Settings(env="test", var_dir=tmp_path)).send("sms", "+12065550100", {})
+        ChannelNotifier(Settings(env="test", var_dir=tmp_path)).send("fax", "+12065550100", {})

@@ -1,0 +1,185 @@
+"""The SMS interface and its two backends: the dev outbox and Twilio (the real SDK).
+
+Shared by the services that text: alerts (subscribers) and referrals (providers' own
+numbers). Each keeps its dev outbox in a table of its own (`DevOutboxMixin`)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import aiohttp
+from sqlalchemy import Integer, String, Text, select
+from sqlalchemy.orm import Mapped, mapped_column
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.rest import Client
+
+from shared.crypto import decrypt_phone, encrypt_phone, mask_phone
+from shared.db import UTCDateTime, session_scope, utcnow
+from shared.gsm import segment_count
+from shared.settings import Settings
+
+REQUEST_TIMEOUT = 10.0  # seconds per Twilio API request
+# Twilio error codes (https://www.twilio.com/docs/api/errors).
+UNSUBSCRIBED = {21610}
+INVALID_NUMBER = {21211, 21614, 21217, 21401, 21407, 21408, 21612}
+
+
+@dataclass(frozen=True)
+class Receipt:
+    sid: str
+    status: str
+    segments: int
+
+
+class SmsError(Exception):
+    def __init__(self, message: str, *, code: int | None, http_status: int | None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.http_status = http_status
+
+    @property
+    def retryable(self) -> bool:
+        return self.http_status is None or self.http_status == 429 or self.http_status >= 500
+
+    @property
+    def unsubscribed(self) -> bool:
+        return self.code in UNSUBSCRIBED
+
+    @property
+    def invalid_number(self) -> bool:
+        return self.code in INVALID_NUMBER
+
+
+class SmsBackend(Protocol):
+    name: str
+
+    async def send(self, to: str, body: str) -> Receipt: ...
+
+    async def find_sent(self, to: str, body: str, since: datetime) -> Receipt | None:
+        """A message with this body already accepted for `to` since `since`, if any (used to
+        reconcile a send whose outcome was lost in a crash)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class DevOutboxMixin:
+    """Columns of a dev outbox table (what would have been texted); the number encrypted."""
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sid: Mapped[str] = mapped_column(String(64), unique=True)
+    to_encrypted: Mapped[str] = mapped_column(Text)
+    to_masked: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+    segments: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OutboxSmsBackend:
+    """Development backend: stores the message in the service's dev outbox table (shown on
+    a /dev/outbox page) instead of texting."""
+
+    name = "outbox"
+
+    def __init__(self, settings: Settings, table: Any) -> None:
+        self.settings = settings
+        self.table = table  # a DevOutboxMixin model
+
+    def _store(self, to: str, body: str) -> Receipt:
+        sid = "DEV" + uuid.uuid4().hex
+        segments = segment_count(body)
+        with session_scope(self.settings.sqlalchemy_url) as session:
+            session.add(self.table(
+                sid=sid, to_encrypted=encrypt_phone(self.settings.secret_key, to),
+                to_masked=mask_phone(to), body=body, segments=segments,
+            ))
+        return Receipt(sid=sid, status="queued", segments=segments)
+
+    async def send(self, to: str, body: str) -> Receipt:
+        return await asyncio.to_thread(self._store, to, body)
+
+    def _find(self, to: str, body: str, since: datetime) -> Receipt | None:
+        with session_scope(self.settings.sqlalchemy_url) as session:
+            rows = session.scalars(select(self.table).where(
+                self.table.body == body,
+                self.table.created_at >= since - timedelta(seconds=5)))
+            for row in rows:
+                if decrypt_phone(self.settings.secret_key, row.to_encrypted) == to:
+                    return Receipt(sid=row.sid, status="queued", segments=row.segments)
+        return None
+
+    async def find_sent(self, to: str, body: str, since: datetime) -> Receipt | None:
+        return await asyncio.to_thread(self._find, to, body, since)
+
+    async def close(self) -> None:
+        return None
+
+
+class TwilioSmsBackend:
+    """Twilio's Messages API through the official SDK (async HTTP client). Delivery status
+    callbacks go to the alerts service (`LOOKOUT_PUBLIC_ALERTS_URL`) unless
+    `status_callbacks` is off (texts alerts does not track)."""
+
+    name = "twilio"
+
+    def __init__(self, settings: Settings, *, status_callbacks: bool = True) -> None:
+        self.settings = settings
+        self.status_callbacks = status_callbacks
+        self.http = AsyncTwilioHttpClient()
+        self.client = Client(settings.twilio_account_sid, settings.twilio_auth_token,
+                             http_client=self.http)
+        self.client.api.base_url = settings.twilio_api_base_url.rstrip("/")
+
+    async def send(self, to: str, body: str) -> Receipt:
+        kwargs: dict[str, str] = {"to": to, "body": body}
+        if self.settings.twilio_messaging_service_sid:
+            kwargs["messaging_service_sid"] = self.settings.twilio_messaging_service_sid
+        else:
+            kwargs["from_"] = self.settings.twilio_from
+        if self.status_callbacks and self.settings.public_alerts_url:
+            kwargs["status_callback"] = self.settings.public_alerts_url.rstrip("/") + \
+                "/v1/sms/status"
+        try:
+            # A bounded request: with the heartbeat between retries, a delivery in `sending`
+            # is touched at least every REQUEST_TIMEOUT + 12 s, below the stale threshold.
+            message = await asyncio.wait_for(self.client.messages.create_async(**kwargs),
+                                             REQUEST_TIMEOUT)
+        except TwilioRestException as exc:
+            raise SmsError(exc.msg, code=exc.code, http_status=exc.status) from exc
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+            raise SmsError(repr(exc), code=None, http_status=None) from exc
+        return Receipt(sid=str(message.sid), status=str(message.status),
+                       segments=int(message.num_segments or segment_count(body)))
+
+    async def find_sent(self, to: str, body: str, since: datetime) -> Receipt | None:
+        """Twilio lists a number's messages newest first. DateSent is not used as a filter:
+        a message still queued has no DateSent yet; DateCreated is checked here instead."""
+        try:
+            messages = await self.client.messages.list_async(to=to, limit=50, page_size=50)
+        except TwilioRestException as exc:
+            raise SmsError(exc.msg, code=exc.code, http_status=exc.status) from exc
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+            raise SmsError(repr(exc), code=None, http_status=None) from exc
+        for message in messages:
+            created = message.date_created
+            if message.body == body and (created is None or
+                                         created >= since - timedelta(seconds=5)):
+                return Receipt(sid=str(message.sid), status=str(message.status),
+                               segments=int(message.num_segments or segment_count(body)))
+        return None
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+def make_backend(settings: Settings, dev_outbox: Any, *,
+                 status_callbacks: bool = True) -> SmsBackend:
+    """The configured backend (`LOOKOUT_SMS_BACKEND`); `dev_outbox` is the service's table."""
+    if settings.sms_backend == "twilio":
+        return TwilioSmsBackend(settings, status_callbacks=status_callbacks)
+    return OutboxSmsBackend(settings, dev_outbox)
