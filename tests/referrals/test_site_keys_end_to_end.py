@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from services.stack import command
 from shared.topics import SITE_KEYS
-from tests.conftest import REPO_ROOT, free_port, run_lookout
+from tests.conftest import free_port, run_lookout
+from tests.referrals.helpers import (
+    crashed,
+    healthy,
+    lookout_processes,
+    process_logs,
+    wait_for,
+)
 from tests.referrals.test_hsds import CSV_PACKAGE
 
 pytestmark = pytest.mark.e2e
@@ -27,16 +29,6 @@ PROCESSES = ["ingest", "relay", "referrals", "referrals-worker"]
 ADMIN = {"Authorization": "Bearer dev-admin-token"}
 BODY = {"service_types": ["buprenorphine"], "postal_code": "98104",
         "consent": {"shared_fields": ["service_type"], "wording": "Read to the person."}}
-
-
-def _wait_for(what: str, check: Callable[[], Any], within: float) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {within}s waiting for {what}")
 
 
 async def _garbage_is_dead_lettered(bootstrap: str, within: float) -> bool:
@@ -59,13 +51,6 @@ async def _garbage_is_dead_lettered(bootstrap: str, within: float) -> bool:
     return False
 
 
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def test_a_site_key_issued_by_ingest_refers_and_its_revocation_reaches_referrals(
         own_broker: str, tmp_path: Path) -> None:
     ingest_port, referrals_port = free_port(), free_port()
@@ -82,23 +67,20 @@ def test_a_site_key_issued_by_ingest_refers_and_its_revocation_reaches_referrals
     }
     run_lookout(env, "db", "upgrade")
     run_lookout(env, "providers", "import", str(CSV_PACKAGE))
-    logs = {name: (tmp_path / f"{name}.log").open("w") for name in PROCESSES}
-    procs = {name: subprocess.Popen(command(name), env=env, cwd=REPO_ROOT, stdout=logs[name],
-                                    stderr=subprocess.STDOUT) for name in PROCESSES}
 
     def refer(key: str) -> httpx.Response:
         return httpx.post(f"{referrals_url}/v1/referrals", json=BODY, timeout=10,
                           headers={"Authorization": f"Bearer {key}"})
 
-    try:
-        _wait_for("the APIs", lambda: _healthy(f"{ingest_url}/healthz")
-                  and _healthy(f"{referrals_url}/healthz"), 60)
+    with lookout_processes(PROCESSES, env, tmp_path) as procs:
+        wait_for("the APIs", lambda: healthy(f"{ingest_url}/healthz")
+                 and healthy(f"{referrals_url}/healthz"), 60)
         created = httpx.post(f"{ingest_url}/v1/admin/sites", headers=ADMIN, timeout=10,
                              json={"name": "Harbor Outreach", "scopes": ["referrals"]})
         assert created.status_code == 201, created.text
         site = created.json()
-        accepted = _wait_for("the key to reach referrals",
-                             lambda: (r := refer(site["api_key"])).status_code == 201 and r, 60)
+        accepted = wait_for("the key to reach referrals",
+                            lambda: (r := refer(site["api_key"])).status_code == 201 and r, 60)
         assert accepted.json()["site_id"] == site["site_id"]
 
         assert asyncio.run(_garbage_is_dead_lettered(own_broker, within=60))
@@ -107,22 +89,11 @@ def test_a_site_key_issued_by_ingest_refers_and_its_revocation_reaches_referrals
         revoked = httpx.post(f"{ingest_url}/v1/admin/sites/{site['site_id']}/keys/"
                              f"{key['id']}/revoke", headers=ADMIN, timeout=10)
         assert revoked.status_code == 200, revoked.text
-        refused = _wait_for("the revocation to reach referrals",
-                            lambda: (r := refer(site["api_key"])).status_code == 401 and r, 30)
+        refused = wait_for("the revocation to reach referrals",
+                           lambda: (r := refer(site["api_key"])).status_code == 401 and r, 30)
         assert refused.headers["content-type"] == "application/problem+json"
 
-        crashed = {n: p.returncode for n, p in procs.items() if p.poll() is not None}
-        assert not crashed, f"processes died: {crashed}"
-    finally:
-        for proc in procs.values():
-            proc.terminate()
-        for proc in procs.values():
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for fh in logs.values():
-            fh.close()
-    everything = "".join((tmp_path / f"{n}.log").read_text() for n in PROCESSES)
+        assert not crashed(procs), f"processes died: {crashed(procs)}"
+    everything = process_logs(PROCESSES, tmp_path)
     assert site["api_key"] not in everything
     assert "Traceback" not in everything, everything[-3000:]

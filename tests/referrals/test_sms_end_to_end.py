@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,11 +24,17 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from twilio.request_validator import RequestValidator
 
-from services.stack import command
 from shared.fakes.twilio_server import FakeTwilioServer
 from shared.gsm import segment_count
 from shared.topics import REFERRAL_EVENTS, REFERRAL_REQUESTS, SMS_INBOUND
-from tests.conftest import REPO_ROOT, free_port, run_lookout
+from tests.conftest import free_port, run_lookout
+from tests.referrals.helpers import (
+    crashed,
+    healthy,
+    lookout_processes,
+    process_logs,
+    wait_for,
+)
 from tests.referrals.test_hsds import CSV_PACKAGE, JSON_SERVICES
 from tests.referrals.webhook_server import WebhookServer
 
@@ -41,16 +46,6 @@ PROCESSES = ["alerts", "alerts-worker", "relay", "referrals", "referrals-worker"
 ADMIN = {"Authorization": "Bearer dev-admin-token"}
 ALWAYS_OPEN = ("id,service_id,freq,byday,opens_at,closes_at,description\n"
                "sch-harbor-bup,svc-harbor-bup,WEEKLY,,00:00,23:59,24 hours (for this test)\n")
-
-
-def _wait_for(what: str, check: Callable[[], Any], within: float) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {within}s waiting for {what}")
 
 
 async def _referral_events(bootstrap: str, count: int, within: float) -> list[dict[str, Any]]:
@@ -129,10 +124,6 @@ def test_a_referral_over_sms_from_treatment_to_connected(own_broker: str,
         patch.write_text(ALWAYS_OPEN)
         assert "imported: 1 schedule" in run_lookout(env, "providers", "import", str(patch))
 
-        logs = {name: (tmp_path / f"{name}.log").open("w") for name in PROCESSES}
-        procs = {name: subprocess.Popen(command(name), env=env, cwd=REPO_ROOT,
-                                        stdout=logs[name], stderr=subprocess.STDOUT)
-                 for name in PROCESSES}
 
         def sms(body: str) -> str:
             params = {"From": PHONE, "To": "+15005550006", "Body": body,
@@ -153,9 +144,9 @@ def test_a_referral_over_sms_from_treatment_to_connected(own_broker: str,
                 return None
             return check
 
-        try:
-            _wait_for("the APIs", lambda: all(
-                _healthy(f"http://127.0.0.1:{p}/healthz") for p in (alerts_port,
+        with lookout_processes(PROCESSES, env, tmp_path) as procs:
+            wait_for("the APIs", lambda: all(
+                healthy(f"http://127.0.0.1:{p}/healthz") for p in (alerts_port,
                                                                      referrals_port)), 60)
             hook = httpx.patch(f"http://127.0.0.1:{referrals_port}/v1/providers/services/"
                                "svc-harbor-bup", headers=ADMIN,
@@ -165,13 +156,13 @@ def test_a_referral_over_sms_from_treatment_to_connected(own_broker: str,
             assert asyncio.run(_dead_letters(own_broker, within=120)) == {
                 REFERRAL_REQUESTS.dlq, SMS_INBOUND.dlq}
             sms("TREATMENT")
-            _wait_for("the ZIP question", texted("reply with your ZIP code"), 60)
+            wait_for("the ZIP question", texted("reply with your ZIP code"), 60)
             sms("98104")
-            options = _wait_for("the options", texted("1 Harbor Street Bupe Walk-in"), 30)
+            options = wait_for("the options", texted("1 Harbor Street Bupe Walk-in"), 30)
             assert segment_count(options) <= 2 and "Reply 1, 2" in options
 
             sms("1")
-            _wait_for("the provider notice", lambda: provider.received, 30)
+            wait_for("the provider notice", lambda: provider.received, 30)
             [notice] = [r["json"] for r in provider.received]
             assert set(notice) == {"referral_id", "service_id", "service_name",
                                    "status_link", "consent", "service_types", "language",
@@ -179,12 +170,12 @@ def test_a_referral_over_sms_from_treatment_to_connected(own_broker: str,
             assert notice["service_id"] == "svc-harbor-bup"
             assert notice["region"] == "98104 (Seattle, WA)"
             assert PHONE[2:] not in json.dumps(notice)
-            details = _wait_for("the details", texted("100 Example Ave, Seattle"), 30)
+            details = wait_for("the details", texted("100 Example Ave, Seattle"), 30)
             assert "206-555-0101" in details and "open 24 hours" in details
 
-            _wait_for("the follow-up", texted("did you connect?"), 30)
+            wait_for("the follow-up", texted("did you connect?"), 30)
             sms("1")
-            _wait_for("the thanks", texted("glad you connected"), 30)
+            wait_for("the thanks", texted("glad you connected"), 30)
 
             events = asyncio.run(_referral_events(own_broker, 5, within=30))
             assert [e["status"] for e in events] == [
@@ -195,25 +186,8 @@ def test_a_referral_over_sms_from_treatment_to_connected(own_broker: str,
             page = httpx.get(f"http://127.0.0.1:{referrals_port}{link}", timeout=10)
             assert page.status_code == 200 and "connected" in page.text
 
-            crashed = {n: p.returncode for n, p in procs.items() if p.poll() is not None}
-            assert not crashed, f"processes died: {crashed}"
-        finally:
-            for proc in procs.values():
-                proc.terminate()
-            for proc in procs.values():
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            for fh in logs.values():
-                fh.close()
-        everything = "".join((tmp_path / f"{n}.log").read_text() for n in PROCESSES)
+            assert not crashed(procs), f"processes died: {crashed(procs)}"
+        everything = process_logs(PROCESSES, tmp_path)
         assert PHONE not in everything and PHONE[2:] not in everything
         assert "Traceback" not in everything, everything[-3000:]
 
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
