@@ -4,6 +4,7 @@ number; the admin API checks the number."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 
@@ -12,8 +13,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from services.alerts.models import DevOutboxMessage as AlertsDevOutbox
+from services.referrals import agents, service, texts
 from services.referrals import models as m
-from services.referrals import service, texts
 from services.referrals.api import app
 from services.referrals.notify import ChannelNotifier
 from shared.crypto import decrypt_phone
@@ -21,7 +22,7 @@ from shared.db import session_scope
 from shared.fakes.twilio_server import FakeTwilioServer
 from shared.gsm import is_gsm7, segment_count
 from shared.settings import Settings, get_settings
-from tests.referrals.helpers import TUESDAY_10AM, load_directory
+from tests.referrals.helpers import TUESDAY_10AM, load_directory, reply, requested
 
 SID = "AC" + "7" * 32
 TOKEN = "referrals-sms-notice-token"
@@ -157,3 +158,30 @@ def test_the_admin_api_takes_only_an_e164_number_for_sms(settings: Settings) -> 
             assert good.status_code == 200 and good.json()["notify_channel"] == "sms"
     finally:
         app.dependency_overrides.clear()
+
+
+def test_the_worker_texts_the_provider_from_its_thread(settings: Settings,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's path: the reply handler runs in a thread of the agent's event loop and
+    the SMS backend runs its own loop there."""
+    load_directory(settings.sqlalchemy_url, webhook=None)
+    with session_scope(settings.sqlalchemy_url) as session:
+        harbor = session.get(m.Service, "svc-harbor-bup")
+        assert harbor is not None
+        harbor.notify_channel, harbor.notify_address = "sms", PROVIDER
+    monkeypatch.setattr(agents, "settings", settings)
+    monkeypatch.setattr(agents, "clock", lambda: TUESDAY_10AM)
+    monkeypatch.setattr(agents, "notifier", ChannelNotifier(settings))
+    contact = uuid.uuid4()
+
+    async def conversation() -> None:
+        await agents.handle_request(requested(contact))
+        await agents.handle_reply(reply(contact, "1"))
+
+    asyncio.run(conversation())
+    with session_scope(settings.sqlalchemy_url) as session:
+        [row] = session.scalars(select(m.DevSmsMessage)).all()
+        assert row.body.startswith("Lookout referral: a person chose Harbor Street Bupe")
+        assert "Area: 98104 (Seattle, WA)" in row.body  # the SMS consent: type, language, area
+        notice = session.scalars(select(m.ProviderNotice)).one()
+        assert (notice.channel, notice.status) == ("sms", "sent")
