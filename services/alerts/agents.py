@@ -178,7 +178,8 @@ async def alerting(stream: Any) -> None:
 # ---- the dispatcher: approved by officials, expiry, done, crash recovery --------------------
 
 def _housekeeping() -> list[uuid.UUID]:
-    """Expire due alerts, mark finished ones sent; return approved alerts to fan out."""
+    """Expire due alerts, mark finished ones sent, apply early status callbacks; return
+    approved alerts to fan out."""
     with session_scope(settings.sqlalchemy_url) as session:
         to_fan_out = []
         for alert in session.scalars(select(Alert).where(
@@ -189,6 +190,7 @@ def _housekeeping() -> list[uuid.UUID]:
                 to_fan_out.append(alert.id)
             elif alert.status == "sending" and service.finish_if_done(session, alert):
                 log.info("alert %s sent", alert.id)
+        service.apply_early_statuses(session)  # callbacks that came before the record
         return to_fan_out
 
 

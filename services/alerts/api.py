@@ -15,6 +15,7 @@ from fastapi.templating import Jinja2Templates
 from prometheus_client import Counter
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
@@ -40,8 +41,9 @@ router = APIRouter()
 STATUS_CALLBACKS = Counter("lookout_alerts_sms_status_total", "Twilio status callbacks",
                            ["status"])
 SIGNUP_CODES = Counter("lookout_alerts_signup_codes_total", "Signup codes texted", ["outcome"])
-FINAL_OR_LATER = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "undelivered": 3,
-                  "failed": 3}
+STATUS_OUTCOMES = Counter("lookout_alerts_sms_status_outcomes_total",
+                          "Status callbacks: applied, stale (the delivery was further), early "
+                          "(before the SID was recorded: applied by the worker)", ["outcome"])
 
 
 def _delivery_out(d: Delivery) -> dict[str, Any]:
@@ -73,21 +75,23 @@ async def sms_status(request: Request, settings: AppSettings,
     """Twilio's status callback, checked against X-Twilio-Signature."""
     form = await _signed_form(request, settings, "/v1/sms/status", x_twilio_signature)
     status = form.get("MessageStatus", "")
-    STATUS_CALLBACKS.labels(status if status in FINAL_OR_LATER else "other").inc()
+    STATUS_CALLBACKS.labels(status if status in service.STATUS_RANK else "other").inc()
     # The database work in a thread: the event loop keeps taking callbacks meanwhile.
-    await asyncio.to_thread(_record_status, settings, form.get("MessageSid", ""), status,
-                            form.get("ErrorCode") or None)
+    outcome = await asyncio.to_thread(_record_status, settings, form.get("MessageSid", ""),
+                                      status, form.get("ErrorCode") or None)
+    STATUS_OUTCOMES.labels(outcome).inc()
     return Response(status_code=204)
 
 
-def _record_status(settings: Settings, sid: str, status: str, error_code: str | None) -> None:
-    with session_scope(settings.sqlalchemy_url) as session:
-        delivery = session.scalar(select(Delivery).where(Delivery.provider_sid == sid))
-        # Callbacks can arrive out of order: never move a delivery backwards.
-        if delivery is not None and FINAL_OR_LATER.get(status, -1) >= FINAL_OR_LATER.get(
-                delivery.status, -1):
-            delivery.status = status
-            delivery.error_code = error_code or delivery.error_code
+def _record_status(settings: Settings, sid: str, status: str, error_code: str | None) -> str:
+    for attempt in (1, 2):
+        try:
+            with session_scope(settings.sqlalchemy_url) as session:
+                return service.record_status(session, sid, status, error_code)
+        except IntegrityError:  # an early row for this SID made at the same time: again
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 @router.post("/v1/sms/inbound", tags=["twilio"], include_in_schema=False)

@@ -139,6 +139,19 @@ class Delivery(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class EarlyStatus(Base):
+    """A status callback for a message SID no delivery holds yet: the provider can call back
+    before the sender has recorded what it handed over. Applied (and deleted) by the worker
+    once the SID is recorded."""
+
+    __tablename__ = "alerts_sms_status_early"
+
+    sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[str | None] = mapped_column(String(16))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class DevOutboxMessage(Base):
     """The dev SMS backend: what would have been texted, shown on /dev/outbox."""
 

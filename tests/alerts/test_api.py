@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -11,8 +12,8 @@ from twilio.request_validator import RequestValidator
 
 from services.alerts import service
 from services.alerts.api import app
-from services.alerts.models import Delivery, DevOutboxMessage
-from shared.db import session_scope
+from services.alerts.models import Delivery, DevOutboxMessage, EarlyStatus
+from shared.db import session_scope, utcnow
 from shared.settings import Settings, get_settings
 from tests.alerts.test_service import add_subscriber
 from tests.builders import contamination_signal
@@ -118,3 +119,46 @@ def test_undelivered_callbacks_keep_the_carrier_error(
         delivery = session.get(Delivery, delivery_id)
         assert delivery is not None
         assert (delivery.status, delivery.error_code) == (status, code)
+
+
+def test_a_callback_before_the_sid_is_recorded_is_kept_and_applied_later(
+    client: TestClient, public_settings: Settings
+) -> None:
+    """Twilio can call back before the sender has recorded the SID it got: the callback is
+    kept, and the worker's housekeeping applies it once a delivery holds that SID."""
+    delivery_id = _queued_delivery(public_settings)
+    early_sid = "SM" + "b" * 32
+    for status in ("delivered", "sent"):  # out of order: the later status is kept
+        params = {"MessageSid": early_sid, "MessageStatus": status}
+        response = client.post("/v1/sms/status", data=params,
+                               headers=_signed(public_settings, params))
+        assert response.status_code == 204
+    with session_scope(public_settings.sqlalchemy_url) as session:
+        assert service.apply_early_statuses(session) == 0  # no delivery holds it yet
+        early = session.get(EarlyStatus, early_sid)
+        assert early is not None and early.status == "delivered"
+        delivery = session.get(Delivery, delivery_id)
+        assert delivery is not None
+        delivery.provider_sid = early_sid  # what the sender's record does
+    with session_scope(public_settings.sqlalchemy_url) as session:
+        assert service.apply_early_statuses(session) == 1
+    with session_scope(public_settings.sqlalchemy_url) as session:
+        delivery = session.get(Delivery, delivery_id)
+        assert delivery is not None and delivery.status == "delivered"
+        assert session.get(EarlyStatus, early_sid) is None
+        assert service.apply_early_statuses(session) == 0
+    assert 'lookout_alerts_sms_status_outcomes_total{outcome="early"}' in \
+        client.get("/metrics").text
+
+
+def test_early_callbacks_nobody_claims_are_dropped_after_a_day(public_settings: Settings) -> None:
+    with session_scope(public_settings.sqlalchemy_url) as session:
+        assert service.record_status(session, "SMold", "delivered", None) == "early"
+        assert service.record_status(session, "SMnew", "sent", None) == "early"
+        old = session.get(EarlyStatus, "SMold")
+        assert old is not None
+        old.received_at = utcnow() - timedelta(days=1, seconds=1)
+    with session_scope(public_settings.sqlalchemy_url) as session:
+        service.apply_early_statuses(session)
+        assert session.get(EarlyStatus, "SMold") is None
+        assert session.get(EarlyStatus, "SMnew") is not None

@@ -306,6 +306,9 @@ def test_callback_response_framings(client: Client, fake: FakeTwilioServer, mode
             for _ in range(3)
         ]
         wait_for(lambda: len(receiver.requests) == 6)
+        # The fake records an attempt once it has read the answer, just after the receiver
+        # counted the request.
+        wait_for(lambda: len([c for c in fake.callbacks() if c["sid"] in sids]) == 6)
     attempts = [c for c in fake.callbacks() if c["sid"] in sids]
     assert len(attempts) == 6 and all(c.get("http_status") == 200 for c in attempts)
 
