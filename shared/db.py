@@ -5,6 +5,7 @@ Each service owns its tables, named with its prefix (`ingest_`, `alerts_`, `refe
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -48,6 +49,15 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class RawJSON(str):
+    """Text that is JSON already (e.g. a pydantic model's `model_dump_json()`): a JSON column
+    stores it as it is, instead of parsing it into a dict only to serialize it again."""
+
+
+def _json_serializer(value: Any) -> str:
+    return value if isinstance(value, RawJSON) else json.dumps(value)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -65,10 +75,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def get_engine(url: str) -> Engine:
     """One engine per database URL and process."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10},
+                               json_serializer=_json_serializer)
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                               json_serializer=_json_serializer)
     return engine
 
 

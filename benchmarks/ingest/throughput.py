@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -181,20 +182,23 @@ async def batches(base: str, key: str, seconds: float, clients: int,
     latencies: list[float] = []
     stop_at = time.perf_counter() + seconds
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    # One body made once; each batch gets its own sample ids by a replace (building 1,000
+    # results in Python per batch took CPU from the server on this 2-core machine).
+    template = json.dumps({"results": [result(f"__TAG__-{i}", i) for i in range(size)]})
 
     async def client(n: int) -> None:
         nonlocal accepted, requests, errors
         async with httpx.AsyncClient(base_url=base, timeout=60) as http:
             b = 0
             while time.perf_counter() < stop_at:
-                tag = f"b-{n}-{b}-{uuid.uuid4().hex[:6]}"
-                body = json.dumps({"results": [result(f"{tag}-{i}", i) for i in range(size)]})
+                body = template.replace("__TAG__", f"b-{n}-{b}-{uuid.uuid4().hex[:6]}")
                 t0 = time.perf_counter()
                 response = await http.post("/v1/drug-checks", content=body, headers=headers)
                 latencies.append(time.perf_counter() - t0)
                 requests += 1
                 if response.status_code == 202:
-                    accepted += response.json()["accepted"]
+                    found = re.match(rb'\{"accepted":(\d+)', response.content)
+                    accepted += int(found.group(1)) if found else response.json()["accepted"]
                 else:
                     errors += 1
                 b += 1
@@ -206,6 +210,52 @@ async def batches(base: str, key: str, seconds: float, clients: int,
             "accepted": accepted, "seconds": elapsed, "per_second": accepted / elapsed,
             "p50_ms": percentile(latencies, 0.5) * 1000,
             "p99_ms": percentile(latencies, 0.99) * 1000}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its children (uvicorn's workers), from
+    /proc; 0 where there is no /proc."""
+    total = 0.0
+    for p in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [int(c) for c in found]
+
+
+class CpuShare:
+    """How the machine's cores were shared during a phase: ingest (all workers), the relay,
+    the broker and this client (with wrk). Tells whether a phase was CPU-bound, and where."""
+
+    def __init__(self, procs: dict[str, int]) -> None:
+        self.procs = procs
+
+    def _now(self) -> dict[str, float]:
+        mine, children = os.times(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        out = {name: _cpu_seconds(pid) for name, pid in self.procs.items()}
+        out["client"] = (mine.user + mine.system + children.ru_utime + children.ru_stime)
+        return out
+
+    def __enter__(self) -> CpuShare:
+        self.start, self.t0 = self._now(), time.perf_counter()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        end, elapsed = self._now(), time.perf_counter() - self.t0
+        self.cores = {k: round((end[k] - self.start[k]) / elapsed, 2) for k in end}
+
+    def __str__(self) -> str:
+        return "CPU in cores: " + ", ".join(f"{k} {v:.2f}" for k, v in self.cores.items())
 
 
 def _unpublished(url: str) -> tuple[int, int]:
@@ -274,27 +324,39 @@ def main() -> int:
         asyncio.run(singles_httpx(base, key, 1.0, 8))
 
         size = len(json.dumps(result("x" * 20, 0))) * 2  # about an event's size
-        report["raw_produce"] = asyncio.run(raw_produce_rate(bootstrap, seconds, size))
+        cpu = {"ingest": procs[1].pid, "relay": procs[2].pid, "broker": broker.pid}
+        with CpuShare(cpu) as share:
+            report["raw_produce"] = asyncio.run(raw_produce_rate(bootstrap, seconds, size))
+        report["raw_produce"]["cpu_cores"] = share.cores
         print(f"raw aiokafka produce: {report['raw_produce']['per_second']:,.0f} msg/s "
-              f"({size} B, acks=all)", flush=True)
+              f"({size} B, acks=all); {share}", flush=True)
 
         if args.client == "wrk":
-            report["healthz"] = healthz_wrk(base, seconds, args.clients)
+            with CpuShare(cpu) as share:
+                report["healthz"] = healthz_wrk(base, seconds, args.clients)
+            report["healthz"]["cpu_cores"] = share.cores
             print(f"GET /healthz (the stack's floor), {args.clients} clients: "
                   f"{report['healthz']['per_second']:,.0f} requests/s, "
-                  f"p99 {report['healthz']['p99_ms']:.1f} ms", flush=True)
-            singles = singles_wrk(base, key, seconds, args.clients, tmp)
+                  f"p99 {report['healthz']['p99_ms']:.1f} ms; {share}", flush=True)
+            with CpuShare(cpu) as share:
+                singles = singles_wrk(base, key, seconds, args.clients, tmp)
         else:
-            singles = asyncio.run(singles_httpx(base, key, seconds, args.clients))
+            with CpuShare(cpu) as share:
+                singles = asyncio.run(singles_httpx(base, key, seconds, args.clients))
+        singles["cpu_cores"] = share.cores
         report["singles"] = singles
         print(f"single POSTs, {args.clients} clients ({singles['client']}): "
               f"{singles['per_second']:,.0f} results/s, p50 {singles['p50_ms']:.1f} ms, "
-              f"p99 {singles['p99_ms']:.1f} ms, {singles['errors']} errors", flush=True)
+              f"p99 {singles['p99_ms']:.1f} ms, {singles['errors']} errors; {share}",
+              flush=True)
 
-        report["batches"] = asyncio.run(batches(base, key, seconds, 4))
+        with CpuShare(cpu) as share:
+            report["batches"] = asyncio.run(batches(base, key, seconds, 4))
         b = report["batches"]
+        b["cpu_cores"] = share.cores
         print(f"batches of 1,000, 4 clients: {b['per_second']:,.0f} results/s "
-              f"(p50 {b['p50_ms']:.0f} ms per batch), {b['errors']} errors", flush=True)
+              f"(p50 {b['p50_ms']:.0f} ms per batch), {b['errors']} errors; {share}",
+              flush=True)
 
         total, left = _unpublished(url)
         t0 = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable
 from typing import Literal
 
@@ -28,5 +29,6 @@ def count(kind: Kind, outcome: str, reason: str | None = None, n: int = 1) -> No
 
 
 def count_outcomes(kind: Kind, outcomes: Iterable[tuple[str, str | None]]) -> None:
-    for outcome, reason in outcomes:
-        count(kind, outcome, reason)
+    """Count many items' (outcome, reason) pairs: one increment per distinct pair."""
+    for (outcome, reason), n in collections.Counter(outcomes).items():
+        count(kind, outcome, reason, n)

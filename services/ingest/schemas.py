@@ -13,9 +13,11 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 MAX_FUTURE = timedelta(minutes=5)
 EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
@@ -30,26 +32,39 @@ StripResult = Literal["positive", "negative", "invalid", "not_tested"]
 StripName = Annotated[str, StringConstraints(min_length=1, max_length=40)]
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_has_nul(v) for v in value)
-    return False
+def _nul_locations(data: dict[str, Any]) -> list[tuple[str | int, ...]]:
+    """Where a model's own input holds a NUL: its text fields, the text items of its lists,
+    the keys and text values of its dicts. (Nested models check their own input.)"""
+    found: list[tuple[str | int, ...]] = []
+    for name, value in data.items():
+        if isinstance(value, str):
+            if "\x00" in value:
+                found.append((name,))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, str) and "\x00" in item:
+                    found.append((name, i))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if "\x00" in str(key) or (isinstance(item, str) and "\x00" in item):
+                    found.append((name, str(key)))
+    return found
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    @field_validator("*", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        # NUL is never meaningful here, and PostgreSQL text cannot hold it.
-        if _has_nul(value):
-            raise ValueError("must not contain NUL characters")
-        return value
+    def _no_nul(cls, data: Any) -> Any:
+        """NUL is never meaningful here, and PostgreSQL text cannot hold it. One check per
+        model, not per field (a field validator on every field cost a third of a result's
+        validation); the errors still name each field."""
+        if isinstance(data, dict) and (where := _nul_locations(data)):
+            raise ValidationError.from_exception_data(cls.__name__, [InitErrorDetails(
+                type=PydanticCustomError("value_error", "must not contain NUL characters"),
+                loc=loc, input=None) for loc in where])
+        return data
 
 
 def not_in_future(value: datetime) -> datetime:

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from services.ingest.models import DrugCheck, OutboxMessage
+from services.ingest.schemas import BatchOut
 from shared.db import session_scope
 from shared.settings import Settings
 from tests.builders import drug_check
@@ -36,6 +37,7 @@ def test_a_batch_accepts_the_valid_items_and_rejects_the_invalid_ones_by_index(
     response = ingest_client.post("/v1/drug-checks", json={"results": items}, headers=auth)
     assert response.status_code == 202, response.text
     body = response.json()
+    assert BatchOut.model_validate(body).model_dump(mode="json") == body  # built by hand
     assert (body["accepted"], body["duplicate"], body["rejected"]) == (2, 0, 4)
     statuses = [(i["index"], i["status"], i["reason"]) for i in body["items"]]
     assert statuses == [(0, "accepted", None), (1, "rejected", "validation"),

@@ -1,0 +1,146 @@
+"""Group commit: one writer per process stores the submissions of many requests in one
+transaction.
+
+Why: a commit, and handing work to a thread, cost far more than storing one result. Under
+load the HTTP handlers (async, on the event loop) validate their request and queue a unit of
+work here; the writer takes *everything* queued, runs each unit in its own savepoint inside
+one transaction on its own thread, commits once, and only then tells each request how its
+unit went. So 32 concurrent single-result POSTs cost one commit and one thread hop, not 32
+of each, while each request keeps the semantics of its own transaction:
+
+- a unit sees the units before it in the same group (a second request with the same sample
+  id is a duplicate or a 409, exactly as if it had come after the first commit);
+- a unit that raises (e.g. a `ProblemError`) rolls back its savepoint alone and its request
+  gets the exception; the others go on;
+- a request is answered only after the commit: if the commit fails, every request of the
+  group gets the error (500) and nothing of the group is stored, so nothing answered 202 is
+  ever lost.
+
+When the writer is idle a unit is taken at once (no waiting to fill a group): groups form by
+themselves while a commit is in progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from shared.db import get_sessionmaker
+
+Store = Callable[[Session, Sequence[Any]], list[Any]]
+
+# SQLite has a single writer: one thread per process writes at a time (the group writer and
+# the CSV import), so threads do not meet in SQLite's busy handler, which sleeps up to 100 ms
+# per try.
+SQLITE_WRITE_LOCK = threading.Lock()
+
+
+def write_lock(url: str) -> AbstractContextManager[Any]:
+    return SQLITE_WRITE_LOCK if url.startswith("sqlite") else nullcontext()
+
+
+_thread = ThreadPoolExecutor(1, thread_name_prefix="ingest-writer")
+
+
+@dataclass(eq=False)  # hashed by identity
+class _Job:
+    merge_key: Hashable | None
+    items: Sequence[Any]
+    store: Store
+    future: asyncio.Future[list[Any]]
+
+
+class GroupWriter:
+    """The group-commit writer of one event loop and one database."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._queue: list[_Job] = []
+        self._drain_task: asyncio.Task[None] | None = None
+
+    async def store(self, items: Sequence[Any], store: Store,
+                    merge_key: Hashable | None = None) -> list[Any]:
+        """`store(session, items)` in the next group: one outcome per item, once the group
+        has committed. Requests with the same (not None) `merge_key` in one group are stored
+        by one call of `store` with their items one after the other (in arrival order), so
+        32 single results of a site cost one query and one bulk insert; `store` must then
+        treat each item as if it came after the ones before it."""
+        loop = asyncio.get_running_loop()
+        job = _Job(merge_key, items, store, loop.create_future())
+        self._queue.append(job)
+        if self._drain_task is None:
+            self._drain_task = loop.create_task(self._drain())
+        return await job.future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                group, self._queue = self._queue, []
+                try:
+                    outcomes = await loop.run_in_executor(_thread, self._commit, group)
+                except BaseException as exc:  # cancelled, or a bug: fail the group, not hang
+                    outcomes = [exc] * len(group)
+                for job, outcome in zip(group, outcomes, strict=True):
+                    if job.future.done():  # the request went away; what it sent stands
+                        continue
+                    if isinstance(outcome, BaseException):
+                        job.future.set_exception(outcome)
+                    else:
+                        job.future.set_result(outcome)
+        finally:
+            self._drain_task = None
+
+    def _commit(self, group: list[_Job]) -> list[list[Any] | BaseException]:
+        """Runs on the writer thread: each set of merged jobs in its own savepoint, then one
+        commit. Returns each job's outcomes, or the exception that failed it."""
+        sets: dict[Hashable, list[_Job]] = {}
+        for job in group:
+            sets.setdefault(job if job.merge_key is None else job.merge_key, []).append(job)
+        outcomes: dict[int, list[Any] | BaseException] = {}
+        with write_lock(self.url), get_sessionmaker(self.url)() as session:
+            try:
+                if self.url.startswith("sqlite"):
+                    # Take SQLite's write lock first (waiting for the other processes in the
+                    # busy handler): a transaction that reads and then writes would instead
+                    # fail at once with "database is locked" whenever another process
+                    # committed since its read.
+                    session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+                for jobs in sets.values():
+                    items = [item for job in jobs for item in job.items]
+                    try:
+                        with session.begin_nested():
+                            stored = jobs[0].store(session, items)
+                    except Exception as exc:  # e.g. a ProblemError: these jobs alone fail
+                        outcomes.update((id(job), exc) for job in jobs)
+                        continue
+                    start = 0
+                    for job in jobs:
+                        outcomes[id(job)] = stored[start:start + len(job.items)]
+                        start += len(job.items)
+                session.commit()
+            except Exception as exc:  # nothing of this group is stored
+                session.rollback()
+                return [exc] * len(group)
+        return [outcomes[id(job)] for job in group]
+
+
+_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, GroupWriter]] = (
+    weakref.WeakKeyDictionary())
+
+
+def writer_for(url: str) -> GroupWriter:
+    """This event loop's writer for the database at `url` (a worker process has one loop;
+    tests start a loop per client)."""
+    by_url = _writers.setdefault(asyncio.get_running_loop(), {})
+    if url not in by_url:
+        by_url[url] = GroupWriter(url)
+    return by_url[url]
