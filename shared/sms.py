@@ -10,12 +10,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
+from urllib.parse import urlencode
 
 import aiohttp
 from sqlalchemy import Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 from twilio.base.exceptions import TwilioRestException
-from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.http import AsyncHttpClient
+from twilio.http.response import Response
 from twilio.rest import Client
 
 from shared.crypto import decrypt_phone, encrypt_phone, mask_phone
@@ -120,6 +122,49 @@ class OutboxSmsBackend:
         return None
 
 
+class LeanTwilioHttpClient(AsyncHttpClient):
+    """The twilio SDK's async HTTP client, leaner: the form body is URL-encoded once and the
+    Basic credentials once per client (the SDK's `AsyncTwilioHttpClient` builds an aiohttp
+    FormData, a multipart writer and a BasicAuth for every request: a fifth of the CPU of
+    a send). Same interface; no proxy or retry options (unused here)."""
+
+    def __init__(self) -> None:
+        super().__init__(None, True, None)
+        self.session: aiohttp.ClientSession | None = None
+        self._authorization: dict[tuple[str, str], str] = {}
+
+    async def request(self, method: str, url: str, params: dict[str, object] | None = None,
+                      data: dict[str, object] | None = None,
+                      headers: dict[str, str] | None = None,
+                      auth: tuple[str, str] | None = None,
+                      timeout: float | None = None,  # noqa: ASYNC109 - the SDK's interface
+                      allow_redirects: bool = False) -> Response:
+        if self.session is None:
+            self.session = aiohttp.ClientSession()
+        headers = dict(headers or {})
+        if auth is not None:
+            if auth not in self._authorization:
+                self._authorization[auth] = aiohttp.BasicAuth(*auth).encode()
+            headers["Authorization"] = self._authorization[auth]
+        body = None
+        if data:
+            body = urlencode(data, doseq=True).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        if params:
+            url = f"{url}?{urlencode(params, doseq=True)}"
+        async with self.session.request(
+            method.upper(), url, data=body, headers=headers,
+            allow_redirects=allow_redirects,
+            timeout=aiohttp.ClientTimeout(total=timeout) if timeout else None,
+        ) as response:
+            return Response(response.status, await response.text(), response.headers)
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+
 class TwilioSmsBackend:
     """Twilio's Messages API through the official SDK (async HTTP client). Delivery status
     callbacks go to the alerts service (`LOOKOUT_PUBLIC_ALERTS_URL`) unless
@@ -130,7 +175,7 @@ class TwilioSmsBackend:
     def __init__(self, settings: Settings, *, status_callbacks: bool = True) -> None:
         self.settings = settings
         self.status_callbacks = status_callbacks
-        self.http = AsyncTwilioHttpClient()
+        self.http = LeanTwilioHttpClient()
         self.client = Client(settings.twilio_account_sid, settings.twilio_auth_token,
                              http_client=self.http)
         self.client.api.base_url = settings.twilio_api_base_url.rstrip("/")

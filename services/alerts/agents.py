@@ -4,8 +4,9 @@
   subscriber on `sms.outbound.v1` (key subscriber);
 - `dispatch` timer: alerts approved through the API are fanned out; due alerts expire;
   finished ones are marked sent; deliveries stuck in `sending` after a crash are reconciled;
-- `sending`: jobs -> the sender (token bucket, STOP at send time, a bounded number of sends
-  in flight; each delivery is claimed once, so a redelivered job sends nothing);
+- `sending`: jobs (a plain aiokafka consumer, group `lookout-alerts-sender`) -> the sender
+  (token bucket, STOP at send time, a bounded number of sends in flight; each delivery is
+  claimed once, so a redelivered job sends nothing);
 - `requesting`: `sms.requests.v1` (texts other services ask for, e.g. referrals) -> one
   delivery keyed by the request's event id -> the same sender.
 """
@@ -18,7 +19,7 @@ import time
 import uuid
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -246,46 +247,82 @@ async def dispatch() -> None:
 
 # ---- sending --------------------------------------------------------------------------------
 
-async def send_jobs(stream: Any, *, agent: str, batch: int) -> None:
-    """Like `shared.streams.process_each`, but up to `batch` jobs are sent at once (one
-    claim, concurrent sends, one record; each delivery still claimed once). A batch is done
-    before the next is taken; one that keeps failing is dead-lettered."""
-    sender = get_sender()
-    async for events in stream.take_events(batch, within=0.05):
-        jobs: list[tuple[Any, bytes, SmsOutboundJobV1]] = []
-        for event in events:
-            raw = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
-            try:
-                jobs.append((event.message, raw, SmsOutboundJobV1.model_validate_json(raw)))
-            except (ValidationError, ValueError) as exc:
-                await _dead_letter(outbound_dlq, event.message, raw, f"undecodable: {exc}",
-                                   "alerts", agent)
-        if not jobs:
-            continue
-        for attempt in range(1, 4):
-            try:
-                await sender.send_batch([job.delivery_id for _m, _r, job in jobs])
-                AGENT_MESSAGES.labels("alerts", agent, "ok").inc(len(jobs))
-                break
-            except Exception as exc:
-                if attempt == 3:
-                    for message, raw, _job in jobs:
-                        await _dead_letter(outbound_dlq, message, raw,
-                                           f"handler failed: {exc!r}", "alerts", agent)
-                else:
-                    log.warning("send batch attempt %d failed: %r", attempt, exc)
-                    await asyncio.sleep(0.2 * 2**attempt)
-
-
-# Batches in flight at once (one token bucket): while one batch waits on the database or the
-# provider, the next is claimed. Offsets may then pass an unfinished batch: a crash loses no
-# message anyway (pending jobs are republished on start, `sending` ones reconciled).
+# Jobs are read with a plain aiokafka consumer of its own group, not a Faust agent: Faust's
+# consumer thread and per-event machinery cost more CPU than sending the SMS itself. Offsets
+# are committed only once a batch is done, so a crash redelivers what was in flight (the
+# claim makes a redelivered job harmless; pending jobs are republished on start anyway).
+SENDER_GROUP = "lookout-alerts-sender"
+# Slices of a batch sent at once (one token bucket): while one waits on the database or the
+# provider, the next is claimed.
 SEND_PIPELINES = 4
 
 
-@app.agent(outbound_topic, concurrency=SEND_PIPELINES)
-async def sending(stream: Any) -> None:
-    await send_jobs(stream, agent="sending", batch=settings.sms_send_concurrency)
+def _job_consumer() -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        SMS_OUTBOUND.name, bootstrap_servers=settings.bootstrap_servers,
+        group_id=SENDER_GROUP, enable_auto_commit=False, auto_offset_reset="earliest",
+        session_timeout_ms=int(settings.stream_session_timeout * 1000),
+        heartbeat_interval_ms=int(settings.stream_heartbeat_interval * 1000),
+        rebalance_timeout_ms=int(settings.stream_session_timeout * 1000),
+        fetch_max_wait_ms=max(settings.stream_fetch_max_wait_ms, 100),
+    )
+
+
+async def send_records(records: list[Any], *, agent: str = "sending") -> None:
+    """One slice of jobs: one claim, concurrent sends, one record (each delivery is still
+    claimed once). Retried as a whole; one that keeps failing is dead-lettered."""
+    sender = get_sender()
+    jobs: list[tuple[Any, bytes, SmsOutboundJobV1]] = []
+    for record in records:
+        raw = record.value or b""
+        try:
+            jobs.append((record, raw, SmsOutboundJobV1.model_validate_json(raw)))
+        except (ValidationError, ValueError) as exc:
+            await _dead_letter(outbound_dlq, record, raw, f"undecodable: {exc}", "alerts", agent)
+    if not jobs:
+        return
+    for attempt in range(1, 4):
+        try:
+            await sender.send_batch([job.delivery_id for _r, _raw, job in jobs])
+            AGENT_MESSAGES.labels("alerts", agent, "ok").inc(len(jobs))
+            return
+        except Exception as exc:
+            if attempt == 3:
+                for record, raw, _job in jobs:
+                    await _dead_letter(outbound_dlq, record, raw,
+                                       f"handler failed: {exc!r}", "alerts", agent)
+            else:
+                log.warning("send batch attempt %d failed: %r", attempt, exc)
+                await asyncio.sleep(0.2 * 2**attempt)
+
+
+async def consume_jobs(consumer: AIOKafkaConsumer) -> None:
+    size = settings.sms_send_concurrency
+    while True:
+        batches = await consumer.getmany(timeout_ms=1000, max_records=size * SEND_PIPELINES)
+        records = [r for partition in batches.values() for r in partition]
+        if not records:
+            continue
+        await asyncio.gather(*(send_records(records[i:i + size])
+                               for i in range(0, len(records), size)))
+        await consumer.commit()
+
+
+@app.task
+async def sending() -> None:
+    """The sender's consumer; restarted after a failure (e.g. the broker went away)."""
+    while True:
+        consumer = _job_consumer()
+        try:
+            await consumer.start()
+            await consume_jobs(consumer)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("sending: the job consumer failed; restarting it in 2 s")
+            await asyncio.sleep(2)
+        finally:
+            await consumer.stop()
 
 
 # ---- texts other services ask for -----------------------------------------------------------
