@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
+from services.alerts import api as api_module
 from services.alerts import service
 from services.alerts.api import app
 from services.alerts.models import Delivery, DevOutboxMessage, EarlyStatus
@@ -162,3 +166,49 @@ def test_early_callbacks_nobody_claims_are_dropped_after_a_day(public_settings: 
         service.apply_early_statuses(session)
         assert session.get(EarlyStatus, "SMold") is None
         assert session.get(EarlyStatus, "SMnew") is not None
+
+
+def test_concurrent_callbacks_share_transactions_and_all_apply(
+    public_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flood of callbacks (a fan-out's): each is answered only once committed, and the
+    ones that arrive while a batch is written share the next transaction."""
+    for i in range(30):
+        add_subscriber(public_settings, f"+1206555{1000 + i:04d}", "us/wa/king-county/98104")
+    with session_scope(public_settings.sqlalchemy_url) as session:
+        alert = service.alert_from_signal(session, public_settings, contamination_signal())
+        service.fan_out(session, alert)
+        sids = []
+        for i, delivery in enumerate(next(iter(service.pending_deliveries(session, alert.id)))):
+            delivery.status, delivery.provider_sid = "queued", f"SM{i:032d}"
+            sids.append(delivery.provider_sid)
+    batches: list[int] = []
+    real = api_module._record_statuses
+
+    def counting(url: str, items: list[tuple[str, str, str | None]]) -> list[str]:
+        batches.append(len(items))
+        return real(url, items)
+
+    monkeypatch.setattr(api_module, "_record_statuses", counting)
+    app.dependency_overrides[get_settings] = lambda: public_settings
+    params = [{"MessageSid": sid, "MessageStatus": status}
+              for status in ("sent", "delivered") for sid in [*sids, "SMunknown"]]
+
+    async def flood() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=PUBLIC) as client:
+            answers = await asyncio.gather(*(
+                client.post("/v1/sms/status", data=p, headers=_signed(public_settings, p))
+                for p in params))
+        return [a.status_code for a in answers]
+
+    try:
+        assert asyncio.run(flood()) == [204] * len(params)
+    finally:
+        app.dependency_overrides.clear()
+    assert sum(batches) == len(params) and len(batches) < len(params)
+    with session_scope(public_settings.sqlalchemy_url) as session:
+        statuses = session.scalars(select(Delivery.status).where(Delivery.provider_sid.in_(sids)))
+        assert set(statuses) == {"delivered"}
+        early = session.get(EarlyStatus, "SMunknown")
+        assert early is not None and early.status == "delivered"
