@@ -43,8 +43,8 @@ def _table(name: str, help_: str) -> WriteBehind:
 
 
 tables = Tables(
-    spike_counts=_table("spike-counts", "overdose reports per area and event-time bucket"),
-    marks=_table("marks", "newest event-time bucket per area / region"),
+    spike_counts=_table("spike-areas", "overdose reports per area: counts per event-time bucket"),
+    marks=_table("marks", "newest event-time day per region (contamination)"),
     episodes=_table("episodes", "open signal per (region, kind, substance)"),
     seen=_table("substances-seen", "last time each substance was seen per region"),
     clusters=_table("clusters", "recent high-risk results per (region, substance)"),

@@ -4,8 +4,10 @@ redelivered message (offset watermarks per source partition, or trigger ids), an
 redelivered trigger re-sends the identical signal it sent the first time.
 
 Tables (keys are strings):
-- spike_counts  "<area>|<bucket start>" -> {"n": count, "o": {partition: last offset}}
-- marks         "<area>" -> {"b": newest bucket start, "f": first}; "c|<region>" -> {"b": day}
+- spike_counts  "<area>" -> {"b": newest bucket start, "f": first, "c": {bucket start: count},
+                "o": {partition: last offset counted}}: one value (one changelog write) per
+                report, buckets older than a late report can need are dropped
+- marks         "c|<region>" -> {"b": newest day}
 - episodes      "<region>|<kind or pattern>|<substance>" -> open episode (see `episodes`)
 - seen          "<region>|<substance>", "*|<substance>" -> {"t": last seen, "e": trigger}
 - clusters      "<region>|<substance>" -> {"r": [[time, site, event id], ...]}
@@ -98,42 +100,57 @@ class Processor:
         size = self.config.bucket_seconds
         at = report.occurred_at.timestamp()
         bucket = bucket_start(at, size)
-        mark = self.t.marks.get(cfg_area)
-        newest = int(mark["b"]) if mark else bucket
+        state = self.t.spike_counts.get(cfg_area)
+        newest = int(state["b"]) if state else bucket
         if at < newest - self.config.grace_seconds:
             LATE_EVENTS.labels("spikes").inc()
             log.warning("spikes: late report %s for %s at %s, newest bucket %s: not counted",
                         report.event_id, cfg_area, report.occurred_at.isoformat(),
                         _utc(newest).isoformat())
             return
-        key = f"{cfg_area}|{bucket}"
-        counted = patterns.count_once(self.t.spike_counts.get(key), partition, offset)
-        if counted is not None:
-            self.t.spike_counts[key] = counted
-        first = min(int(mark["f"]), bucket) if mark else bucket
-        if mark is None or bucket > newest or first < int(mark["f"]):
-            newest = max(newest, bucket)
-            self.t.marks[cfg_area] = {"b": newest, "f": first}
+        history = spikes.history_length(cfg.method, cfg.params)
+        counted = self._count(cfg_area, state, bucket, partition, offset, history)
+        state = self.t.spike_counts[cfg_area]
+        newest, first = int(state["b"]), int(state["f"])
         to_check = [bucket]
         if bucket < newest:
             # A late report within the grace period: its own bucket is re-evaluated, and so
             # is the newest one, whose history it changed.
-            if counted is not None:
+            if counted:
                 self._versions[cfg_area] = self._versions.get(cfg_area, 0) + 1
             to_check.append(newest)
         # Like R's NA: no evaluation before the area has the method's history.
-        needed = spikes.history_length(cfg.method, cfg.params) * size
+        needed = history * size
         for b in to_check:
             if b - first >= needed:
                 await self._evaluate_bucket(cfg_area, b, cfg, report)
+
+    def _count(self, area: str, state: dict[str, Any] | None, bucket: int, partition: int,
+               offset: int, history: int) -> bool:
+        """Count a report in its area's bucket unless this (partition, offset) was counted
+        already (a redelivery after a crash). Buckets a late report could no longer need
+        are dropped when the newest bucket moves on."""
+        state = state or {"b": bucket, "f": bucket, "c": {}, "o": {}}
+        if offset <= state["o"].get(str(partition), -1):
+            return False
+        counts = dict(state["c"])
+        counts[str(bucket)] = counts.get(str(bucket), 0) + 1
+        newest = max(int(state["b"]), bucket)
+        if newest > int(state["b"]):
+            keep = newest - self.config.grace_seconds - (history + 1) * self.config.bucket_seconds
+            counts = {b: n for b, n in counts.items() if int(b) >= keep}
+        self.t.spike_counts[area] = {
+            "b": newest, "f": min(int(state["f"]), bucket), "c": counts,
+            "o": {**state["o"], str(partition): offset}}
+        return True
 
     def _history(self, area: str, bucket: int, cfg: RegionConfig
                  ) -> tuple[list[float], list[dt.date] | None]:
         size = self.config.bucket_seconds
         length = spikes.history_length(cfg.method, cfg.params)
         starts = [bucket - (length - i) * size for i in range(length)]
-        history = [float((self.t.spike_counts.get(f"{area}|{b}") or {"n": 0})["n"])
-                   for b in starts]
+        counts = self.t.spike_counts[area]["c"]
+        history = [float(counts.get(str(b), 0)) for b in starts]
         dates = None
         if cfg.method == "farrington-flexible":
             dates = [_utc(b).date() for b in [*starts, bucket]]
@@ -153,7 +170,7 @@ class Processor:
 
     async def _evaluate_bucket(self, area: str, bucket: int, cfg: RegionConfig,
                                report: OverdoseReportV1) -> None:
-        count = int((self.t.spike_counts.get(f"{area}|{bucket}") or {"n": 0})["n"])
+        count = int(self.t.spike_counts[area]["c"].get(str(bucket), 0))
         threshold = self._threshold(area, bucket, cfg)
         if threshold is None or count < threshold:
             return
