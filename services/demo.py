@@ -44,7 +44,7 @@ def seed_demo(settings: Settings) -> Demo:
     region = by_postal_code(DEMO_POSTAL_CODE)
     with session_scope(settings.sqlalchemy_url) as session:
         if session.scalar(select(Site).where(Site.name == DEMO_SITE)) is None:
-            create_site(session, DEMO_SITE, ["results", "reports"], api_key=key)
+            create_site(session, DEMO_SITE, ["results", "reports", "referrals"], api_key=key)
         elif session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_api_key(key))) is None:
             raise RuntimeError("the demo site exists with another key (LOOKOUT_SECRET_KEY "
                                "changed?); delete var/ to start over")
