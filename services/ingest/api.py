@@ -297,12 +297,15 @@ async def submit_drug_checks(request: Request) -> Response:
 
 async def _store_drug_checks(settings: Settings, caller: service.Caller,
                              bodies: list[DrugCheckIn | None]) -> list[service.ItemOutcome]:
-    """Through the group commit, merged with the same site's other requests of the group
-    (`submit_drug_checks` treats each item as coming after the ones before it)."""
-    def store(session: Session, items: Sequence[Any]) -> list[service.ItemOutcome]:
-        return service.submit_drug_checks(session, caller, items)
+    """Prepared here (hashes, events: CPU work, outside any lock), then stored through the
+    group commit, merged with the same site's other requests of the group (an item sees
+    the ones before it)."""
+    prepared = service.prepare_drug_checks(caller, bodies)
 
-    return await writer_for(settings.sqlalchemy_url).store(bodies, store, ("results", caller))
+    def store(session: Session, items: Sequence[Any]) -> list[service.ItemOutcome]:
+        return service.store_drug_checks(session, caller, items)
+
+    return await writer_for(settings.sqlalchemy_url).store(prepared, store, ("results", caller))
 
 
 def import_csv(settings: Settings, caller: service.Caller, text: str,

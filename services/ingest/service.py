@@ -250,21 +250,41 @@ def get_drug_check(session: Session, caller: Caller, result_id: uuid.UUID) -> Dr
     return row
 
 
-def _new_drug_check(caller: Caller, body: DrugCheckIn,
-                    content_hash: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A result's row and its outbox row, as column values for a bulk insert."""
+@dataclass
+class PreparedCheck:
+    """A validated result made ready to store (`prepare_drug_checks`): its content hash,
+    and its row and outbox row as column values for a bulk insert, or why its location
+    failed. All the CPU work, done before the write, outside the write lock."""
+
+    body: DrugCheckIn
+    content_hash: str
+    row: dict[str, Any] | None = None
+    message: dict[str, Any] | None = None
+    location_errors: list[dict[str, str]] = field(default_factory=list)
+
+
+def prepare_drug_checks(caller: Caller,
+                        bodies: Sequence[DrugCheckIn | None]) -> list[PreparedCheck | None]:
+    return [None if body is None else _prepare(caller, body) for body in bodies]
+
+
+def _prepare(caller: Caller, body: DrugCheckIn) -> PreparedCheck:
+    prepared = PreparedCheck(body, _content_hash(body))
     result_id, event_id = uuid.uuid4(), uuid.uuid4()
-    event = build_result_event(body, caller.site_id, result_id, event_id)
+    try:
+        event = build_result_event(body, caller.site_id, result_id, event_id)
+    except ProblemError as exc:
+        prepared.location_errors = list(exc.extra.get("errors", []))
+        return prepared
     payload = event.model_dump_json()
-    now = utcnow()
-    row = {"id": result_id, "event_id": event_id, "site_id": caller.site_id,
-           "sample_id": body.sample_id, "content_hash": content_hash,
-           "collected_at": body.collected_at, "region_id": event.region_id,
-           "event": RawJSON(payload), "received_at": now}
+    prepared.row = {"id": result_id, "event_id": event_id, "site_id": caller.site_id,
+                    "sample_id": body.sample_id, "content_hash": prepared.content_hash,
+                    "collected_at": body.collected_at, "region_id": event.region_id,
+                    "event": RawJSON(payload)}
     # The same columns as shared.outbox.outbox_row, without building ORM objects.
-    message = {"topic": DRUGCHECK_RESULTS.name, "key": event.region_id, "payload": payload,
-               "created_at": now}
-    return row, message
+    prepared.message = {"topic": DRUGCHECK_RESULTS.name, "key": event.region_id,
+                        "payload": payload}
+    return prepared
 
 
 def _chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
@@ -289,9 +309,17 @@ def submit_drug_checks(
     session: Session, caller: Caller, bodies: Sequence[DrugCheckIn | None]
 ) -> list[ItemOutcome]:
     """Store a batch (None: an item that failed validation, left to the caller) with one
-    query for the known sample ids and one flush; the same rules as `submit_drug_check`."""
-    hashes = [None if b is None else _content_hash(b) for b in bodies]
-    sample_ids = sorted({b.sample_id for b in bodies if b is not None})
+    query for the known sample ids and one bulk insert; the same rules as
+    `submit_drug_check`."""
+    return store_drug_checks(session, caller, prepare_drug_checks(caller, bodies))
+
+
+def store_drug_checks(
+    session: Session, caller: Caller, items: Sequence[PreparedCheck | None]
+) -> list[ItemOutcome]:
+    """The write half of `submit_drug_checks`: each item is a duplicate, a conflict, an
+    unknown location or new, in order (an item sees the ones before it)."""
+    sample_ids = sorted({p.body.sample_id for p in items if p is not None})
     known: dict[str, tuple[uuid.UUID, uuid.UUID, str, str]] = {}
     for chunk in _chunks(sample_ids):
         for sid, rid, eid, region, found_hash in session.connection().execute(
@@ -303,25 +331,26 @@ def submit_drug_checks(
     outcomes: list[ItemOutcome] = []
     rows: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
-    for body, chash in zip(bodies, hashes, strict=True):
-        if body is None or chash is None:
+    now = utcnow()
+    for item in items:
+        if item is None:
             outcomes.append(ItemOutcome("rejected", reason="validation"))
             continue
-        if body.sample_id in known:
-            rid, eid, region, first_hash = known[body.sample_id]
+        sample_id = item.body.sample_id
+        if sample_id in known:
+            rid, eid, region, first_hash = known[sample_id]
             outcomes.append(_duplicate_or_conflict(
-                rid, eid, region, hmac.compare_digest(first_hash, chash),
-                f"sample_id {body.sample_id!r}"))
+                rid, eid, region, hmac.compare_digest(first_hash, item.content_hash),
+                f"sample_id {sample_id!r}"))
             continue
-        try:
-            row, message = _new_drug_check(caller, body, chash)
-        except ProblemError as exc:
+        if item.row is None or item.message is None:
             outcomes.append(ItemOutcome("rejected", reason="location",
-                                        errors=list(exc.extra.get("errors", []))))
+                                        errors=item.location_errors))
             continue
+        row = {**item.row, "received_at": now}
         rows.append(row)
-        messages.append(message)
-        known[body.sample_id] = (row["id"], row["event_id"], row["region_id"], chash)
+        messages.append({**item.message, "created_at": now})
+        known[sample_id] = (row["id"], row["event_id"], row["region_id"], item.content_hash)
         outcomes.append(ItemOutcome("accepted", row["id"], row["event_id"], row["region_id"]))
     if not rows:
         return outcomes
@@ -333,7 +362,8 @@ def submit_drug_checks(
             connection.execute(_OUTBOX.insert(), messages)  # ids in submission order
     except IntegrityError:
         # A concurrent request stored one of these sample ids first: go one by one.
-        return _submit_one_by_one(session, caller, bodies)
+        return _submit_one_by_one(session, caller,
+                                  [None if p is None else p.body for p in items])
     return outcomes
 
 
