@@ -15,7 +15,7 @@ from datetime import timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import delete, exists, func, insert, select, true, update
+from sqlalchemy import delete, exists, insert, select, true, update
 from sqlalchemy.orm import Session
 
 from services.alerts.models import (
@@ -352,8 +352,9 @@ def finish_if_done(session: Session, alert: Alert) -> bool:
     """A sending alert with nothing pending or in flight is `sent`."""
     if alert.status != "sending":
         return False
-    left = session.scalar(select(func.count()).select_from(Delivery).where(
-        Delivery.alert_id == alert.id, Delivery.status.in_(("pending", "sending"))))
+    # EXISTS, not a count: this runs every second while 100,000 messages are pending.
+    left = session.scalar(select(exists().where(
+        Delivery.alert_id == alert.id, Delivery.status.in_(("pending", "sending")))))
     if left:
         return False
     alert.status = "sent"
