@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger(__name__)
@@ -95,6 +96,13 @@ def install_problem_handlers(app: FastAPI) -> None:
             exc.status, exc.title, exc.detail, instance=request.url.path,
             type_=exc.type, headers=exc.headers, **exc.extra,
         )
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # The client hung up while sending its body: nothing was accepted and nobody reads
+        # the answer, so this is not a server error.
+        log.info("client disconnected during %s %s", request.method, request.url.path)
+        return problem_response(400, "Client disconnected", instance=request.url.path)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
