@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -117,7 +118,11 @@ class Delivery(Base):
     prevents double sends."""
 
     __tablename__ = "alerts_deliveries"
-    __table_args__ = (UniqueConstraint("alert_id", "subscriber_id"),)
+    __table_args__ = (
+        UniqueConstraint("alert_id", "subscriber_id"),
+        # An alert's pending pages and "anything still pending?" as range reads.
+        Index("ix_alerts_deliveries_alert_status_id", "alert_id", "status", "id"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     alert_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("alerts_alerts.id"),
