@@ -170,8 +170,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                                                                          "alerts-worker")
     configure_logging(name)
     start_http_server(metrics_ports(settings)[name], addr=settings.http_host)
-    if args.service == "detection":
-        mode.loop.use("uvloop")  # less event-loop overhead per message (docs/detection.md)
+    mode.loop.use("uvloop")  # less event-loop overhead per message (docs/detection.md)
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 0
