@@ -5,15 +5,17 @@ Each service owns its tables, named with its prefix (`ingest_`, `alerts_`, `refe
 
 from __future__ import annotations
 
+import fcntl
 import json
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
 from sqlalchemy import DateTime, MetaData, create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -101,3 +103,31 @@ def session_scope(url: str) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+# SQLite has a single writer. Its busy handler makes a waiting writer sleep, 1 ms at first
+# and up to 100 ms per try, so writers that wait for each other there lose tens of ms, and
+# a writer that keeps losing (the outbox relay against ingest's group writer) can starve
+# for seconds. Our hot writers (ingest's group writer and CSV import, the outbox relay)
+# queue on a lock instead and get SQLite's write lock the moment the previous one lets go:
+# a thread lock within the process, and an flock(2) on a file beside the database between
+# processes.
+_THREAD_LOCK = threading.Lock()
+
+
+@contextmanager
+def _sqlite_write_lock(url: str) -> Iterator[None]:
+    database = make_url(url).database
+    with _THREAD_LOCK:
+        if not database or database == ":memory:":
+            yield
+            return
+        with open(f"{database}.write.lock", "a") as file:
+            fcntl.flock(file, fcntl.LOCK_EX)  # released when the file is closed
+            yield
+
+
+def write_lock(url: str) -> AbstractContextManager[Any]:
+    """Hold around a write transaction: on SQLite, one such writer at a time across all
+    processes, queued in order; elsewhere nothing (the database copes)."""
+    return _sqlite_write_lock(url) if url.startswith("sqlite") else nullcontext()

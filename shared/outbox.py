@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from sqlalchemy import BigInteger, Index, Integer, String, Text, func, select, update
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
-from shared.db import UTCDateTime, session_scope, utcnow
+from shared.db import UTCDateTime, session_scope, utcnow, write_lock
 from shared.kafka import make_producer
 from shared.settings import Settings
 from shared.topics import Topic
@@ -74,7 +74,8 @@ def _pending(settings: Settings, model: Any) -> list[tuple[int, str, str, str]]:
 
 
 def _mark_published(settings: Settings, model: Any, ids: list[int]) -> None:
-    with session_scope(settings.sqlalchemy_url) as session:
+    url = settings.sqlalchemy_url
+    with write_lock(url), session_scope(url) as session:
         session.execute(update(model).where(model.id.in_(ids)).values(published_at=utcnow()))
 
 

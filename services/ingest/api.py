@@ -44,8 +44,8 @@ from services.ingest.schemas import (
     SubmissionOut,
     SubmissionsPage,
 )
-from services.ingest.writer import write_lock, writer_for
-from shared.db import session_scope
+from services.ingest.writer import writer_for
+from shared.db import session_scope, write_lock
 from shared.problems import ProblemError, problem_response
 from shared.ratelimit import KeyedRateLimiter
 from shared.settings import Settings, get_settings

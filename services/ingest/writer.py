@@ -23,49 +23,18 @@ themselves while a commit is in progress.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import sys
-import threading
 import weakref
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from shared.db import get_sessionmaker
+from shared.db import get_sessionmaker, write_lock
 
 Store = Callable[[Session, Sequence[Any]], list[Any]]
-
-# SQLite has a single writer. Its busy handler makes a waiting writer sleep, 1 ms at first
-# and up to 100 ms per try, so writers that wait for each other there lose tens of ms (and
-# under load the unlucky one hundreds). Ingest's writers (the group writer and the CSV
-# import of every worker process) queue on a lock instead and get SQLite's write lock the
-# moment the previous one lets go: a thread lock within the process, and an flock(2) on a
-# file beside the database between the worker processes.
-_THREAD_LOCK = threading.Lock()
-
-
-@contextmanager
-def _sqlite_write_lock(url: str) -> Iterator[None]:
-    database = make_url(url).database
-    with _THREAD_LOCK:
-        if not database or database == ":memory:":
-            yield
-            return
-        with open(f"{database}.ingest-writer.lock", "a") as file:
-            fcntl.flock(file, fcntl.LOCK_EX)  # released when the file is closed
-            yield
-
-
-def write_lock(url: str) -> AbstractContextManager[Any]:
-    """Held while ingest writes to the database: on SQLite, one writer at a time across all
-    of ingest's processes, queued; elsewhere nothing (the database copes)."""
-    return _sqlite_write_lock(url) if url.startswith("sqlite") else nullcontext()
-
 
 _thread = ThreadPoolExecutor(1, thread_name_prefix="ingest-writer")
 # The writer thread lets go of the GIL for every statement and must then win it back from the
