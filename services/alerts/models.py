@@ -21,6 +21,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, UTCDateTime, utcnow
 from shared.outbox import OutboxMixin
+from shared.sms import DevOutboxMixin
 
 
 class Subscriber(Base):
@@ -157,18 +158,10 @@ class EarlyStatus(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class DevOutboxMessage(Base):
+class DevOutboxMessage(DevOutboxMixin, Base):
     """The dev SMS backend: what would have been texted, shown on /dev/outbox."""
 
     __tablename__ = "alerts_dev_outbox"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    sid: Mapped[str] = mapped_column(String(64), unique=True)
-    to_encrypted: Mapped[str] = mapped_column(Text)
-    to_masked: Mapped[str] = mapped_column(String(32))
-    body: Mapped[str] = mapped_column(Text)
-    segments: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class OutboxMessage(OutboxMixin, Base):
