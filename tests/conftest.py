@@ -6,11 +6,13 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from services.stack import command
 from shared.broker import free_port, running_tansu
 from shared.migrate import upgrade
 from shared.settings import Settings
@@ -89,3 +91,33 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Settings:
     return Settings(env="test", database_url=db_url, var_dir=tmp_path / "var")
+
+
+@contextmanager
+def lookout_processes(names: list[str], env: dict[str, str],
+                      log_dir: Path) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+    """The named `lookout` processes (services.stack), each logging to <log_dir>/<name>.log;
+    on exit they are terminated (these pids only), killed after 15 s."""
+    logs = {name: (log_dir / f"{name}.log").open("w") for name in names}
+    procs = {name: subprocess.Popen(command(name), env=env, cwd=REPO_ROOT, stdout=logs[name],
+                                    stderr=subprocess.STDOUT) for name in names}
+    try:
+        yield procs
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for fh in logs.values():
+            fh.close()
+
+
+def crashed(procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, int | None]:
+    return {name: proc.returncode for name, proc in procs.items() if proc.poll() is not None}
+
+
+def process_logs(names: list[str], log_dir: Path) -> str:
+    return "".join((log_dir / f"{name}.log").read_text() for name in names)

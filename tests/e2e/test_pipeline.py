@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -19,10 +18,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.demo import DEMO_PHONE
 from services.smoke import demo_result
-from services.stack import command
 from shared.fakes.twilio_server import FakeTwilioServer
 from shared.topics import DRUGCHECK_RESULTS, SIGNALS, SMS_OUTBOUND
-from tests.conftest import REPO_ROOT, free_port, run_lookout
+from tests.conftest import free_port, lookout_processes, run_lookout
 
 pytestmark = pytest.mark.e2e
 SID = "AC" + "2" * 32
@@ -82,62 +80,50 @@ def test_a_fentanyl_in_cocaine_result_texts_the_subscriber_once(
         }
         run_lookout(env, "db", "upgrade")
         api_key = run_lookout(env, "seed").strip().splitlines()[-1].split()[-1]
-        logs = {name: (tmp_path / f"{name}.log").open("w") for name in SERVICES}
-        procs = {name: subprocess.Popen(command(name), env=env, cwd=REPO_ROOT,
-                                        stdout=logs[name], stderr=subprocess.STDOUT)
-                 for name in SERVICES}
         try:
-            _wait_healthy([f"http://127.0.0.1:{p}/healthz" for p in (ingest_port, alerts_port)])
-            # The agents must survive malformed messages (and this shows they are consuming).
-            dead = asyncio.run(_dead_letters_arrive(own_broker, within=120))
-            assert dead == {DRUGCHECK_RESULTS.dlq, SIGNALS.dlq, SMS_OUTBOUND.dlq}
+            with lookout_processes(SERVICES, env, tmp_path) as procs:
+                _wait_healthy([f"http://127.0.0.1:{p}/healthz" for p in (ingest_port, alerts_port)])
+                # The agents must survive malformed messages (and this shows they are consuming).
+                dead = asyncio.run(_dead_letters_arrive(own_broker, within=120))
+                assert dead == {DRUGCHECK_RESULTS.dlq, SIGNALS.dlq, SMS_OUTBOUND.dlq}
 
-            started = time.monotonic()
-            response = httpx.post(f"http://127.0.0.1:{ingest_port}/v1/drug-checks",
-                                  json=demo_result("e2e-1"),
-                                  headers={"Authorization": f"Bearer {api_key}"})
-            assert response.status_code == 202, response.text
-            while not twilio.messages() and time.monotonic() - started < 15:
-                time.sleep(0.05)
-            latency = time.monotonic() - started
-            messages = twilio.messages()
-            assert len(messages) == 1, f"no SMS within 15 s ({latency:.1f}s)"
-            assert messages[0]["to"] == DEMO_PHONE
-            assert "Fentanyl" in messages[0]["body"]
-            assert "98104" in messages[0]["body"]
+                started = time.monotonic()
+                response = httpx.post(f"http://127.0.0.1:{ingest_port}/v1/drug-checks",
+                                      json=demo_result("e2e-1"),
+                                      headers={"Authorization": f"Bearer {api_key}"})
+                assert response.status_code == 202, response.text
+                while not twilio.messages() and time.monotonic() - started < 15:
+                    time.sleep(0.05)
+                latency = time.monotonic() - started
+                messages = twilio.messages()
+                assert len(messages) == 1, f"no SMS within 15 s ({latency:.1f}s)"
+                assert messages[0]["to"] == DEMO_PHONE
+                assert "Fentanyl" in messages[0]["body"]
+                assert "98104" in messages[0]["body"]
 
-            # The signed status callbacks reach the alerts API and move the delivery on.
-            admin = {"Authorization": "Bearer dev-admin-token"}
-            deadline = time.monotonic() + 10
-            status = ""
-            while status != "delivered" and time.monotonic() < deadline:
-                rows = httpx.get(f"http://127.0.0.1:{alerts_port}/v1/deliveries",
-                                 headers=admin).json()
-                status = rows[0]["status"] if rows else ""
-                time.sleep(0.1)
-            assert status == "delivered"
+                # The signed status callbacks reach the alerts API and move the delivery on.
+                admin = {"Authorization": "Bearer dev-admin-token"}
+                deadline = time.monotonic() + 10
+                status = ""
+                while status != "delivered" and time.monotonic() < deadline:
+                    rows = httpx.get(f"http://127.0.0.1:{alerts_port}/v1/deliveries",
+                                     headers=admin).json()
+                    status = rows[0]["status"] if rows else ""
+                    time.sleep(0.1)
+                assert status == "delivered"
 
-            time.sleep(2)
-            assert len(twilio.messages()) == 1, "a second SMS was sent for one result"
+                time.sleep(2)
+                assert len(twilio.messages()) == 1, "a second SMS was sent for one result"
 
-            # `lookout smoke` works every time: its canary raises its own TEST alert for the
-            # demo (test) subscriber, while real detection state is left alone.
-            for run in (1, 2):
-                smoke = run_lookout(env, "smoke", "--timeout", "30")
-                assert "handed to the twilio backend" in smoke and "[TEST]" in smoke, smoke
-                assert len(twilio.messages()) == 1 + run
-            crashed = {n: p.returncode for n, p in procs.items() if p.poll() is not None}
-            assert not crashed, f"processes died: {crashed}"
+                # `lookout smoke` works every time: its canary raises its own TEST alert for the
+                # demo (test) subscriber, while real detection state is left alone.
+                for run in (1, 2):
+                    smoke = run_lookout(env, "smoke", "--timeout", "30")
+                    assert "handed to the twilio backend" in smoke and "[TEST]" in smoke, smoke
+                    assert len(twilio.messages()) == 1 + run
+                crashed = {n: p.returncode for n, p in procs.items() if p.poll() is not None}
+                assert not crashed, f"processes died: {crashed}"
         finally:
-            for proc in procs.values():
-                proc.terminate()
-            for proc in procs.values():
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            for fh in logs.values():
-                fh.close()
             for name in SERVICES:  # shown by pytest when the test fails
                 tail = (tmp_path / f"{name}.log").read_text()[-3000:]
                 print(f"----- {name} log (tail) -----\n{tail}")

@@ -4,13 +4,10 @@ the real `lookout` processes of the end-to-end tests."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,10 +16,8 @@ from sqlalchemy import select
 
 from services.referrals import models as m
 from services.referrals.hsds import import_path
-from services.stack import command
 from shared.db import session_scope
 from shared.events import ReferralRequestedV1, SmsReceivedV1
-from tests.conftest import REPO_ROOT
 from tests.referrals.test_hsds import CSV_PACKAGE, JSON_SERVICES
 
 PACIFIC = ZoneInfo("America/Los_Angeles")
@@ -64,36 +59,6 @@ def requested(contact: uuid.UUID, text: str = "TREATMENT", region_id: str | None
 
 def reply(contact: uuid.UUID, body: str, when: datetime = TUESDAY_10AM) -> SmsReceivedV1:
     return SmsReceivedV1(producer="alerts", contact_ref=contact, body=body, received_at=when)
-
-
-@contextmanager
-def lookout_processes(names: list[str], env: dict[str, str],
-                      log_dir: Path) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
-    """The named `lookout` processes (services.stack), each logging to <log_dir>/<name>.log;
-    on exit they are terminated (these pids only), killed after 15 s."""
-    logs = {name: (log_dir / f"{name}.log").open("w") for name in names}
-    procs = {name: subprocess.Popen(command(name), env=env, cwd=REPO_ROOT, stdout=logs[name],
-                                    stderr=subprocess.STDOUT) for name in names}
-    try:
-        yield procs
-    finally:
-        for proc in procs.values():
-            proc.terminate()
-        for proc in procs.values():
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for fh in logs.values():
-            fh.close()
-
-
-def crashed(procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, int | None]:
-    return {name: proc.returncode for name, proc in procs.items() if proc.poll() is not None}
-
-
-def process_logs(names: list[str], log_dir: Path) -> str:
-    return "".join((log_dir / f"{name}.log").read_text() for name in names)
 
 
 def wait_for(what: str, check: Callable[[], Any], within: float) -> Any:

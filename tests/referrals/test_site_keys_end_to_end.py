@@ -14,12 +14,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared.topics import SITE_KEYS
-from tests.conftest import free_port, run_lookout
+from tests.conftest import crashed, free_port, lookout_processes, process_logs, run_lookout
 from tests.referrals.helpers import (
-    crashed,
     healthy,
-    lookout_processes,
-    process_logs,
     wait_for,
 )
 from tests.referrals.test_hsds import CSV_PACKAGE

@@ -27,12 +27,9 @@ from twilio.request_validator import RequestValidator
 from shared.fakes.twilio_server import FakeTwilioServer
 from shared.gsm import segment_count
 from shared.topics import REFERRAL_EVENTS, REFERRAL_REQUESTS, SMS_INBOUND
-from tests.conftest import free_port, run_lookout
+from tests.conftest import crashed, free_port, lookout_processes, process_logs, run_lookout
 from tests.referrals.helpers import (
-    crashed,
     healthy,
-    lookout_processes,
-    process_logs,
     wait_for,
 )
 from tests.referrals.test_hsds import CSV_PACKAGE, JSON_SERVICES
