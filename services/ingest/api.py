@@ -45,7 +45,7 @@ from services.ingest.schemas import (
     SubmissionsPage,
 )
 from services.ingest.writer import writer_for
-from shared.db import session_scope, write_lock
+from shared.db import get_engine, session_scope, write_lock
 from shared.problems import ProblemError, problem_response
 from shared.ratelimit import KeyedRateLimiter
 from shared.settings import Settings, get_settings
@@ -300,12 +300,13 @@ async def _store_drug_checks(settings: Settings, caller: service.Caller,
     """Prepared here (hashes, events: CPU work, outside any lock), then stored through the
     group commit, merged with the same site's other requests of the group (an item sees
     the ones before it)."""
-    prepared = service.prepare_drug_checks(caller, bodies)
+    url = settings.sqlalchemy_url
+    prepared = service.prepare_drug_checks(caller, bodies, get_engine(url).dialect)
 
     def store(session: Session, items: Sequence[Any]) -> list[service.ItemOutcome]:
         return service.store_drug_checks(session, caller, items)
 
-    return await writer_for(settings.sqlalchemy_url).store(prepared, store, ("results", caller))
+    return await writer_for(url).store(prepared, store, ("results", caller))
 
 
 def import_csv(settings: Settings, caller: service.Caller, text: str,

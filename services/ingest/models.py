@@ -10,6 +10,7 @@ from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, UTCDateTime, utcnow
+from shared.ids import uuid7
 from shared.outbox import OutboxMixin
 
 
@@ -40,7 +41,7 @@ class DrugCheck(Base):
         Index("ix_ingest_drug_checks_site_received", "site_id", "received_at", "id"),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
     event_id: Mapped[uuid.UUID] = mapped_column(unique=True)
     site_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ingest_sites.id"))
     sample_id: Mapped[str] = mapped_column(String(128))
@@ -60,7 +61,7 @@ class OverdoseReport(Base):
         Index("ix_ingest_overdose_reports_site_received", "site_id", "received_at", "id"),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
     event_id: Mapped[uuid.UUID] = mapped_column(unique=True)
     site_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ingest_sites.id"))
     idempotency_key: Mapped[str | None] = mapped_column(String(160))

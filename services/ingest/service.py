@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from pydantic import BaseModel
 from sqlalchemy import Table, and_, func, or_, select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -25,13 +26,14 @@ from services.ingest.models import ApiKey, DrugCheck, OutboxMessage, OverdoseRep
 from services.ingest.schemas import DrugCheckIn, Location, OverdoseReportIn
 from shared import regions, substances
 from shared.crypto import hash_api_key, new_api_key
-from shared.db import RawJSON, utcnow
+from shared.db import BulkInsert, RawJSON, bulk_insert, utcnow
 from shared.events import (
     DetectedSubstanceV1,
     DrugCheckResultV1,
     OverdoseReportV1,
     SiteKeyChangedV1,
 )
+from shared.ids import uuid7
 from shared.outbox import outbox_row
 from shared.problems import ProblemError
 from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS, SITE_KEYS
@@ -206,7 +208,7 @@ def submit_drug_check(
     existing = _find(session, caller.site_id, body.sample_id)
     if existing is not None:
         return _same_or_conflict(existing, content_hash), False
-    result_id, event_id = uuid.uuid4(), uuid.uuid4()
+    result_id, event_id = uuid7(), uuid7()
     event = build_result_event(body, caller.site_id, result_id, event_id)
     payload = event.model_dump(mode="json")
     row = DrugCheck(
@@ -253,37 +255,59 @@ def get_drug_check(session: Session, caller: Caller, result_id: uuid.UUID) -> Dr
 @dataclass
 class PreparedCheck:
     """A validated result made ready to store (`prepare_drug_checks`): its content hash,
-    and its row and outbox row as column values for a bulk insert, or why its location
-    failed. All the CPU work, done before the write, outside the write lock."""
+    ids and region, and its row and outbox row as the driver's parameters (`BulkInsert`),
+    or why its location failed. All the CPU work, done before the write, outside the
+    write lock."""
 
     body: DrugCheckIn
     content_hash: str
-    row: dict[str, Any] | None = None
-    message: dict[str, Any] | None = None
+    result_id: uuid.UUID | None = None
+    event_id: uuid.UUID | None = None
+    region_id: str | None = None
+    row: Any = None
+    message: Any = None
     location_errors: list[dict[str, str]] = field(default_factory=list)
 
 
-def prepare_drug_checks(caller: Caller,
-                        bodies: Sequence[DrugCheckIn | None]) -> list[PreparedCheck | None]:
-    return [None if body is None else _prepare(caller, body) for body in bodies]
+# The columns of a new result and its outbox row; the time is set in the write (`late`), so
+# that `received_at` follows the commits (GET /v1/submissions pages by it).
+_ROW_COLUMNS = ("id", "event_id", "site_id", "sample_id", "content_hash", "collected_at",
+                "region_id", "event")
+_MESSAGE_COLUMNS = ("topic", "key", "payload")  # as shared.outbox.outbox_row
 
 
-def _prepare(caller: Caller, body: DrugCheckIn) -> PreparedCheck:
+def _inserts(dialect: Dialect) -> tuple[BulkInsert, BulkInsert]:
+    return (bulk_insert(dialect, _DRUG_CHECKS, _ROW_COLUMNS, ("received_at",)),
+            bulk_insert(dialect, _OUTBOX, _MESSAGE_COLUMNS, ("created_at",)))
+
+
+def prepare_drug_checks(caller: Caller, bodies: Sequence[DrugCheckIn | None],
+                        dialect: Dialect) -> list[PreparedCheck | None]:
+    """`dialect`: the database's (`get_engine(url).dialect`), for the rows' parameters."""
+    rows, messages = _inserts(dialect)
+    return [None if body is None else _prepare(caller, body, rows, messages)
+            for body in bodies]
+
+
+def _prepare(caller: Caller, body: DrugCheckIn, rows: BulkInsert,
+             messages: BulkInsert) -> PreparedCheck:
     prepared = PreparedCheck(body, _content_hash(body))
-    result_id, event_id = uuid.uuid4(), uuid.uuid4()
+    result_id, event_id = uuid7(), uuid7()
     try:
         event = build_result_event(body, caller.site_id, result_id, event_id)
     except ProblemError as exc:
         prepared.location_errors = list(exc.extra.get("errors", []))
         return prepared
     payload = event.model_dump_json()
-    prepared.row = {"id": result_id, "event_id": event_id, "site_id": caller.site_id,
-                    "sample_id": body.sample_id, "content_hash": prepared.content_hash,
-                    "collected_at": body.collected_at, "region_id": event.region_id,
-                    "event": RawJSON(payload)}
-    # The same columns as shared.outbox.outbox_row, without building ORM objects.
-    prepared.message = {"topic": DRUGCHECK_RESULTS.name, "key": event.region_id,
-                        "payload": payload}
+    prepared.result_id, prepared.event_id = result_id, event_id
+    prepared.region_id = event.region_id
+    prepared.row = rows.row({
+        "id": result_id, "event_id": event_id, "site_id": caller.site_id,
+        "sample_id": body.sample_id, "content_hash": prepared.content_hash,
+        "collected_at": body.collected_at, "region_id": event.region_id,
+        "event": RawJSON(payload)})
+    prepared.message = messages.row({"topic": DRUGCHECK_RESULTS.name, "key": event.region_id,
+                                     "payload": payload})
     return prepared
 
 
@@ -311,7 +335,8 @@ def submit_drug_checks(
     """Store a batch (None: an item that failed validation, left to the caller) with one
     query for the known sample ids and one bulk insert; the same rules as
     `submit_drug_check`."""
-    return store_drug_checks(session, caller, prepare_drug_checks(caller, bodies))
+    prepared = prepare_drug_checks(caller, bodies, session.get_bind().dialect)
+    return store_drug_checks(session, caller, prepared)
 
 
 def store_drug_checks(
@@ -329,9 +354,8 @@ def store_drug_checks(
         ):
             known[sid] = (rid, eid, region, found_hash)
     outcomes: list[ItemOutcome] = []
-    rows: list[dict[str, Any]] = []
-    messages: list[dict[str, Any]] = []
-    now = utcnow()
+    rows: list[Any] = []
+    messages: list[Any] = []
     for item in items:
         if item is None:
             outcomes.append(ItemOutcome("rejected", reason="validation"))
@@ -343,23 +367,23 @@ def store_drug_checks(
                 rid, eid, region, hmac.compare_digest(first_hash, item.content_hash),
                 f"sample_id {sample_id!r}"))
             continue
-        if item.row is None or item.message is None:
+        if item.result_id is None or item.event_id is None or item.region_id is None:
             outcomes.append(ItemOutcome("rejected", reason="location",
                                         errors=item.location_errors))
             continue
-        row = {**item.row, "received_at": now}
-        rows.append(row)
-        messages.append({**item.message, "created_at": now})
-        known[sample_id] = (row["id"], row["event_id"], row["region_id"], item.content_hash)
-        outcomes.append(ItemOutcome("accepted", row["id"], row["event_id"], row["region_id"]))
+        rows.append(item.row)
+        messages.append(item.message)
+        known[sample_id] = (item.result_id, item.event_id, item.region_id, item.content_hash)
+        outcomes.append(ItemOutcome("accepted", item.result_id, item.event_id, item.region_id))
     if not rows:
         return outcomes
+    now = utcnow()
+    row_insert, message_insert = _inserts(session.get_bind().dialect)
     try:
         with session.begin_nested():
-            # Core inserts (executemany): several times faster than ORM objects here.
             connection = session.connection()
-            connection.execute(_DRUG_CHECKS.insert(), rows)
-            connection.execute(_OUTBOX.insert(), messages)  # ids in submission order
+            row_insert.execute(connection, rows, received_at=now)
+            message_insert.execute(connection, messages, created_at=now)  # ids in order
     except IntegrityError:
         # A concurrent request stored one of these sample ids first: go one by one.
         return _submit_one_by_one(session, caller,
@@ -440,7 +464,7 @@ def submit_overdose_reports(
                 rid, eid, region, hmac.compare_digest(first_hash, chash),
                 f"Idempotency-Key {key!r}"))
             continue
-        report_id, event_id = uuid.uuid4(), uuid.uuid4()
+        report_id, event_id = uuid7(), uuid7()
         try:
             event = build_report_event(body, caller.site_id, report_id, event_id)
         except ProblemError as exc:
