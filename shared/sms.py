@@ -6,13 +6,14 @@ numbers). Each keeps its dev outbox in a table of its own (`DevOutboxMixin`)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
-import aiohttp
 from sqlalchemy import Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 from twilio.base.exceptions import TwilioRestException
@@ -23,6 +24,7 @@ from twilio.rest import Client
 from shared.crypto import decrypt_phone, encrypt_phone, mask_phone
 from shared.db import UTCDateTime, session_scope, utcnow
 from shared.gsm import segment_count
+from shared.httpclient import HttpClient
 from shared.settings import Settings
 
 REQUEST_TIMEOUT = 10.0  # seconds per Twilio API request
@@ -122,15 +124,30 @@ class OutboxSmsBackend:
         return None
 
 
+@lru_cache(maxsize=256)
+def _form_field(name: str, value: str) -> str:
+    return urlencode({name: value})
+
+
+def _form(data: dict[str, object]) -> str:
+    """Form-encoded like `urlencode(data, doseq=True)`; a text field other than the number is
+    encoded once and remembered (an alert's body, sender and callback URL are the same for
+    every recipient; numbers are never kept)."""
+    return "&".join(_form_field(name, value) if isinstance(value, str) and name != "To" else
+                    urlencode({name: value}, doseq=True) for name, value in data.items())
+
+
 class LeanTwilioHttpClient(AsyncHttpClient):
-    """The twilio SDK's async HTTP client, leaner: the form body is URL-encoded once and the
-    Basic credentials once per client (the SDK's `AsyncTwilioHttpClient` builds an aiohttp
-    FormData, a multipart writer and a BasicAuth for every request: a fifth of the CPU of
-    a send). Same interface; no proxy or retry options (unused here)."""
+    """The twilio SDK's async HTTP client, leaner: requests go through `shared.httpclient`
+    (keep-alive HTTP/1.1 on asyncio protocols; ~0.1 ms of CPU per request where the SDK's
+    aiohttp-based `AsyncTwilioHttpClient` costs ~0.35 ms), the form body URL-encoded once and
+    the Basic credentials encoded once per client. Same interface; no proxy, redirect or
+    retry options (unused here). A broken connection raises OSError, a bad response
+    ConnectionError (an OSError too)."""
 
     def __init__(self) -> None:
         super().__init__(None, True, None)
-        self.session: aiohttp.ClientSession | None = None
+        self.http = HttpClient()
         self._authorization: dict[tuple[str, str], str] = {}
 
     async def request(self, method: str, url: str, params: dict[str, object] | None = None,
@@ -139,30 +156,29 @@ class LeanTwilioHttpClient(AsyncHttpClient):
                       auth: tuple[str, str] | None = None,
                       timeout: float | None = None,  # noqa: ASYNC109 - the SDK's interface
                       allow_redirects: bool = False) -> Response:
-        if self.session is None:
-            self.session = aiohttp.ClientSession()
         headers = dict(headers or {})
         if auth is not None:
             if auth not in self._authorization:
-                self._authorization[auth] = aiohttp.BasicAuth(*auth).encode()
+                token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+                self._authorization[auth] = f"Basic {token}"
             headers["Authorization"] = self._authorization[auth]
-        body = None
+        body = b""
         if data:
-            body = urlencode(data, doseq=True).encode()
+            body = _form(data).encode()
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         if params:
-            url = f"{url}?{urlencode(params, doseq=True)}"
-        async with self.session.request(
-            method.upper(), url, data=body, headers=headers,
-            allow_redirects=allow_redirects,
-            timeout=aiohttp.ClientTimeout(total=timeout) if timeout else None,
-        ) as response:
-            return Response(response.status, await response.text(), response.headers)
+            url = f"{url}?{_form(params)}"
+        request = self.http.request(method.upper(), url, headers=headers, body=body)
+        if timeout is None:  # the caller bounds the request (TwilioSmsBackend does)
+            response = await request
+        else:
+            async with asyncio.timeout(timeout):
+                response = await request
+        return Response(response.status, response.body.decode("utf-8", "replace"),
+                        response.headers)
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
+        self.http.close()
 
 
 class TwilioSmsBackend:
@@ -192,11 +208,11 @@ class TwilioSmsBackend:
         try:
             # A bounded request: with the heartbeat between retries, a delivery in `sending`
             # is touched at least every REQUEST_TIMEOUT + 12 s, below the stale threshold.
-            message = await asyncio.wait_for(self.client.messages.create_async(**kwargs),
-                                             REQUEST_TIMEOUT)
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                message = await self.client.messages.create_async(**kwargs)
         except TwilioRestException as exc:
             raise SmsError(exc.msg, code=exc.code, http_status=exc.status) from exc
-        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+        except (TimeoutError, OSError) as exc:
             raise SmsError(repr(exc), code=None, http_status=None) from exc
         return Receipt(sid=str(message.sid), status=str(message.status),
                        segments=int(message.num_segments or segment_count(body)))
@@ -208,7 +224,7 @@ class TwilioSmsBackend:
             messages = await self.client.messages.list_async(to=to, limit=50, page_size=50)
         except TwilioRestException as exc:
             raise SmsError(exc.msg, code=exc.code, http_status=exc.status) from exc
-        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+        except (TimeoutError, OSError) as exc:
             raise SmsError(repr(exc), code=None, http_status=None) from exc
         for message in messages:
             created = message.date_created
