@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import platform
 import statistics
@@ -31,12 +32,17 @@ from typing import Any
 
 import httpx
 import zipcodes
+from aiokafka import AIOKafkaConsumer
+from sqlalchemy import select
 
 from benchmarks.detection.stack import Stack, stack
 from benchmarks.detection.throughput import _ready
-from services.detection.harness import Event, SignalReader, produce
+from benchmarks.ingest.throughput import _cpu_seconds
+from services.detection.harness import Event, produce
+from shared.db import session_scope
 from shared.events import DetectedSubstanceV1, DrugCheckResultV1
 from shared.regions import by_postal_code
+from shared.topics import DRUGCHECK_RESULTS, SIGNALS
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -58,64 +64,236 @@ def _percentiles(values: list[float]) -> dict[str, float]:
             "mean_ms": round(statistics.fmean(values) * 1000, 1)}
 
 
-def _first_signal_times(reader: SignalReader) -> dict[str, float]:
-    first: dict[str, float] = {}
-    for topic, value, at in reader.records:
-        if topic != "signals.v1":
+class _Reader:
+    """Reads signals.v1 and drugcheck.results.v1 from the beginning in a process of its own,
+    so that its clock is not held up by the load generator's loop (in one loop with an httpx
+    client at 200 requests/s on a loaded machine, the signals were read up to seconds after
+    they were on the topic). Per event id it keeps when it read the first signal naming it
+    (wall clock) and that signal's Kafka timestamp (the worker's clock when it handed the
+    signal to its producer), and the Kafka timestamp of the result itself (the relay's or
+    the benchmark's send)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_reader_main, args=(bootstrap, child), daemon=True)
+
+    def start(self) -> None:
+        self._proc.start()
+        if self._conn.recv() != "ready":
+            raise RuntimeError("signal reader did not start")
+
+    async def finish(self, expected: set[str], within: float
+                     ) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
+        """Waits until every expected event has a signal (or `within` s), stops the reader
+        and returns (first signal per event: read, Kafka ts; Kafka ts per result)."""
+        self._conn.send((sorted(expected), within))
+        first, relayed = await asyncio.to_thread(self._conn.recv)
+        await asyncio.to_thread(self._proc.join, 10)
+        return first, relayed
+
+
+def _reader_main(bootstrap: str, conn: Any) -> None:
+    asyncio.run(_read(bootstrap, conn))
+
+
+async def _read(bootstrap: str, conn: Any) -> None:
+    consumer = AIOKafkaConsumer(SIGNALS.name, DRUGCHECK_RESULTS.name, bootstrap_servers=bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                group_id=None, fetch_max_wait_ms=5)
+    await consumer.start()
+    first: dict[str, tuple[float, float]] = {}
+    relayed: dict[str, float] = {}
+    conn.send("ready")
+    expected: set[str] | None = None
+    deadline = float("inf")
+    try:
+        while expected is None or (not expected <= first.keys() and time.time() < deadline):
+            if expected is None and conn.poll():
+                ids, within = conn.recv()
+                expected, deadline = set(ids), time.time() + within
+            batches = await consumer.getmany(timeout_ms=20)
+            now = time.time()
+            for messages in batches.values():
+                for message in messages:
+                    value = message.value or b""
+                    if not value.startswith(b"{"):  # the readiness probe
+                        continue
+                    data = json.loads(value)
+                    if message.topic == SIGNALS.name:
+                        for evidence in data.get("evidence_event_ids", []):
+                            first.setdefault(evidence, (now, message.timestamp / 1000))
+                    else:
+                        relayed.setdefault(data["event_id"], message.timestamp / 1000)
+    finally:
+        await consumer.stop()
+    conn.send((first, relayed))
+
+
+class _Http:
+    """Bare HTTP/1.1 keep-alive connections for the load generator, with requests serialized
+    before the clock starts: an httpx client cost the benchmark's loop about 1-2 ms of CPU
+    per request, so at 200/s on a loaded machine it fell behind (27 requests/s offered
+    instead of 200) and read its 202s late, up to seconds after the relay had published."""
+
+    def __init__(self, url: str, limit: int = 64) -> None:
+        parsed = httpx.URL(url)
+        self.host, self.port = parsed.host, parsed.port or 80
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._slots = asyncio.Semaphore(limit)
+
+    def request(self, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+        lines = [f"POST {path} HTTP/1.1", f"Host: {self.host}:{self.port}",
+                 "Content-Type: application/json", f"Content-Length: {len(body)}",
+                 *(f"{k}: {v}" for k, v in headers.items())]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+    async def send(self, request: bytes) -> tuple[int, bytes]:
+        async with self._slots:
+            if self._idle:
+                reader, writer = self._idle.pop()
+            else:
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+            try:
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head.split(b" ", 2)[1])
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                body = await reader.readexactly(length)
+            except BaseException:
+                writer.close()
+                raise
+            self._idle.append((reader, writer))
+            return status, body
+
+    def close(self) -> None:
+        for _reader, writer in self._idle:
+            writer.close()
+
+
+def _cpu(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) so far of each named process (and its children), and of
+    this one."""
+    out = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+    mine = os.times()
+    out["benchmark"] = mine.user + mine.system
+    return out
+
+
+def _outbox_times(url: str) -> dict[str, tuple[float, float | None]]:
+    """event id -> (outbox row created, published_at) as wall-clock seconds. The row is
+    created just before its group's commit; published_at is set after the broker's ack."""
+    from services.ingest.models import OutboxMessage
+
+    with session_scope(url) as session:
+        rows = session.execute(select(OutboxMessage.payload, OutboxMessage.created_at,
+                                      OutboxMessage.published_at)
+                               .where(OutboxMessage.topic == DRUGCHECK_RESULTS.name)).all()
+    return {json.loads(payload)["event_id"]: (created.timestamp(),
+                                              published.timestamp() if published else None)
+            for payload, created, published in rows}
+
+
+def _hops(accepted: dict[str, float], first: dict[str, tuple[float, float]],
+          relayed: dict[str, float], outbox: dict[str, tuple[float, float | None]],
+          window: float = 5.0) -> dict[str, Any]:
+    """Per-hop percentiles (wall clock, one machine): where the time between the 202 and
+    the signal goes, and the total per window of the run (does it grow?)."""
+    hops: dict[str, list[float]] = {name: [] for name in (
+        "row_created_to_202", "row_created_to_relay_send", "relay_send_to_marked",
+        "relay_send_to_signal_send", "signal_send_to_read", "row_created_to_signal_send")}
+    by_window: dict[int, list[tuple[float, float]]] = {}
+    start = min(accepted.values(), default=0.0)
+    for event_id, at in accepted.items():
+        created, published = outbox.get(event_id, (None, None))
+        sent = relayed.get(event_id)
+        signal = first.get(event_id)
+        if signal is not None:
+            hops["signal_send_to_read"].append(signal[0] - signal[1])
+        if created is None:
             continue
-        for evidence in json.loads(value).get("evidence_event_ids", []):
-            first.setdefault(evidence, at)
-    return first
+        hops["row_created_to_202"].append(at - created)
+        if sent is None:
+            continue
+        hops["row_created_to_relay_send"].append(sent - created)
+        if published is not None:
+            hops["relay_send_to_marked"].append(published - sent)
+        if signal is not None:
+            hops["relay_send_to_signal_send"].append(signal[1] - sent)
+            hops["row_created_to_signal_send"].append(signal[1] - created)
+            by_window.setdefault(int((at - start) // window), []).append(
+                (signal[0] - at, sent - created))
+    return {
+        **{name: _percentiles(values) for name, values in hops.items()},
+        "relay_batches": len({p for _c, p in outbox.values() if p is not None}),
+        "by_window": [{"from_s": k * window, "events": len(v),
+                       "total": _percentiles([t for t, _r in v]),
+                       "row_created_to_relay_send": _percentiles([r for _t, r in v])}
+                      for k, v in sorted(by_window.items())],
+    }
 
 
 async def _ingest_phase(s: Stack, zips: list[str], rate: float) -> dict[str, Any]:
-    reader = SignalReader(s.bootstrap)
-    await reader.start()
-    accepted: dict[str, float] = {}
+    reader = _Reader(s.bootstrap)
+    await asyncio.to_thread(reader.start)
+    accepted: dict[str, float] = {}  # event id -> when its 202 was read (wall clock)
     failures = 0
     now = datetime.now(UTC) - timedelta(hours=1)
-    async with httpx.AsyncClient(base_url=s.ingest_url, timeout=30,
-                                 headers={"Authorization": f"Bearer {s.api_key}"},
-                                 limits=httpx.Limits(max_connections=64,
-                                                     max_keepalive_connections=64)) as client:
+    http = _Http(s.ingest_url)
+    headers = {"Authorization": f"Bearer {s.api_key}"}
+    requests = [http.request("/v1/drug-checks", json.dumps({
+        "sample_id": f"lat-{i}", "collected_at": now.isoformat(),
+        "location": {"postal_code": code}, "sold_as": "cocaine", "methods": ["ftir"],
+        "substances": [{"name": "Cocaine HCl"}, {"name": "Fentanyl HCl"}]}).encode(), headers)
+        for i, code in enumerate(zips)]
 
-        async def post(i: int, code: str) -> None:
-            nonlocal failures
-            body = {"sample_id": f"lat-{i}", "collected_at": now.isoformat(),
-                    "location": {"postal_code": code}, "sold_as": "cocaine",
-                    "methods": ["ftir"],
-                    "substances": [{"name": "Cocaine HCl"}, {"name": "Fentanyl HCl"}]}
-            try:
-                response = await client.post("/v1/drug-checks", json=body)
-            except httpx.HTTPError:
-                failures += 1
-                return
-            if response.status_code != 202:
-                failures += 1
-                return
-            accepted[str(response.json()["event_id"])] = time.monotonic()
+    async def post(request: bytes) -> None:
+        nonlocal failures
+        try:
+            status, body = await http.send(request)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            failures += 1
+            return
+        at = time.time()
+        if status != 202:
+            failures += 1
+            return
+        accepted[str(json.loads(body)["event_id"])] = at
 
-        started = time.monotonic()
-        tasks = []
-        for i, code in enumerate(zips):
-            delay = started + i / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(post(i, code)))
-        await asyncio.gather(*tasks)
-        offered = len(zips) / (time.monotonic() - started)
-    await reader.wait_for(lambda r: set(accepted) <= set(_first_signal_times(r)), 60)
-    await reader.stop()
-    first = _first_signal_times(reader)
-    latencies = [first[e] - t for e, t in accepted.items() if e in first]
+    cpu_before = _cpu(s.pids)
+    started = time.monotonic()
+    tasks = []
+    late = 0.0
+    for i, request in enumerate(requests):
+        delay = started + i / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            late = max(late, -delay)
+        tasks.append(asyncio.create_task(post(request)))
+    await asyncio.gather(*tasks)
+    elapsed = time.monotonic() - started
+    http.close()
+    first, relayed = await reader.finish(set(accepted), 60)
+    cpu_ms = {k: round((v - cpu_before[k]) * 1000 / max(len(accepted), 1), 2)
+              for k, v in _cpu(s.pids).items()}
+    latencies = [first[e][0] - t for e, t in accepted.items() if e in first]
+    hops = _hops(accepted, first, relayed,
+                 await asyncio.to_thread(_outbox_times, s.database_url))
     return {"events": len(zips), "accepted": len(accepted), "http_failures": failures,
-            "offered_per_s": round(offered, 1), "signalled": len(latencies),
-            **_percentiles(latencies)}
+            "offered_per_s": round(len(zips) / elapsed, 1),
+            "sender_max_late_ms": round(late * 1000, 1), "signalled": len(latencies),
+            "cpu_ms_per_event": cpu_ms,
+            **_percentiles(latencies), "hops": hops}
 
 
 async def _kafka_phase(s: Stack, zips: list[str], rate: float) -> dict[str, Any]:
-    reader = SignalReader(s.bootstrap)
-    await reader.start()
+    reader = _Reader(s.bootstrap)
+    await asyncio.to_thread(reader.start)
     acked: dict[str, float] = {}
     now = datetime.now(UTC) - timedelta(hours=1)
     events: list[Event] = []
@@ -129,15 +307,15 @@ async def _kafka_phase(s: Stack, zips: list[str], rate: float) -> dict[str, Any]
                                             status="recognized", substance_class="opioid",
                                             risk=3)]))
 
-    def on_sent(event: Event, at: float) -> None:
-        acked[str(event.event_id)] = at
+    def on_sent(event: Event, _at: float) -> None:
+        acked[str(event.event_id)] = time.time()
 
     await produce(s.bootstrap, events, rate=rate, on_sent=on_sent)
-    await reader.wait_for(lambda r: set(acked) <= set(_first_signal_times(r)), 60)
-    await reader.stop()
-    first = _first_signal_times(reader)
-    latencies = [first[e] - t for e, t in acked.items() if e in first]
-    return {"events": len(events), "signalled": len(latencies), **_percentiles(latencies)}
+    first, relayed = await reader.finish(set(acked), 60)
+    latencies = [first[e][0] - t for e, t in acked.items() if e in first]
+    sent_to_signal = [first[e][1] - relayed[e] for e in acked if e in first and e in relayed]
+    return {"events": len(events), "signalled": len(latencies), **_percentiles(latencies),
+            "send_to_signal_send": _percentiles(sent_to_signal)}
 
 
 def main() -> None:
@@ -166,6 +344,20 @@ def main() -> None:
     for name, f in (("ingest -> signal", ingest), ("kafka  -> signal", kafka)):
         print(f"{name}: {f['signalled']}/{f['events']} signalled; p50 {f.get('p50_ms')} ms, "
               f"p95 {f.get('p95_ms')} ms, p99 {f.get('p99_ms')} ms, max {f.get('max_ms')} ms")
+    print("ingest -> signal by hop (wall clock; p50 / p99 / max ms):")
+    for name, f in ingest["hops"].items():
+        if isinstance(f, dict) and f:
+            print(f"  {name:28s} {f['p50_ms']:8.1f} {f['p99_ms']:8.1f} {f['max_ms']:8.1f}")
+    print(f"  relay batches: {ingest['hops']['relay_batches']}")
+    for w in ingest["hops"]["by_window"]:
+        relay = w["row_created_to_relay_send"]
+        print(f"  from {w['from_s']:4.0f} s: total p50 {w['total'].get('p50_ms')} "
+              f"p99 {w['total'].get('p99_ms')}; row created -> relay send p50 "
+              f"{relay.get('p50_ms')} p99 {relay.get('p99_ms')}")
+    print("  CPU ms per event: " + ", ".join(f"{k} {v}" for k, v in
+                                             ingest["cpu_ms_per_event"].items()))
+    print(f"  offered {ingest['offered_per_s']}/s, sender at most "
+          f"{ingest['sender_max_late_ms']} ms behind its schedule")
     print(f"targets p50 < 300 ms, p99 < 1000 ms: {'met' if figures['met'] else 'missed'}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"detection_latency{'_quick' if args.quick else ''}.json"

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -26,6 +26,8 @@ class Stack:
     ingest_url: str
     api_key: str
     worker: Worker
+    database_url: str = ""
+    pids: dict[str, int] = field(default_factory=dict)  # ingest, relay, worker
 
 
 def _lookout(env: dict[str, str], *args: str) -> str:
@@ -80,7 +82,10 @@ def stack(tmp: Path, sites: int = 1, extra_env: dict[str, str] | None = None
                 if time.monotonic() > deadline:
                     raise RuntimeError("ingest did not come up")
                 time.sleep(0.2)
-            yield Stack(bootstrap, url, keys[0], worker), keys
+            assert worker.proc is not None
+            pids = {"ingest": procs[0].pid, "relay": procs[1].pid, "worker": worker.proc.pid}
+            yield Stack(bootstrap, url, keys[0], worker, env["LOOKOUT_DATABASE_URL"],
+                        pids), keys
         finally:
             worker.stop()
             for proc in procs:
