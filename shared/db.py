@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from functools import cache
@@ -18,6 +21,8 @@ from sqlalchemy import Connection, DateTime, MetaData, Table, create_engine, eve
 from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+log = logging.getLogger(__name__)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -65,6 +70,11 @@ def utcnow() -> datetime:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # synchronous=NORMAL in WAL mode: a commit is in the WAL file when it returns, so it
+    # survives the process being killed (kill -9) at any point; the WAL is fsynced at each
+    # checkpoint, so an operating-system crash or power cut can lose the commits since the
+    # last checkpoint (at most about CHECKPOINT_INTERVAL of them for the hot writers), never
+    # corrupt the file. FULL would fsync every commit.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")
@@ -73,22 +83,42 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_writer_pragmas(dbapi_connection: Any, record: Any) -> None:
+    _sqlite_pragmas(dbapi_connection, record)
+    cursor = dbapi_connection.cursor()
+    # No checkpoint inside this connection's commits (SQLite's default runs one, with its
+    # fsyncs, in the commit that takes the WAL past 1,000 pages: inside the write lock);
+    # `checkpoint_soon` runs it after the lock is let go.
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
+    cursor.close()
+
+
+def get_engine(url: str, writer: bool = False) -> Engine:
+    """One engine per database URL and process; `writer`: the hot writers' engine (see
+    `write_session`), which on SQLite leaves WAL checkpoints to `checkpoint_soon` (on
+    other databases, the same engine)."""
+    return _engine(url, writer and url.startswith("sqlite"))
+
+
 @cache
-def get_engine(url: str) -> Engine:
-    """One engine per database URL and process."""
+def _engine(url: str, writer: bool) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10},
                                json_serializer=_json_serializer)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_writer_pragmas if writer else _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
                                json_serializer=_json_serializer)
     return engine
 
 
+def get_sessionmaker(url: str, writer: bool = False) -> sessionmaker[Session]:
+    return _sessionmaker(url, writer and url.startswith("sqlite"))
+
+
 @cache
-def get_sessionmaker(url: str) -> sessionmaker[Session]:
-    return sessionmaker(bind=get_engine(url), expire_on_commit=False)
+def _sessionmaker(url: str, writer: bool) -> sessionmaker[Session]:
+    return sessionmaker(bind=get_engine(url, writer), expire_on_commit=False)
 
 
 class BulkInsert:
@@ -191,3 +221,56 @@ def write_lock(url: str) -> AbstractContextManager[Any]:
     """Hold around a write transaction: on SQLite, one such writer at a time across all
     processes, queued in order; elsewhere nothing (the database copes)."""
     return _sqlite_write_lock(url) if url.startswith("sqlite") else nullcontext()
+
+
+@contextmanager
+def write_session(url: str) -> Iterator[Session]:
+    """A unit of work of a hot writer (ingest's group writer and CSV import, the outbox
+    relay): committed when the block ends (rolled back if it raises) under `write_lock`,
+    on the writer engine; then, outside the lock, `checkpoint_soon`."""
+    with write_lock(url), get_sessionmaker(url, writer=True)() as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+    checkpoint_soon(url)
+
+
+# WAL checkpoints of the hot writers: on a thread of their own, at most one at a time and
+# one per CHECKPOINT_INTERVAL per process, PASSIVE (never waits for readers or writers: the
+# writers go on appending to the WAL while the pages are copied and fsynced). A checkpoint
+# cut short by readers is finished by a later one; the WAL starts over from its beginning
+# once one completes.
+CHECKPOINT_INTERVAL = 0.5
+_checkpointer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-checkpoint")
+_checkpoint_guard = threading.Lock()
+_checkpoint_due: dict[str, float] = {}
+_checkpoint_running: set[str] = set()
+
+
+def checkpoint_soon(url: str) -> None:
+    """After a hot writer's commit, outside the write lock: checkpoint the WAL of the SQLite
+    database at `url` on the checkpoint thread, unless one ran within CHECKPOINT_INTERVAL
+    or is running. Nothing on other databases."""
+    if not url.startswith("sqlite"):
+        return
+    now = time.monotonic()
+    with _checkpoint_guard:
+        if url in _checkpoint_running or now < _checkpoint_due.get(url, 0.0):
+            return
+        _checkpoint_running.add(url)
+        _checkpoint_due[url] = now + CHECKPOINT_INTERVAL
+    _checkpointer.submit(_checkpoint, url)
+
+
+def _checkpoint(url: str) -> None:
+    try:
+        with get_engine(url, writer=True).connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+    except Exception as exc:  # the next one will do it
+        log.warning("WAL checkpoint failed: %r", exc)
+    finally:
+        with _checkpoint_guard:
+            _checkpoint_running.discard(url)

@@ -28,6 +28,7 @@ from services.ingest import metrics, service
 from services.ingest.csv_import import parse_csv
 from services.ingest.schemas import (
     MAX_BATCH,
+    NUL_FREE,
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyOut,
@@ -45,7 +46,7 @@ from services.ingest.schemas import (
     SubmissionsPage,
 )
 from services.ingest.writer import writer_for
-from shared.db import get_engine, session_scope, write_lock
+from shared.db import get_engine, session_scope, write_session
 from shared.problems import ProblemError, problem_response
 from shared.ratelimit import KeyedRateLimiter
 from shared.settings import Settings, get_settings
@@ -186,9 +187,18 @@ def _split_batch(data: Any, wrapper: str, kind: metrics.Kind) -> list[Any] | Non
     return data
 
 
-def _validate_single(model: type[M], data: Any, kind: metrics.Kind) -> M:
+def _validation_context(raw: bytes) -> dict[str, Any]:
+    """What the body's bytes already tell the models' validators: in UTF-8 JSON a NUL can
+    only be written `\\u0000` (a raw control character is invalid JSON, and a NUL byte
+    means another encoding), so a body without either holds no NUL anywhere and the
+    models skip their per-field NUL check (a fifth of a result's validation)."""
+    return {NUL_FREE: b"\\u0000" not in raw and b"\x00" not in raw}
+
+
+def _validate_single(model: type[M], data: Any, kind: metrics.Kind,
+                     context: dict[str, Any]) -> M:
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
         metrics.count(kind, "rejected", "validation")
         errors = _item_errors(exc)
@@ -198,13 +208,13 @@ def _validate_single(model: type[M], data: Any, kind: metrics.Kind) -> M:
 
 
 def _validate_items(
-    model: type[M], items: list[Any]
+    model: type[M], items: list[Any], context: dict[str, Any]
 ) -> tuple[list[M | None], dict[int, list[dict[str, str]]]]:
     bodies: list[M | None] = []
     errors: dict[int, list[dict[str, str]]] = {}
     for i, item in enumerate(items):
         try:
-            bodies.append(model.model_validate(item))
+            bodies.append(model.model_validate(item, context=context))
         except ValidationError as exc:
             bodies.append(None)
             errors[i] = _item_errors(exc)
@@ -284,13 +294,15 @@ async def submit_drug_checks(request: Request) -> Response:
     answer comes after the commit."""
     settings = settings_of(request)
     caller = await _caller_of(request, settings, "results")
-    data = _parse_json(await request.body(), "drug_check")
+    raw = await request.body()
+    data = _parse_json(raw, "drug_check")
+    context = _validation_context(raw)
     items = _split_batch(data, "results", "drug_check")
     if items is None:
-        body = _validate_single(DrugCheckIn, data, "drug_check")
+        body = _validate_single(DrugCheckIn, data, "drug_check", context)
         outcomes = await _store_drug_checks(settings, caller, [body])
         return _single_response("drug_check", outcomes[0])
-    bodies, errors = _validate_items(DrugCheckIn, items)
+    bodies, errors = _validate_items(DrugCheckIn, items, context)
     outcomes = await _store_drug_checks(settings, caller, bodies)
     return _batch_response("drug_check", outcomes, errors)
 
@@ -318,7 +330,7 @@ def import_csv(settings: Settings, caller: service.Caller, text: str,
     total = 0
 
     def flush(chunk: list[Any]) -> None:
-        with write_lock(settings.sqlalchemy_url), session_scope(settings.sqlalchemy_url) as s:
+        with write_session(settings.sqlalchemy_url) as s:
             outcomes = service.submit_drug_checks(s, caller, [r.body for r in chunk])
         for row, outcome in zip(chunk, outcomes, strict=True):
             reason = row.reason or outcome.reason or ""
@@ -421,13 +433,15 @@ async def submit_overdose_reports(
     settings = settings_of(request)
     caller = await _caller_of(request, settings, "reports")
     key = _idempotency_key(idempotency_key)
-    data = _parse_json(await request.body(), "overdose_report")
+    raw = await request.body()
+    data = _parse_json(raw, "overdose_report")
+    context = _validation_context(raw)
     items = _split_batch(data, "reports", "overdose_report")
     if items is None:
-        body = _validate_single(OverdoseReportIn, data, "overdose_report")
+        body = _validate_single(OverdoseReportIn, data, "overdose_report", context)
         outcomes = await _store_reports(settings, caller, [body], [key])
         return _single_response("overdose_report", outcomes[0])
-    bodies, errors = _validate_items(OverdoseReportIn, items)
+    bodies, errors = _validate_items(OverdoseReportIn, items, context)
     keys = [None if key is None else f"{key}#{i}" for i in range(len(items))]
     outcomes = await _store_reports(settings, caller, bodies, keys)
     return _batch_response("overdose_report", outcomes, errors)

@@ -14,6 +14,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -51,15 +52,22 @@ def _nul_locations(data: dict[str, Any]) -> list[tuple[str | int, ...]]:
     return found
 
 
+# Validation context key: True when the caller has checked the whole input holds no NUL
+# (the API, from the body's bytes), so the models need not look field by field.
+NUL_FREE = "nul_free"
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     @model_validator(mode="before")
     @classmethod
-    def _no_nul(cls, data: Any) -> Any:
+    def _no_nul(cls, data: Any, info: ValidationInfo) -> Any:
         """NUL is never meaningful here, and PostgreSQL text cannot hold it. One check per
         model, not per field (a field validator on every field cost a third of a result's
         validation); the errors still name each field."""
+        if info.context and info.context.get(NUL_FREE):
+            return data
         if isinstance(data, dict) and (where := _nul_locations(data)):
             raise ValidationError.from_exception_data(cls.__name__, [InitErrorDetails(
                 type=PydanticCustomError("value_error", "must not contain NUL characters"),

@@ -32,7 +32,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from shared.db import get_sessionmaker, write_lock
+from shared.db import checkpoint_soon, get_sessionmaker, write_lock
 
 Store = Callable[[Session, Sequence[Any]], list[Any]]
 
@@ -100,7 +100,9 @@ class GroupWriter:
         for job in group:
             sets.setdefault(job if job.merge_key is None else job.merge_key, []).append(job)
         outcomes: dict[int, list[Any] | BaseException] = {}
-        with write_lock(self.url), get_sessionmaker(self.url)() as session:
+        # The writer engine: on SQLite the WAL checkpoint runs after the lock is let go
+        # (shared.db.checkpoint_soon), not inside a commit.
+        with write_lock(self.url), get_sessionmaker(self.url, writer=True)() as session:
             try:
                 if self.url.startswith("sqlite"):
                     # Take SQLite's write lock first (waiting for the other processes in the
@@ -124,6 +126,7 @@ class GroupWriter:
             except Exception as exc:  # nothing of this group is stored
                 session.rollback()
                 return [exc] * len(group)
+        checkpoint_soon(self.url)
         return [outcomes[id(job)] for job in group]
 
 

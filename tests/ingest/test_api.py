@@ -208,3 +208,20 @@ def test_nul_characters_are_a_422_not_a_database_error(
     batch = client.post("/v1/drug-checks", json=[drug_check(**change)], headers=auth)
     assert batch.status_code == 200
     assert batch.json()["items"][0]["reason"] == "validation"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-32"])
+def test_a_nul_is_found_whatever_the_body_encoding(
+    client: TestClient, settings: Settings, encoding: str
+) -> None:
+    """The API skips the models' per-field NUL check when the body's bytes show no NUL
+    (services/ingest/api.py `_validation_context`); a body in UTF-16 or UTF-32 (JSON
+    allows them) must not slip through that shortcut, nor an escaped NUL in UTF-8."""
+    auth = {**_site(settings, "A"), "Content-Type": "application/json"}
+    body = json.dumps(drug_check(notes="a\u0000b"))  # a NUL, written \u0000
+    assert "\\u0000" in body
+    single = client.post("/v1/drug-checks", content=body.encode(encoding), headers=auth)
+    assert single.status_code == 422, single.text
+    assert single.json()["errors"][0]["field"] == "/notes"
+    clean = json.dumps(drug_check(notes="a b")).encode(encoding)
+    assert client.post("/v1/drug-checks", content=clean, headers=auth).status_code == 202
