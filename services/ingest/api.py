@@ -661,3 +661,9 @@ app.openapi = _openapi  # type: ignore[method-assign]
 # collector's reach: otherwise its full passes, frequent while batches of 1,000 come in,
 # walk these ~100,000 objects again and again (tens of ms each).
 gc.freeze()
+# A batch of 1,000 keeps ~30,000 new objects alive while it is validated and prepared; at
+# the default threshold (700) that is dozens of young collections per batch, each walking
+# the survivors again. Collect the young generation every 100,000 net new objects instead:
+# a batch's CPU fell by about a sixth in-process (182 -> 150 us per result, load 7).
+# Objects freed by reference counting (nearly all) do not count towards it.
+gc.set_threshold(100_000, 50, 100)
