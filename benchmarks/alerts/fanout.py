@@ -57,13 +57,13 @@ def fake_stats(url: str) -> dict[str, int]:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (its threads included)."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU time of a process (its threads included)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return 0.0, 0.0
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
 def children() -> dict[int, str]:
@@ -156,7 +156,7 @@ def run(count: int, rate: float, concurrency: int, db_url: str | None,
                          if "tansu" in cmd})
             spies = start_profilers({k: v for k, v in pids.items() if "tansu" not in k},
                                     profile) if profile else []
-            cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            cpu0 = {name: cpu_times(pid) for name, pid in pids.items()}
             load0 = os.getloadavg()
             started = time.monotonic()
             asyncio.run(publish_signal(bootstrap))
@@ -176,7 +176,9 @@ def run(count: int, rate: float, concurrency: int, db_url: str | None,
                 last_n = n
                 time.sleep(0.25)
             done_at = time.monotonic()
-            cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+            times = {name: cpu_times(pid) for name, pid in pids.items()}
+            cpu = {name: sum(times[name]) - sum(cpu0[name]) for name in pids}
+            system = {name: times[name][1] - cpu0[name][1] for name in pids}
             load1 = os.getloadavg()
             applied_at, applied = None, 0
             if callbacks:  # every delivery should reach `delivered` through its callbacks
@@ -218,6 +220,9 @@ def run(count: int, rate: float, concurrency: int, db_url: str | None,
         "peak_rss_mb": {k: round(v, 1) for k, v in rss.items()},
         "cpu_ms_per_message": {k: round(v * 1000 / max(handed, 1), 3) for k, v in cpu.items()},
         "cpu_ms_per_message_total": round(sum(cpu.values()) * 1000 / max(handed, 1), 3),
+        # the kernel's part of the above (sockets, file reads and writes)
+        "system_cpu_ms_per_message": {k: round(v * 1000 / max(handed, 1), 3)
+                                      for k, v in system.items()},
         "load_average_before_after": [round(load0[0], 2), round(load1[0], 2)],
         "samples": samples[:: max(1, len(samples) // 40)],
     }

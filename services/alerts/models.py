@@ -20,6 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, UTCDateTime, utcnow
+from shared.ids import uuid7
 from shared.outbox import OutboxMixin
 from shared.sms import DevOutboxMixin
 
@@ -125,7 +126,7 @@ class Delivery(Base):
         Index("ix_alerts_deliveries_alert_status_id", "alert_id", "status", "id"),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
     alert_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("alerts_alerts.id"),
                                                        index=True)
     request_id: Mapped[uuid.UUID | None] = mapped_column(unique=True)

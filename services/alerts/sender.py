@@ -18,10 +18,14 @@ import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import Boolean, and_, exists, or_, select, update
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from services.alerts.contacts import TEXTABLE
 from services.alerts.models import Alert, Delivery, Subscriber
@@ -48,6 +52,30 @@ class Claimed:
     claimed_at: datetime
 
 
+class likely(FunctionElement[bool]):
+    """A condition that holds for most rows it is checked on, not one to find rows by. On
+    SQLite it is rendered as the planner hint `likely(...)` (a term SQLite's planner does
+    not look rows up by): without table statistics SQLite expects an equality on an indexed
+    column to match ~10 rows, so `id IN (64 ids) AND status = 'pending'` was run through
+    the status index, a walk over every pending delivery (100,000 at the start of a large
+    fan-out: 33 ms per claim of 64 instead of 0.4 ms through the primary key). Elsewhere
+    (PostgreSQL, which keeps statistics) the plain condition."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "likely"
+
+
+@compiles(likely)
+def _plain_condition(element: likely, compiler: SQLCompiler, **kw: object) -> str:
+    return str(compiler.process(element.clauses, **kw))
+
+
+@compiles(likely, "sqlite")
+def _sqlite_likely(element: likely, compiler: SQLCompiler, **kw: object) -> str:
+    return f"likely({compiler.process(element.clauses, **kw)})"
+
+
 def _sendable_now() -> object:
     """The SQL condition under which a delivery may be sent right now."""
     now = utcnow()
@@ -60,6 +88,17 @@ def _sendable_now() -> object:
                                    Subscriber.status.in_(TEXTABLE))
     return or_(and_(Delivery.alert_id.is_not(None), alert_live, alert_contact),
                and_(Delivery.alert_id.is_(None), other_contact))
+
+
+def claim_statement(delivery_ids: list[uuid.UUID], now: datetime) -> Any:
+    """Pending deliveries among these that may be sent now -> `sending`, returning (id,
+    subscriber, body) of each."""
+    return (update(Delivery)
+            .where(Delivery.id.in_(delivery_ids), likely(Delivery.status == "pending"),
+                   _sendable_now())  # type: ignore[arg-type]
+            .values(status="sending", attempts=Delivery.attempts + 1, updated_at=now)
+            .returning(Delivery.id, Delivery.subscriber_id, Delivery.body)
+            .execution_options(synchronize_session=False))
 
 
 class Sender:
@@ -78,19 +117,13 @@ class Sender:
         url = self.settings.sqlalchemy_url
         with session_scope(url) as session:
             now = utcnow()
-            rows = session.execute(
-                update(Delivery)
-                .where(Delivery.id.in_(delivery_ids), Delivery.status == "pending",
-                       _sendable_now())  # type: ignore[arg-type]
-                .values(status="sending", attempts=Delivery.attempts + 1, updated_at=now)
-                .returning(Delivery.id, Delivery.subscriber_id, Delivery.body)
-                .execution_options(synchronize_session=False)
-            ).all()
+            rows = session.execute(claim_statement(delivery_ids, now)).all()
             claimed = {r[0] for r in rows}
             rest = [d for d in delivery_ids if d not in claimed]
             if rest:
                 session.execute(update(Delivery)
-                                .where(Delivery.id.in_(rest), Delivery.status == "pending")
+                                .where(Delivery.id.in_(rest),
+                                       likely(Delivery.status == "pending"))
                                 .values(status="skipped", updated_at=now)
                                 .execution_options(synchronize_session=False))
             phones = dict(session.execute(

@@ -290,3 +290,22 @@ def test_a_lost_answer_is_looked_up_not_sent_again(
         assert d.status == "sending"  # unknown: left to the reconciler, not lost
     else:
         assert d.status == "queued" and d.provider_sid == "SM1"
+
+
+def test_claim_looks_deliveries_up_by_id(settings: Settings) -> None:
+    """The claim finds its deliveries through the primary key, not by walking every pending
+    delivery through the status index (SQLite, without statistics, preferred the latter:
+    33 ms instead of 0.4 ms per claim at the start of a 100,000 fan-out)."""
+    from sqlalchemy.dialects import sqlite
+
+    from services.alerts.sender import claim_statement
+    from shared.db import get_engine
+
+    if not settings.sqlalchemy_url.startswith("sqlite"):
+        pytest.skip("SQLite's query planner")
+    sql = str(claim_statement([uuid.uuid4() for _ in range(64)], utcnow()).compile(
+        dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+    with get_engine(settings.sqlalchemy_url).connect() as conn:
+        plan = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
+    assert plan[0].startswith("SEARCH alerts_deliveries USING INDEX") and "(id=?)" in plan[0], plan
+    assert "ix_alerts_deliveries_status" not in " ".join(plan), plan
