@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import time
+from typing import Any
 
 import httpx
 
@@ -145,32 +146,40 @@ def cmd_relay(args: argparse.Namespace) -> int:
     return 0
 
 
+def worker_app(service: str) -> Any:
+    """The Faust app of `lookout worker SERVICE`, on uvloop (less event-loop overhead per
+    message, docs/detection.md). The loop policy is set before the app is imported:
+    importing it creates its event loop (topics and tables ask for it), and a policy set
+    after that is ignored, which had left every worker on asyncio's loop."""
+    import mode.loop
+
+    mode.loop.use("uvloop")
+    if service == "detection":
+        from services.detection import agents as detection_agents
+
+        return detection_agents.app
+    if service == "referrals":
+        from services.referrals import agents as referrals_agents
+
+        return referrals_agents.app
+    from services.alerts import agents as alerts_agents
+
+    return alerts_agents.app
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     import faust
-    import mode.loop
     from prometheus_client import start_http_server
 
     from services.stack import metrics_ports
     from shared.logging import configure_logging
 
     settings = _settings()
-    if args.service == "detection":
-        from services.detection import agents as detection_agents
-
-        app = detection_agents.app
-    elif args.service == "referrals":
-        from services.referrals import agents as referrals_agents
-
-        app = referrals_agents.app
-    else:
-        from services.alerts import agents as alerts_agents
-
-        app = alerts_agents.app
+    app = worker_app(args.service)
     name = {"detection": "detection", "referrals": "referrals-worker"}.get(args.service,
                                                                          "alerts-worker")
     configure_logging(name)
     start_http_server(metrics_ports(settings)[name], addr=settings.http_host)
-    mode.loop.use("uvloop")  # less event-loop overhead per message (docs/detection.md)
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 0

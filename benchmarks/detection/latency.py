@@ -310,12 +310,15 @@ async def _kafka_phase(s: Stack, zips: list[str], rate: float) -> dict[str, Any]
     def on_sent(event: Event, _at: float) -> None:
         acked[str(event.event_id)] = time.time()
 
+    cpu_before = _cpu(s.pids)["worker"]
     await produce(s.bootstrap, events, rate=rate, on_sent=on_sent)
     first, relayed = await reader.finish(set(acked), 60)
+    worker_cpu = (_cpu(s.pids)["worker"] - cpu_before) * 1000 / max(len(acked), 1)
     latencies = [first[e][0] - t for e, t in acked.items() if e in first]
     sent_to_signal = [first[e][1] - relayed[e] for e in acked if e in first and e in relayed]
     return {"events": len(events), "signalled": len(latencies), **_percentiles(latencies),
-            "send_to_signal_send": _percentiles(sent_to_signal)}
+            "send_to_signal_send": _percentiles(sent_to_signal),
+            "worker_cpu_ms_per_event": round(worker_cpu, 2)}
 
 
 def main() -> None:
@@ -344,6 +347,7 @@ def main() -> None:
     for name, f in (("ingest -> signal", ingest), ("kafka  -> signal", kafka)):
         print(f"{name}: {f['signalled']}/{f['events']} signalled; p50 {f.get('p50_ms')} ms, "
               f"p95 {f.get('p95_ms')} ms, p99 {f.get('p99_ms')} ms, max {f.get('max_ms')} ms")
+    print(f"kafka phase: worker CPU {kafka['worker_cpu_ms_per_event']} ms per event")
     print("ingest -> signal by hop (wall clock; p50 / p99 / max ms):")
     for name, f in ingest["hops"].items():
         if isinstance(f, dict) and f:
