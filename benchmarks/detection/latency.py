@@ -152,23 +152,30 @@ class _Http:
         async with self._slots:
             if self._idle:
                 reader, writer = self._idle.pop()
-            else:
-                reader, writer = await asyncio.open_connection(self.host, self.port)
-            try:
-                writer.write(request)
-                head = await reader.readuntil(b"\r\n\r\n")
-                status = int(head.split(b" ", 2)[1])
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                body = await reader.readexactly(length)
-            except BaseException:
-                writer.close()
-                raise
-            self._idle.append((reader, writer))
-            return status, body
+                try:
+                    return await self._exchange(reader, writer, request)
+                except (ConnectionError, asyncio.IncompleteReadError):
+                    pass  # the server closed it while idle (keep-alive timeout): a new one
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+            return await self._exchange(reader, writer, request)
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        request: bytes) -> tuple[int, bytes]:
+        try:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            body = await reader.readexactly(length)
+        except BaseException:
+            writer.close()
+            raise
+        self._idle.append((reader, writer))
+        return status, body
 
     def close(self) -> None:
         for _reader, writer in self._idle:
@@ -242,6 +249,7 @@ async def _ingest_phase(s: Stack, zips: list[str], rate: float) -> dict[str, Any
     await asyncio.to_thread(reader.start)
     accepted: dict[str, float] = {}  # event id -> when its 202 was read (wall clock)
     failures = 0
+    failed: list[str] = []
     now = datetime.now(UTC) - timedelta(hours=1)
     http = _Http(s.ingest_url)
     headers = {"Authorization": f"Bearer {s.api_key}"}
@@ -255,12 +263,14 @@ async def _ingest_phase(s: Stack, zips: list[str], rate: float) -> dict[str, Any
         nonlocal failures
         try:
             status, body = await http.send(request)
-        except (OSError, asyncio.IncompleteReadError, ValueError):
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             failures += 1
+            failed.append(repr(exc))
             return
         at = time.time()
         if status != 202:
             failures += 1
+            failed.append(f"{status} {body[:200]!r}")
             return
         accepted[str(json.loads(body)["event_id"])] = at
 
@@ -282,12 +292,16 @@ async def _ingest_phase(s: Stack, zips: list[str], rate: float) -> dict[str, Any
     cpu_ms = {k: round((v - cpu_before[k]) * 1000 / max(len(accepted), 1), 2)
               for k, v in _cpu(s.pids).items()}
     latencies = [first[e][0] - t for e, t in accepted.items() if e in first]
-    hops = _hops(accepted, first, relayed,
-                 await asyncio.to_thread(_outbox_times, s.database_url))
+    outbox = await asyncio.to_thread(_outbox_times, s.database_url)
+    hops = _hops(accepted, first, relayed, outbox)
+    # Where an accepted event without a signal got to (in the outbox? published? on Kafka?).
+    missing = [{"event_id": e, "outbox": outbox.get(e), "on_kafka": e in relayed}
+               for e in accepted if e not in first]
     return {"events": len(zips), "accepted": len(accepted), "http_failures": failures,
+            "http_failure_examples": failed[:5],
             "offered_per_s": round(len(zips) / elapsed, 1),
             "sender_max_late_ms": round(late * 1000, 1), "signalled": len(latencies),
-            "cpu_ms_per_event": cpu_ms,
+            "cpu_ms_per_event": cpu_ms, "unsignalled": missing[:20],
             **_percentiles(latencies), "hops": hops}
 
 
