@@ -238,39 +238,42 @@ def write_session(url: str) -> Iterator[Session]:
     checkpoint_soon(url)
 
 
-# WAL checkpoints of the hot writers: on a thread of their own, at most one at a time and
-# one per CHECKPOINT_INTERVAL per process, PASSIVE (never waits for readers or writers: the
-# writers go on appending to the WAL while the pages are copied and fsynced). A checkpoint
-# cut short by readers is finished by a later one; the WAL starts over from its beginning
-# once one completes.
+# WAL checkpoints of the hot writers: on a thread of their own, one per CHECKPOINT_INTERVAL
+# at most per process, PASSIVE (never waits for readers or writers: the writers go on
+# appending to the WAL while the pages are copied and fsynced). Every commit is followed by
+# a checkpoint that starts after it, within CHECKPOINT_INTERVAL: that bounds how long a
+# commit stays in the WAL without an fsync (synchronous=NORMAL). A checkpoint cut short by
+# readers is finished by a later one; the WAL starts over once one completes.
 CHECKPOINT_INTERVAL = 0.5
 _checkpointer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-checkpoint")
 _checkpoint_guard = threading.Lock()
 _checkpoint_due: dict[str, float] = {}
-_checkpoint_running: set[str] = set()
+_checkpoint_scheduled: set[str] = set()
 
 
 def checkpoint_soon(url: str) -> None:
-    """After a hot writer's commit, outside the write lock: checkpoint the WAL of the SQLite
-    database at `url` on the checkpoint thread, unless one ran within CHECKPOINT_INTERVAL
-    or is running. Nothing on other databases."""
+    """After a hot writer's commit, outside the write lock: have the WAL of the SQLite
+    database at `url` checkpointed on the checkpoint thread, as soon as CHECKPOINT_INTERVAL
+    has passed since the last one (at once if it has). Nothing on other databases."""
     if not url.startswith("sqlite"):
         return
-    now = time.monotonic()
     with _checkpoint_guard:
-        if url in _checkpoint_running or now < _checkpoint_due.get(url, 0.0):
+        if url in _checkpoint_scheduled:  # one that has not started yet covers this commit
             return
-        _checkpoint_running.add(url)
-        _checkpoint_due[url] = now + CHECKPOINT_INTERVAL
+        _checkpoint_scheduled.add(url)
     _checkpointer.submit(_checkpoint, url)
 
 
 def _checkpoint(url: str) -> None:
+    with _checkpoint_guard:
+        wait = _checkpoint_due.get(url, 0.0) - time.monotonic()
+    if wait > 0:
+        time.sleep(wait)
+    with _checkpoint_guard:  # from here on, a new commit schedules the next one
+        _checkpoint_scheduled.discard(url)
+        _checkpoint_due[url] = time.monotonic() + CHECKPOINT_INTERVAL
     try:
         with get_engine(url, writer=True).connect() as connection:
             connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
     except Exception as exc:  # the next one will do it
         log.warning("WAL checkpoint failed: %r", exc)
-    finally:
-        with _checkpoint_guard:
-            _checkpoint_running.discard(url)
