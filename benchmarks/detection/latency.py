@@ -193,7 +193,7 @@ def _cpu(pids: dict[str, int]) -> dict[str, float]:
 
 def _outbox_times(url: str) -> dict[str, tuple[float, float | None]]:
     """event id -> (outbox row created, published_at) as wall-clock seconds. The row is
-    created just before its group's commit; published_at is set after the broker's ack."""
+    created (prepared) before its group's commit; published_at is set after the broker's ack."""
     from services.ingest.models import OutboxMessage
 
     with session_scope(url) as session:
