@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 import uuid
@@ -224,13 +225,27 @@ async def reconcile() -> None:
                                   value=job.model_dump_json().encode())
 
 
+RECOVER_ATTEMPTS = 10
+
+
 @app.task
 async def recover_on_start() -> None:
     """After a restart: a fan-out cut short is completed, and jobs acknowledged but never
     sent (the process died with sends in flight) are published again; the claim makes the
-    duplicates harmless."""
+    duplicates harmless. Another worker may be fanning the same alert out at this moment
+    (its unique (alert, subscriber) rows collide with ours): then this one waits and tries
+    again, and finds every delivery made (it crashed the worker at start before)."""
     for alert_id in await asyncio.to_thread(_sending_alerts):
-        await fan_out_and_publish(alert_id)
+        for attempt in range(1, RECOVER_ATTEMPTS + 1):
+            try:
+                await fan_out_and_publish(alert_id)
+                break
+            except IntegrityError:
+                log.info("alert %s: another worker is fanning it out; recovery again in %d s",
+                         alert_id, attempt)
+                await asyncio.sleep(attempt)
+        else:
+            log.warning("alert %s: recovery gave up; the dispatcher's ticks go on", alert_id)
 
 
 @app.timer(1.0)
@@ -308,9 +323,21 @@ async def consume_jobs(consumer: AIOKafkaConsumer) -> None:
         await consumer.commit()
 
 
+def _calm_garbage_collector() -> None:
+    """Objects made at start (modules, Faust's app, settings: ~130,000) go to the collector's
+    permanent generation, and the youngest generation is collected every 20,000 allocations
+    instead of 700. Measured on a 100,000 fan-out (load 7-10): 55 full collections walking
+    every object (19 s) and 17 s of young ones, against 5 s in all after this; the worker's
+    CPU per message went from 0.96 to 0.82 ms. The short-lived objects of the sends in flight
+    kept being promoted to the old generations."""
+    gc.freeze()
+    gc.set_threshold(20_000, *gc.get_threshold()[1:])
+
+
 @app.task
 async def sending() -> None:
     """The sender's consumer; restarted after a failure (e.g. the broker went away)."""
+    _calm_garbage_collector()
     while True:
         consumer = _job_consumer()
         try:

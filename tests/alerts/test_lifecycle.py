@@ -356,3 +356,32 @@ def test_detection_signals_say_how_the_substance_was_identified(settings: Settin
     policy = settings.model_copy(update={"alert_policy_json": POLICY})
     assert [service.auto_approves(policy, s.model_copy(update={"region_id": OR}))
             for s in adulterant] == [False, True]
+
+
+def test_recovery_at_start_waits_for_another_workers_fan_out(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker starting while another fans the same alert out met the other's unique
+    (alert, subscriber) rows and crashed; it now tries again and publishes the jobs."""
+    from sqlalchemy.exc import IntegrityError
+
+    from services.alerts import agents
+
+    alert_id = uuid.uuid4()
+    monkeypatch.setattr(agents, "settings", settings)
+    monkeypatch.setattr(agents, "_sending_alerts", lambda: [alert_id])
+    monkeypatch.setattr(asyncio, "sleep", _no_sleep)
+    calls: list[uuid.UUID] = []
+
+    async def fan_out_and_publish(aid: uuid.UUID) -> None:
+        calls.append(aid)
+        if len(calls) < 3:
+            raise IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed"))
+
+    monkeypatch.setattr(agents, "fan_out_and_publish", fan_out_and_publish)
+    asyncio.run(agents.recover_on_start())
+    assert calls == [alert_id] * 3
+
+
+async def _no_sleep(_delay: float) -> None:
+    return None
