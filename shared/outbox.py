@@ -16,14 +16,14 @@ import time
 from datetime import datetime
 from typing import Any
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel
 from sqlalchemy import BigInteger, Index, Integer, String, Text, func, select, update
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from shared.db import UTCDateTime, session_scope, utcnow, write_session
-from shared.kafka import make_producer
+from shared.kafka import CachedPartitioner, make_producer
 from shared.settings import Settings
 from shared.topics import Topic
 
@@ -96,9 +96,7 @@ async def publish_pending(settings: Settings, producer: Any, model: Any) -> int:
     rows = await asyncio.to_thread(_pending, settings, model)
     if not rows:
         return 0
-    futures = [await producer.send(topic, value=payload.encode(), key=key.encode())
-               for _id, topic, key, payload in rows]
-    results = await asyncio.gather(*futures, return_exceptions=True)
+    results = await _send(producer, rows)
     # Mark what the broker acknowledged even if part of the batch failed (the broker going
     # away mid-batch), so those rows are not published twice; per key only up to its first
     # failure, so that the retry keeps the order per key.
@@ -117,6 +115,48 @@ async def publish_pending(settings: Settings, producer: Any, model: Any) -> int:
     if error is not None:
         raise error
     return len(rows)
+
+
+_partitioner = CachedPartitioner()  # the producers' own (murmur2): the same partitions
+
+
+async def _send(producer: Any, rows: list[tuple[int, str, str, str]]) -> list[Any]:
+    """Send rows in order as record batches, one open batch per partition (aiokafka sends a
+    partition's batches one after the other, so each key's order holds); each row's outcome:
+    its batch's result, or the exception that failed its batch.
+
+    Why batches: `send()` per message cost about 35 us of CPU (a future, the accumulator's
+    bookkeeping and its partitioner per message) against about 16 us appended to a batch."""
+    partitions: dict[str, list[int]] = {}
+    open_batches: dict[tuple[str, int], tuple[Any, list[int]]] = {}
+    sent: list[tuple[asyncio.Future[Any], list[int]]] = []
+
+    async def submit(topic: str, partition: int) -> None:
+        batch, members = open_batches.pop((topic, partition))
+        sent.append((await producer.send_batch(batch, topic, partition=partition), members))
+
+    for index, (_id, topic, key, payload) in enumerate(rows):
+        if topic not in partitions:
+            partitions[topic] = sorted(await producer.partitions_for(topic))
+        key_bytes, value = key.encode(), payload.encode()
+        partition = _partitioner(key_bytes, partitions[topic], partitions[topic])
+        if (topic, partition) not in open_batches:
+            open_batches[topic, partition] = (producer.create_batch(), [])
+        batch, members = open_batches[topic, partition]
+        if batch.append(key=key_bytes, value=value, timestamp=None) is None:  # full
+            await submit(topic, partition)
+            batch, members = open_batches[topic, partition] = (producer.create_batch(), [])
+            if batch.append(key=key_bytes, value=value, timestamp=None) is None:
+                raise MessageSizeTooLargeError(f"outbox row {_id} does not fit in a batch")
+        members.append(index)
+    for topic, partition in list(open_batches):
+        await submit(topic, partition)
+    results: list[Any] = [None] * len(rows)
+    outcomes = await asyncio.gather(*(future for future, _ in sent), return_exceptions=True)
+    for (_future, members), outcome in zip(sent, outcomes, strict=True):
+        for index in members:
+            results[index] = outcome
+    return results
 
 
 async def run_relay(settings: Settings, models: list[Any],

@@ -109,19 +109,45 @@ def test_every_accepted_result_reaches_the_topic_once_even_after_an_outage(
         assert samples == sorted(samples, key=lambda s: int(s.split("-")[1]))
 
 
+class _FakeBatch:
+    """A record batch of the fake producer: room for two messages (so that the relay has to
+    submit full batches and open new ones)."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[bytes, bytes]] = []
+
+    def append(self, *, key: bytes, value: bytes, timestamp: float | None) -> object | None:
+        if len(self.messages) == 2:
+            return None
+        self.messages.append((key, value))
+        return object()
+
+
 class _FlakyProducer:
-    """Acknowledges every message but those whose key is in `fail_keys`."""
+    """aiokafka's batch API over 4 partitions: acknowledges every batch but those holding a
+    key in `fail_keys` (in this test, 98101 is alone on its partition)."""
 
     def __init__(self, fail_keys: set[str]) -> None:
         self.fail_keys = fail_keys
         self.sent: list[tuple[str, str]] = []
+        self.batches: dict[int, list[list[str]]] = defaultdict(list)
 
-    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[None]:
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2, 3}
+
+    def create_batch(self) -> _FakeBatch:
+        return _FakeBatch()
+
+    async def send_batch(self, batch: _FakeBatch, topic: str, *,
+                         partition: int) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if key.decode() in self.fail_keys:
+        samples = [json.loads(value)["sample_id"] for _key, value in batch.messages]
+        self.batches[partition].append(samples)
+        if any(key.decode() in self.fail_keys for key, _value in batch.messages):
             future.set_exception(KafkaTimeoutError())
         else:
-            self.sent.append((key.decode(), json.loads(value)["sample_id"]))
+            self.sent += [(key.decode(), sample) for (key, _v), sample
+                          in zip(batch.messages, samples, strict=True)]
             future.set_result(None)
         return future
 
@@ -134,6 +160,9 @@ def test_a_batch_that_fails_in_part_marks_what_was_acknowledged_and_keeps_key_or
     with pytest.raises(KafkaTimeoutError):
         asyncio.run(publish_pending(settings, flaky, OutboxMessage))
     assert sorted(s for _k, s in flaky.sent) == ["r-0", "r-2", "r-3", "r-5"]
+    # each partition's rows in id order, in batches of at most two (full ones submitted)
+    assert sorted(flaky.batches.values()) == [[["r-0", "r-2"], ["r-3", "r-5"]],
+                                              [["r-1", "r-4"]]]
     assert _unpublished(settings) == 2  # only r-1 and r-4: nothing acknowledged is re-sent
     good = _FlakyProducer(set())
     assert asyncio.run(publish_pending(settings, good, OutboxMessage)) == 2
