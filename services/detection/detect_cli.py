@@ -14,12 +14,16 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .detectors import METHODS, DetectorPoint
-from .detectors.farrington import default_start as _farrington_start
+if TYPE_CHECKING:
+    from .detectors import DetectorPoint
 
-METHOD_NAMES = tuple(METHODS)
+# The detectors (numpy, scipy) are imported when `detect` runs, not when the `lookout` CLI
+# builds its parser: every `lookout` command (the relay, the workers) would pay for them.
+# tests/detection/test_detect_cli.py checks this list against `detectors.METHODS`.
+METHOD_NAMES = ("ears-c1", "ears-c2", "ears-c3", "cusum", "farrington-flexible", "ewma",
+                "threshold", "poisson")
 
 
 def add_detect_parser(subparsers: Any) -> None:
@@ -78,6 +82,9 @@ def _call(
     args: argparse.Namespace, dates: list[dt.date]
 ) -> tuple[Callable[..., list[DetectorPoint]], dict[str, Any], int]:
     """The detector, its keyword arguments and the default start index."""
+    from .detectors import METHODS
+    from .detectors.farrington import default_start as _farrington_start
+
     method: str = args.method
     kwargs: dict[str, Any] = {}
     if method.startswith("ears-"):

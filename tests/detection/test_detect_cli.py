@@ -118,3 +118,23 @@ def test_farrington_default_from_and_options(capsys: pytest.CaptureFixture[str])
     rows = list(csv.DictReader(io.StringIO(out)))
     assert rows[0]["date"] == "2008-01-14"  # index 52*4+2 (0-based)
     assert any(r["alarm"] == "1" for r in rows if r["date"] == "2011-11-07")
+
+
+def test_method_names_match_the_detector_registry() -> None:
+    from services.detection.detect_cli import METHOD_NAMES
+    from services.detection.detectors import METHODS
+
+    assert METHOD_NAMES == tuple(METHODS)
+
+
+def test_the_lookout_cli_does_not_import_the_detectors() -> None:
+    """`lookout relay` and the workers start without numpy/scipy's import time."""
+    import subprocess
+    import sys
+
+    code = ("import sys, services.cli; "
+            "print(any(m == 'scipy' or m.startswith('services.detection.detectors') "
+            "for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
