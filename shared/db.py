@@ -182,9 +182,10 @@ def bulk_insert(dialect: Dialect, table: Table, columns: tuple[str, ...],
 
 
 @contextmanager
-def session_scope(url: str) -> Iterator[Session]:
-    """A unit of work: commits when the block ends, rolls back if it raises."""
-    session = get_sessionmaker(url)()
+def session_scope(url: str, writer: bool = False) -> Iterator[Session]:
+    """A unit of work: commits when the block ends, rolls back if it raises (`writer`: on
+    the hot writers' engine, see `write_session`)."""
+    session = get_sessionmaker(url, writer=writer)()
     try:
         yield session
         session.commit()
@@ -228,13 +229,8 @@ def write_session(url: str) -> Iterator[Session]:
     """A unit of work of a hot writer (ingest's group writer and CSV import, the outbox
     relay): committed when the block ends (rolled back if it raises) under `write_lock`,
     on the writer engine; then, outside the lock, `checkpoint_soon`."""
-    with write_lock(url), get_sessionmaker(url, writer=True)() as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    with write_lock(url), session_scope(url, writer=True) as session:
+        yield session
     checkpoint_soon(url)
 
 
