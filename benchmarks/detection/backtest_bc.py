@@ -67,17 +67,24 @@ def _months_after(day: str, months: int) -> str:
     return f"{y + (m - 1) // 12:04d}-{(m - 1) % 12 + 1:02d}-01"
 
 
+async def site_keys(client: httpx.AsyncClient, sites: list[str]) -> dict[str, str]:
+    """A Lookout site (and its API key) per BC collection site, so that multi-site clusters
+    can be seen."""
+    keys: dict[str, str] = {}
+    for site in sites:
+        r = await client.post("/v1/admin/sites", json={"name": site or "unnamed"},
+                              headers={"Authorization": "Bearer dev-admin-token"})
+        r.raise_for_status()
+        keys[site] = r.json()["api_key"]
+    return keys
+
+
 async def _upload(s: Stack, header: str, days: dict[str, dict[str, list[str]]],
                   reader: SignalReader) -> dict[str, Any]:
     sites = sorted({site for per_site in days.values() for site in per_site})
-    keys: dict[str, str] = {}
     counts: Counter[str] = Counter()
     async with httpx.AsyncClient(base_url=s.ingest_url, timeout=60) as client:
-        for site in sites:
-            r = await client.post("/v1/admin/sites", json={"name": site or "unnamed"},
-                                  headers={"Authorization": "Bearer dev-admin-token"})
-            r.raise_for_status()
-            keys[site] = r.json()["api_key"]
+        keys = await site_keys(client, sites)
         for day, per_site in days.items():
             for site, lines in per_site.items():
                 r = await client.post(
