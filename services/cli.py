@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import shlex
@@ -117,9 +118,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings()
     configure_logging(args.service)
     workers = settings.ingest_workers if args.service == "ingest" else 1
-    uvicorn.run(f"services.{args.service}.api:app", host=settings.http_host,
-                port=http_ports(settings)[args.service], log_config=None, access_log=False,
-                workers=workers)
+    app, port = f"services.{args.service}.api:app", http_ports(settings)[args.service]
+    if workers > 1:
+        from shared.serving import serve_workers
+
+        return serve_workers(app, settings.http_host, port, workers,
+                             setup=functools.partial(configure_logging, args.service))
+    uvicorn.run(app, host=settings.http_host, port=port, log_config=None, access_log=False)
     return 0
 
 
