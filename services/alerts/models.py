@@ -131,7 +131,9 @@ class Delivery(Base):
                                                        index=True)
     request_id: Mapped[uuid.UUID | None] = mapped_column(unique=True)
     purpose: Mapped[str] = mapped_column(String(32), default="alert")
-    subscriber_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("alerts_subscribers.id"))
+    # Indexed for a contact's export and erasure (the unique key leads with alert_id).
+    subscriber_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("alerts_subscribers.id"),
+                                                     index=True)
     # pending -> sending -> queued (handed to the backend) -> sent -> delivered;
     # or skipped (stopped before send), undelivered, failed.
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
