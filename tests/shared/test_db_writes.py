@@ -9,9 +9,11 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Column, MetaData, String, Table, Uuid, select, text
 
+from shared import db
 from shared.db import UTCDateTime, bulk_insert, get_engine, write_session
 from shared.ids import uuid7
 
@@ -86,3 +88,24 @@ def test_sqlite_commits_are_fsynced_before_they_return(tmp_path: Path) -> None:
         with get_engine(url, writer=writer).connect() as connection:
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+
+
+def test_the_wal_shrinks_back_after_a_burst(tmp_path: Path, monkeypatch: Any) -> None:
+    """A burst of writes grows the WAL; once a checkpoint has copied it all, the next write
+    starts the WAL over and SQLite cuts the file down to the limit."""
+    monkeypatch.setattr(db, "WAL_SIZE_LIMIT", 1024 * 1024)
+    database = tmp_path / "burst.db"
+    url = f"sqlite:///{database}"
+    wal = Path(f"{database}-wal")
+    with get_engine(url).begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE t (x BLOB)")
+    with write_session(url) as session:  # one transaction of about 8 MB
+        for _ in range(2000):
+            session.execute(text("INSERT INTO t VALUES (randomblob(4000))"))
+    assert wal.stat().st_size > 4 * 1024 * 1024
+    deadline = time.monotonic() + 5
+    while wal.stat().st_size > 1024 * 1024:
+        assert time.monotonic() < deadline, f"the WAL stayed at {wal.stat().st_size} bytes"
+        time.sleep(0.6)  # past the checkpoint interval: the next write follows a checkpoint
+        with write_session(url) as session:
+            session.execute(text("INSERT INTO t VALUES (x'00')"))
