@@ -10,9 +10,10 @@ partition (see docs/detection.md, "Scaling").
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-import faust
+from faust.types import TP
 
 from services.detection.app import app
 from services.detection.config import load_config
@@ -20,7 +21,7 @@ from services.detection.processors import Processor, Tables
 from services.detection.tablecache import WriteBehind
 from shared.events import DrugCheckResultV1, OverdoseReportV1
 from shared.settings import get_settings
-from shared.streams import process_each
+from shared.streams import process_batches
 from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS, SIGNALS
 
 log = logging.getLogger(__name__)
@@ -59,38 +60,49 @@ async def _send(key: str, payload: str) -> None:
 processor = Processor(load_config(get_settings()), tables, _send)
 
 
-def _position() -> tuple[int, int]:
-    event = faust.current_event()
-    if event is None:
-        raise RuntimeError("no current event")
-    return event.message.partition, event.message.offset
+class _Committed(Mapping[int, "int | None"]):
+    """The consumer's committed offset (the next to read) per partition of a source topic:
+    undo entries below it are never read again (`asof`)."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+
+    def __getitem__(self, partition: int) -> int | None:
+        offsets = getattr(app.consumer, "_committed_offset", {})
+        return offsets.get(TP(self.topic, partition))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(4))
+
+    def __len__(self) -> int:
+        return 4
 
 
-async def handle_result(result: DrugCheckResultV1) -> None:
-    try:
-        await processor.on_result(result, *_position())
-    finally:
-        tables.flush()
+processor.committed_reports = _Committed(OVERDOSE_REPORTS.name)
+processor.committed_results = _Committed(DRUGCHECK_RESULTS.name)
 
 
-async def handle_report(report: OverdoseReportV1) -> None:
-    try:
-        await processor.on_report(report, *_position())
-    finally:
-        tables.flush()
+async def handle_result(result: DrugCheckResultV1, partition: int, offset: int) -> None:
+    await processor.on_result(result, partition, offset)
+
+
+async def handle_report(report: OverdoseReportV1, partition: int, offset: int) -> None:
+    await processor.on_report(report, partition, offset)
 
 
 @app.agent(results_topic)
 async def contamination(stream: Any) -> None:
-    await process_each(
+    await process_batches(
         stream, service="detection", agent="contamination",
         parse=DrugCheckResultV1.model_validate_json, handle=handle_result, dlq=results_dlq,
+        flush=tables.flush,
     )
 
 
 @app.agent(reports_topic)
 async def spikes(stream: Any) -> None:
-    await process_each(
+    await process_batches(
         stream, service="detection", agent="spikes",
         parse=OverdoseReportV1.model_validate_json, handle=handle_report, dlq=reports_dlq,
+        flush=tables.flush,
     )

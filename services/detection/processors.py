@@ -1,7 +1,9 @@
 """The stream processors' logic over table-like mappings (Faust tables in the worker, plain
 dicts in unit tests). Event time drives everything; every table write is idempotent for a
-redelivered message (offset watermarks per source partition, or trigger ids), and a
-redelivered trigger re-sends the identical signal it sent the first time.
+redelivered message (offset watermarks per source partition, or trigger ids), and every
+read sees the table as it was before the message (`asof`: each value keeps an undo log of
+the uncommitted messages that wrote it), so a message delivered again after a crash raises
+exactly the signals it raised the first time, however far the recovered tables ran ahead.
 
 Tables (keys are strings):
 - spike_counts  "<area>" -> {"b": newest bucket start, "f": first, "c": {bucket start: count},
@@ -19,11 +21,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from services.detection import episodes, patterns, rules, spikes
+from services.detection.asof import Message
 from services.detection.config import DetectionConfig, RegionConfig
 from services.detection.metrics import LATE_EVENTS, SIGNALS, SUPPRESSED
 from shared import substances
@@ -91,6 +94,9 @@ class Processor:
         self.send = send
         self._thresholds: dict[tuple[str, int], tuple[int, int | None]] = {}
         self._versions: dict[str, int] = {}  # bumped when a past bucket of an area changes
+        # committed offset per source partition (undo entries below it are dropped)
+        self.committed_reports: Mapping[int, int | None] = {}
+        self.committed_results: Mapping[int, int | None] = {}
 
     # ------------------------------------------------------------------ spikes
 
@@ -100,7 +106,8 @@ class Processor:
         size = self.config.bucket_seconds
         at = report.occurred_at.timestamp()
         bucket = bucket_start(at, size)
-        state = self.t.spike_counts.get(cfg_area)
+        msg = Message(partition, offset, self.committed_reports)
+        state = msg.get(self.t.spike_counts, cfg_area)
         newest = int(state["b"]) if state else bucket
         if at < newest - self.config.grace_seconds:
             LATE_EVENTS.labels("spikes").inc()
@@ -109,8 +116,8 @@ class Processor:
                         _utc(newest).isoformat())
             return
         history = spikes.history_length(cfg.method, cfg.params)
-        counted = self._count(cfg_area, state, bucket, partition, offset, history)
-        state = self.t.spike_counts[cfg_area]
+        counted = self._count(msg, cfg_area, state, bucket, history)
+        state = msg.get(self.t.spike_counts, cfg_area)
         newest, first = int(state["b"]), int(state["f"])
         to_check = [bucket]
         if bucket < newest:
@@ -123,14 +130,15 @@ class Processor:
         needed = history * size
         for b in to_check:
             if b - first >= needed:
-                await self._evaluate_bucket(cfg_area, b, cfg, report)
+                await self._evaluate_bucket(msg, cfg_area, b, cfg, report)
 
-    def _count(self, area: str, state: dict[str, Any] | None, bucket: int, partition: int,
-               offset: int, history: int) -> bool:
+    def _count(self, msg: Message, area: str, state: dict[str, Any] | None, bucket: int,
+               history: int) -> bool:
         """Count a report in its area's bucket unless this (partition, offset) was counted
         already (a redelivery after a crash). Buckets a late report could no longer need
         are dropped when the newest bucket moves on."""
         state = state or {"b": bucket, "f": bucket, "c": {}, "o": {}}
+        partition, offset = msg.partition, msg.offset
         if offset <= state["o"].get(str(partition), -1):
             return False
         counts = dict(state["c"])
@@ -139,42 +147,47 @@ class Processor:
         if newest > int(state["b"]):
             keep = newest - self.config.grace_seconds - (history + 1) * self.config.bucket_seconds
             counts = {b: n for b, n in counts.items() if int(b) >= keep}
-        self.t.spike_counts[area] = {
+        msg.put(self.t.spike_counts, area, {
             "b": newest, "f": min(int(state["f"]), bucket), "c": counts,
-            "o": {**state["o"], str(partition): offset}}
+            "o": {**state["o"], str(partition): offset}})
         return True
 
-    def _history(self, area: str, bucket: int, cfg: RegionConfig
+    def _history(self, counts: dict[str, int], bucket: int, cfg: RegionConfig
                  ) -> tuple[list[float], list[dt.date] | None]:
         size = self.config.bucket_seconds
         length = spikes.history_length(cfg.method, cfg.params)
         starts = [bucket - (length - i) * size for i in range(length)]
-        counts = self.t.spike_counts[area]["c"]
         history = [float(counts.get(str(b), 0)) for b in starts]
         dates = None
         if cfg.method == "farrington-flexible":
             dates = [_utc(b).date() for b in [*starts, bucket]]
         return history, dates
 
-    def _threshold(self, area: str, bucket: int, cfg: RegionConfig) -> int | None:
+    def _threshold(self, msg: Message, area: str, bucket: int, cfg: RegionConfig
+                   ) -> int | None:
+        counts = msg.get(self.t.spike_counts, area)["c"]
+        if msg.ahead(self.t.spike_counts, area):  # a redelivery: its own history, no cache
+            history, dates = self._history(counts, bucket, cfg)
+            return spikes.alarm_threshold(cfg.method, cfg.params, history, dates)
         version = self._versions.get(area, 0)
         cached = self._thresholds.get((area, bucket))
         if cached is not None and cached[0] == version:
             return cached[1]
-        history, dates = self._history(area, bucket, cfg)
+        history, dates = self._history(counts, bucket, cfg)
         threshold = spikes.alarm_threshold(cfg.method, cfg.params, history, dates)
         if len(self._thresholds) >= THRESHOLD_CACHE_MAX:
             self._thresholds.clear()
         self._thresholds[(area, bucket)] = (version, threshold)
         return threshold
 
-    async def _evaluate_bucket(self, area: str, bucket: int, cfg: RegionConfig,
+    async def _evaluate_bucket(self, msg: Message, area: str, bucket: int, cfg: RegionConfig,
                                report: OverdoseReportV1) -> None:
-        count = int(self.t.spike_counts[area]["c"].get(str(bucket), 0))
-        threshold = self._threshold(area, bucket, cfg)
+        counts = msg.get(self.t.spike_counts, area)["c"]
+        count = int(counts.get(str(bucket), 0))
+        threshold = self._threshold(msg, area, bucket, cfg)
         if threshold is None or count < threshold:
             return
-        history, dates = self._history(area, bucket, cfg)
+        history, dates = self._history(counts, bucket, cfg)
         ev = spikes.evaluate(cfg.method, cfg.params, history, count, dates, cfg.critical_score)
         if not ev.alarm:
             return
@@ -191,7 +204,8 @@ class Processor:
                 method=cfg.method, score=round(ev.score, 6),
             ).model_dump_json()
 
-        await self._gate(area, "spike", "overdose", ev.severity, report.occurred_at.timestamp(),
+        await self._gate(msg, area, "spike", "overdose", ev.severity,
+                         report.occurred_at.timestamp(),
                          _utc(bucket).isoformat(), str(report.event_id), build, "spike")
 
     # ------------------------------------------------------------------ contamination
@@ -203,6 +217,8 @@ class Processor:
         region = result.region_id
         cfg = self.config.for_region(region)
         at = result.collected_at.timestamp()
+        msg = Message(partition, offset, self.committed_results)
+        seen = self.t.seen
         candidates: list[patterns.Candidate] = []
         for signal in rules.unexpected_adulterants(result):
             sub = substances.get_substance(signal.substance_id)
@@ -213,15 +229,15 @@ class Processor:
         for f in found:
             key = f"{region}|{f.key}"
             candidate, new_region, new_anywhere = patterns.novel(
-                result, at, f, cfg, self.t.seen.get(key), self.t.seen.get(f"*|{f.key}"))
+                result, at, f, cfg, msg.get(seen, key), msg.get(seen, f"*|{f.key}"))
             if new_region is not None:
-                self.t.seen[key] = new_region
+                msg.put(seen, key, new_region)
             if new_anywhere is not None:
-                self.t.seen[f"*|{f.key}"] = new_anywhere
+                msg.put(seen, f"*|{f.key}", new_anywhere)
             if candidate:
                 candidates.append(candidate)
         mark_key = f"c|{region}"
-        mark = self.t.marks.get(mark_key)
+        mark = msg.get(self.t.marks, mark_key)
         day = patterns.day_of(at)
         if mark and at < int(mark["b"]) * DAY - self.config.grace_seconds:
             LATE_EVENTS.labels("contamination").inc()
@@ -229,23 +245,24 @@ class Processor:
                         result.event_id, region, result.collected_at.isoformat())
         else:
             if mark is None or day > int(mark["b"]):
-                self.t.marks[mark_key] = {"b": day}
-            candidates += self._windows(result, at, day, found, cfg, partition, offset)
+                msg.put(self.t.marks, mark_key, {"b": day})
+            candidates += self._windows(msg, result, at, day, found, cfg)
         for c in candidates:
-            await self._send_contamination(result, c)
+            await self._send_contamination(msg, result, c)
 
-    def _windows(self, result: DrugCheckResultV1, at: float, day: int,
-                 found: list[patterns.Found], cfg: RegionConfig, partition: int, offset: int
-                 ) -> list[patterns.Candidate]:
+    def _windows(self, msg: Message, result: DrugCheckResultV1, at: float, day: int,
+                 found: list[patterns.Found], cfg: RegionConfig) -> list[patterns.Candidate]:
         region = result.region_id
         out: list[patterns.Candidate] = []
+        positivity = self.t.positivity
+        partition, offset = msg.partition, msg.offset
         total_key = f"{region}|{day}"
-        counted = patterns.count_once(self.t.positivity.get(total_key), partition, offset)
+        counted = patterns.count_once(msg.get(positivity, total_key), partition, offset)
         if counted is not None:
-            self.t.positivity[total_key] = counted
+            msg.put(positivity, total_key, counted)
 
         def totals(d: int) -> int:
-            return int((self.t.positivity.get(f"{region}|{d}") or {"n": 0})["n"])
+            return int((msg.get(positivity, f"{region}|{d}") or {"n": 0})["n"])
 
         for f in found:
             if not f.recognized or f.risk < substances.HIGH_RISK:
@@ -256,18 +273,18 @@ class Processor:
             # explain the substance count.
             if rules.is_unexpected(result, substances.get_substance(f.key)):
                 candidate, value = patterns.cluster(result, at, f, cfg,
-                                                    self.t.clusters.get(key))
+                                                    msg.get(self.t.clusters, key))
                 if value is not None:
-                    self.t.clusters[key] = value
+                    msg.put(self.t.clusters, key, value)
                 if candidate:
                     out.append(candidate)
             pos_key = f"{region}|{f.key}|{day}"
-            counted = patterns.count_once(self.t.positivity.get(pos_key), partition, offset)
+            counted = patterns.count_once(msg.get(positivity, pos_key), partition, offset)
             if counted is not None:
-                self.t.positivity[pos_key] = counted
+                msg.put(positivity, pos_key, counted)
 
             def positives(d: int, sub: str = f.key) -> int:
-                return int((self.t.positivity.get(f"{region}|{sub}|{d}") or {"n": 0})["n"])
+                return int((msg.get(positivity, f"{region}|{sub}|{d}") or {"n": 0})["n"])
 
             rising = patterns.rising_positivity(f, day, cfg, positives, totals, result.event_id)
             if rising:
@@ -281,7 +298,7 @@ class Processor:
             canary = signal.model_copy(update={"canary": True})
             await self.send(canary.region_id, canary.model_dump_json())
 
-    async def _send_contamination(self, result: DrugCheckResultV1,
+    async def _send_contamination(self, msg: Message, result: DrugCheckResultV1,
                                   c: patterns.Candidate) -> None:
         sold_name = None
         if result.sold_as_id:
@@ -303,17 +320,18 @@ class Processor:
                                       if d.substance_id == c.substance.key}),
             ).model_dump_json()
 
-        await self._gate(result.region_id, c.pattern, c.substance.key, c.severity,
+        await self._gate(msg, result.region_id, c.pattern, c.substance.key, c.severity,
                          result.collected_at.timestamp(), result.collected_at.isoformat(),
                          str(result.event_id), build, "contamination")
 
     # ------------------------------------------------------------------ the gate
 
-    async def _gate(self, region: str, pattern: str, substance: str, severity: Severity,
+    async def _gate(self, msg: Message, region: str, pattern: str, substance: str,
+                    severity: Severity,
                     at: float, window: str, trigger: str, build: Callable[[uuid.UUID], str],
                     kind: str) -> None:
         key = episodes.episode_key(region, pattern, substance)
-        state = self.t.episodes.get(key)
+        state = msg.get(self.t.episodes, key)
         decision = episodes.decide(state, key, severity=severity, at=at, window=window,
                                    trigger=trigger, cooldown=self.config.cooldown_seconds)
         if decision.action == "suppress":
@@ -325,8 +343,8 @@ class Processor:
         else:
             assert decision.event_id is not None
             payload = build(decision.event_id)
-            self.t.episodes[key] = episodes.record(state, decision, severity=severity, at=at,
-                                                   trigger=trigger, payload=payload)
+            msg.put(self.t.episodes, key, episodes.record(
+                state, decision, severity=severity, at=at, trigger=trigger, payload=payload))
         SIGNALS.labels(kind, pattern).inc()
         log.info("signal %s %s %s in %s (%s)", kind, pattern, substance, region, severity)
         await self.send(region, payload)
