@@ -315,10 +315,14 @@ async def _store_drug_checks(settings: Settings, caller: service.Caller,
     url = settings.sqlalchemy_url
     prepared = service.prepare_drug_checks(caller, bodies, get_engine(url).dialect)
 
-    def store(session: Session, items: Sequence[Any]) -> list[service.ItemOutcome]:
-        return service.store_drug_checks(session, caller, items)
+    def lookup(session: Session, items: Sequence[Any]) -> service.Known:
+        return service.known_drug_checks(session, caller, items)
 
-    return await writer_for(url).store(prepared, store, ("results", caller))
+    def store(session: Session, items: Sequence[Any], known: service.Known
+              ) -> list[service.ItemOutcome]:
+        return service.store_drug_checks(session, caller, items, known)
+
+    return await writer_for(url).store(prepared, store, ("results", caller), lookup)
 
 
 def import_csv(settings: Settings, caller: service.Caller, text: str,
@@ -452,7 +456,7 @@ async def _store_reports(settings: Settings, caller: service.Caller,
                          keys: list[str | None]) -> list[service.ItemOutcome]:
     """Through the group commit, alone (not merged: a race on an Idempotency-Key fails the
     whole call with a 409)."""
-    def store(session: Session, items: Sequence[Any]) -> list[service.ItemOutcome]:
+    def store(session: Session, items: Sequence[Any], _: None) -> list[service.ItemOutcome]:
         return service.submit_overdose_reports(session, caller, bodies, keys)
 
     return await writer_for(settings.sqlalchemy_url).store(bodies, store)

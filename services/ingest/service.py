@@ -339,13 +339,14 @@ def submit_drug_checks(
     return store_drug_checks(session, caller, prepared)
 
 
-def store_drug_checks(
-    session: Session, caller: Caller, items: Sequence[PreparedCheck | None]
-) -> list[ItemOutcome]:
-    """The write half of `submit_drug_checks`: each item is a duplicate, a conflict, an
-    unknown location or new, in order (an item sees the ones before it)."""
+Known = dict[str, tuple[uuid.UUID, uuid.UUID, str, str]]  # sample id -> id, event, region, hash
+
+
+def known_drug_checks(session: Session, caller: Caller,
+                      items: Sequence[PreparedCheck | None]) -> Known:
+    """The site's stored results among these items' sample ids."""
     sample_ids = sorted({p.body.sample_id for p in items if p is not None})
-    known: dict[str, tuple[uuid.UUID, uuid.UUID, str, str]] = {}
+    known: Known = {}
     for chunk in _chunks(sample_ids):
         for sid, rid, eid, region, found_hash in session.connection().execute(
             select(DrugCheck.sample_id, DrugCheck.id, DrugCheck.event_id, DrugCheck.region_id,
@@ -353,6 +354,20 @@ def store_drug_checks(
             .where(DrugCheck.site_id == caller.site_id, DrugCheck.sample_id.in_(chunk))
         ):
             known[sid] = (rid, eid, region, found_hash)
+    return known
+
+
+def store_drug_checks(
+    session: Session, caller: Caller, items: Sequence[PreparedCheck | None],
+    known: Known | None = None,
+) -> list[ItemOutcome]:
+    """The write half of `submit_drug_checks`: each item is a duplicate, a conflict, an
+    unknown location or new, in order (an item sees the ones before it). `known`: the
+    result of `known_drug_checks` read earlier, outside this transaction (the group
+    writer reads it before taking the write lock); a sample id stored since then by
+    another writer fails the insert on the unique key, and the items are then stored one
+    by one, reading inside the transaction."""
+    known = dict(known_drug_checks(session, caller, items) if known is None else known)
     outcomes: list[ItemOutcome] = []
     rows: list[Any] = []
     messages: list[Any] = []

@@ -18,6 +18,12 @@ of each, while each request keeps the semantics of its own transaction:
 
 When the writer is idle a unit is taken at once (no waiting to fill a group): groups form by
 themselves while a commit is in progress.
+
+The write lock (one writer at a time across ingest's processes on SQLite) is the resource
+every request waits for, so a unit may do its reads first (`lookup`, e.g. which sample ids
+the site has already sent), from committed data before the lock is taken; what another
+process commits in between is caught by the database's unique keys, and the unit's `store`
+then falls back to reading inside the lock.
 """
 
 from __future__ import annotations
@@ -32,9 +38,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from shared.db import checkpoint_soon, get_sessionmaker, write_lock
+from shared.db import checkpoint_soon, get_sessionmaker, session_scope, write_lock
 
-Store = Callable[[Session, Sequence[Any]], list[Any]]
+Lookup = Callable[[Session, Sequence[Any]], Any]
+Store = Callable[[Session, Sequence[Any], Any], list[Any]]  # (session, items, looked up)
 
 _thread = ThreadPoolExecutor(1, thread_name_prefix="ingest-writer")
 # The writer thread lets go of the GIL for every statement and must then win it back from the
@@ -49,6 +56,7 @@ class _Job:
     merge_key: Hashable | None
     items: Sequence[Any]
     store: Store
+    lookup: Lookup | None
     future: asyncio.Future[list[Any]]
 
 
@@ -61,14 +69,17 @@ class GroupWriter:
         self._drain_task: asyncio.Task[None] | None = None
 
     async def store(self, items: Sequence[Any], store: Store,
-                    merge_key: Hashable | None = None) -> list[Any]:
-        """`store(session, items)` in the next group: one outcome per item, once the group
-        has committed. Requests with the same (not None) `merge_key` in one group are stored
-        by one call of `store` with their items one after the other (in arrival order), so
-        32 single results of a site cost one query and one bulk insert; `store` must then
-        treat each item as if it came after the ones before it."""
+                    merge_key: Hashable | None = None, lookup: Lookup | None = None
+                    ) -> list[Any]:
+        """`store(session, items, lookup(read_session, items))` in the next group (`lookup`
+        runs before the write lock, on committed data; without one `store` gets None): one
+        outcome per item, once the group has committed. Requests with the same (not None)
+        `merge_key` in one group are stored by one call of `store` with their items one
+        after the other (in arrival order), so 32 single results of a site cost one query
+        and one bulk insert; `store` must then treat each item as if it came after the
+        ones before it."""
         loop = asyncio.get_running_loop()
-        job = _Job(merge_key, items, store, loop.create_future())
+        job = _Job(merge_key, items, store, lookup, loop.create_future())
         self._queue.append(job)
         if self._drain_task is None:
             self._drain_task = loop.create_task(self._drain())
@@ -100,6 +111,14 @@ class GroupWriter:
         for job in group:
             sets.setdefault(job if job.merge_key is None else job.merge_key, []).append(job)
         outcomes: dict[int, list[Any] | BaseException] = {}
+        merged = [(jobs, [item for job in jobs for item in job.items])
+                  for jobs in sets.values()]
+        try:
+            with session_scope(self.url) as read:
+                found = [None if jobs[0].lookup is None else jobs[0].lookup(read, items)
+                         for jobs, items in merged]
+        except Exception as exc:  # the database is unreachable: nothing is stored
+            return [exc] * len(group)
         # The writer engine: on SQLite the WAL checkpoint runs after the lock is let go
         # (shared.db.checkpoint_soon), not inside a commit.
         with write_lock(self.url), get_sessionmaker(self.url, writer=True)() as session:
@@ -110,12 +129,17 @@ class GroupWriter:
                     # fail at once with "database is locked" whenever another process
                     # committed since its read.
                     session.connection().exec_driver_sql("BEGIN IMMEDIATE")
-                for jobs in sets.values():
-                    items = [item for job in jobs for item in job.items]
+                for (jobs, items), looked_up in zip(merged, found, strict=True):
                     try:
-                        with session.begin_nested():
-                            stored = jobs[0].store(session, items)
+                        if len(merged) == 1:  # no other jobs to keep if these fail
+                            stored = jobs[0].store(session, items, looked_up)
+                        else:
+                            with session.begin_nested():
+                                stored = jobs[0].store(session, items, looked_up)
                     except Exception as exc:  # e.g. a ProblemError: these jobs alone fail
+                        if len(merged) == 1:
+                            session.rollback()
+                            return [exc] * len(group)
                         outcomes.update((id(job), exc) for job in jobs)
                         continue
                     start = 0

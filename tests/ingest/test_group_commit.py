@@ -17,7 +17,7 @@ from services.ingest.api import app
 from services.ingest.models import DrugCheck, OutboxMessage
 from services.ingest.schemas import DrugCheckIn
 from services.ingest.writer import GroupWriter
-from shared.db import session_scope
+from shared.db import get_engine, session_scope
 from shared.settings import Settings, get_settings
 from tests.builders import drug_check
 
@@ -40,7 +40,8 @@ class Recorder:
         self.caller = caller
         self.calls: list[int] = []
 
-    def __call__(self, session: Session, items: Sequence[Any]) -> list[service.ItemOutcome]:
+    def __call__(self, session: Session, items: Sequence[Any], _found: Any = None
+                 ) -> list[service.ItemOutcome]:
         self.calls.append(len(items))
         return service.submit_drug_checks(session, self.caller, items)
 
@@ -85,7 +86,7 @@ def test_two_sites_in_one_group_are_stored_apart_and_both_kept(settings: Setting
 def test_a_request_that_fails_is_rolled_back_alone(settings: Settings) -> None:
     store = Recorder(_caller(settings, "A"))
 
-    def fails(session: Session, items: Sequence[Any]) -> list[Any]:
+    def fails(session: Session, items: Sequence[Any], _found: Any) -> list[Any]:
         store(session, items)  # writes, then fails: its savepoint is rolled back
         raise service.ProblemError(409, "Conflict", "raced")
 
@@ -154,3 +155,36 @@ def test_concurrent_single_posts_each_sample_once(settings: Settings) -> None:
         assert sorted(r.status_code for r in answers) == [200, 200, 200, 202]
         assert len({r.json()["id"] for r in answers}) == 1
     assert (_count(settings, DrugCheck), _count(settings, OutboxMessage)) == (8, 8)
+
+
+def test_a_sample_stored_by_another_writer_after_the_lookup_is_still_a_duplicate(
+    settings: Settings,
+) -> None:
+    """The group writer reads which sample ids a site has sent before it takes the write
+    lock; another process may store one of them in between. The unique key catches it and
+    the answer is still a duplicate (same content) or a conflict (other content)."""
+    url = settings.sqlalchemy_url
+    caller = _caller(settings, "A")
+    sent = drug_check("raced")
+    with session_scope(url) as session:  # "another process" stored it first
+        service.submit_drug_checks(session, caller, [DrugCheckIn.model_validate(sent)])
+    first = _count(settings, DrugCheck)
+
+    def stale(session: Session, items: Sequence[Any]) -> service.Known:
+        return {}  # read before the other writer's commit
+
+    def store(session: Session, items: Sequence[Any], known: service.Known
+              ) -> list[service.ItemOutcome]:
+        return service.store_drug_checks(session, caller, items, known)
+
+    async def main() -> list[list[service.ItemOutcome]]:
+        writer = GroupWriter(url)
+        bodies = [DrugCheckIn.model_validate(b) for b in (sent, {**sent, "sold_as": "heroin"})]
+        prepared = service.prepare_drug_checks(caller, bodies, get_engine(url).dialect)
+        return await asyncio.gather(writer.store(prepared, store, None, stale))
+
+    ((same, other),) = asyncio.run(main())
+    assert same.status == "duplicate"
+    assert (other.status, other.reason) == ("rejected", "conflict")
+    assert _count(settings, DrugCheck) == first == 1
+    assert _count(settings, OutboxMessage) == 1
