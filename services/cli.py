@@ -281,7 +281,11 @@ def _announce_when_up(settings: Settings, started: float) -> None:
     print("\n  Some services did not come up within 180s; see the log lines above.\n")
 
 
+STOP_GRACE_SECONDS = 20  # `lookout run`: how long each process gets to stop on Ctrl-C
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from honcho import manager as honcho_manager
     from honcho.manager import Manager
     from honcho.printer import Printer
 
@@ -300,6 +304,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         _wait_for_broker(settings)
         print(_banner(settings, demo.api_key), flush=True)
+        # honcho kills what has not stopped 5 s after Ctrl-C; a Faust worker stopping
+        # (committing offsets, flushing its producer, leaving the group) can take longer.
+        honcho_manager.KILL_WAIT = STOP_GRACE_SECONDS
         manager = Manager(Printer(sys.stdout, colour=sys.stdout.isatty()))
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         for name in PROCESSES:

@@ -25,12 +25,16 @@ def tansu_command(host: str, port: int) -> list[str]:
 
 
 def start_tansu(host: str, port: int, log_path: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start Tansu in the background (memory storage); the caller waits for it to answer."""
+    """Start Tansu in the background (memory storage); the caller waits for it to answer
+    and stops it. It runs in a session of its own, so a Ctrl-C in the terminal does not
+    stop it under the stream workers, which need it to stop cleanly (commit their offsets
+    and leave their groups; without it they hung until killed)."""
     out: IO[bytes] | int = subprocess.DEVNULL
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         out = log_path.open("ab")
-    return subprocess.Popen(tansu_command(host, port), stdout=out, stderr=subprocess.STDOUT)
+    return subprocess.Popen(tansu_command(host, port), stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from services.ingest.models import ApiKey
@@ -79,3 +81,40 @@ def test_workers_run_on_uvloop(tmp_path: Path) -> None:
                               check=False)
         assert done.returncode == 0, done.stderr
         assert done.stdout.split() == ["uvloop"], (service, done.stdout)
+
+
+def test_run_starts_everything_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    """`lookout run` (the README's first command, `make run`) on its embedded broker: every
+    HTTP service comes up; Ctrl-C (SIGINT to the terminal's process group) stops every
+    process without honcho having to SIGKILL one, and the broker with them. The broker
+    used to get the Ctrl-C too and die under the stream workers, which then hung until
+    killed."""
+    ports = {name: str(free_port()) for name in (
+        "INGEST_PORT", "ALERTS_PORT", "REFERRALS_PORT", "DASHBOARD_PORT", "BROKER_PORT",
+        "DETECTION_METRICS_PORT", "ALERTS_WORKER_METRICS_PORT", "RELAY_METRICS_PORT",
+        "REFERRALS_WORKER_METRICS_PORT")}
+    env = _env(tmp_path, LOOKOUT_ENV="dev",
+               **{f"LOOKOUT_{name}": port for name, port in ports.items()})
+    log = (tmp_path / "run.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "run"], env=env,
+                            cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # its own group, as a terminal's job
+    try:
+        deadline = time.monotonic() + 180
+        while "All HTTP services are up" not in (tmp_path / "run.log").read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                (tmp_path / "run.log").read_text()[-3000:]
+            time.sleep(0.5)
+        time.sleep(10)  # the stream workers have joined their consumer groups
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(60)  # every process stopped within honcho's grace period
+        out = (tmp_path / "run.log").read_text()
+        assert "SIGKILL" not in out, out[-3000:]
+        for name in ("ingest", "relay", "detection", "alerts-worker", "referrals-worker"):
+            assert f"{name} stopped" in out, (name, out[-3000:])
+        assert not asyncio.run(broker_answers(f"127.0.0.1:{ports['BROKER_PORT']}"))
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
