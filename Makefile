@@ -3,12 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run test lint typecheck bench clean lock
 
-$(BIN)/.installed: requirements.lock pyproject.toml
+# requirements-dev.lock: everything, tests and tools included (this venv, CI);
+# requirements.lock: what the services run on (the Docker image), the same versions.
+# Regenerate both after changing pyproject.toml: `make lock`.
+$(BIN)/.installed: requirements-dev.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet -r requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
@@ -29,3 +32,8 @@ bench: $(BIN)/.installed
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
+
+lock: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev -o requirements-dev.lock --python-version 3.11 -q
+	$(BIN)/uv pip compile pyproject.toml -c requirements-dev.lock -o requirements.lock --python-version 3.11 -q

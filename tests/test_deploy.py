@@ -428,3 +428,20 @@ def test_grafana_dashboard_uses_the_provisioned_datasource_and_real_metrics() ->
                    "lookout_agent_messages_total", "lookout_alerts_sms_total"):
         assert metric in used, f"the dashboard does not chart {metric}"
     assert any(re.fullmatch(r"lookout_\w*outbox_lag_rows", m) for m in used), "no outbox lag"
+
+
+def _pins(path: Path) -> dict[str, str]:
+    found = re.findall(r"^([A-Za-z0-9_.\-\[\]]+)==(\S+)$", path.read_text(), re.M)
+    return {name.lower(): version for name, version in found}
+
+
+def test_the_image_lock_has_no_dev_tools_and_the_same_versions() -> None:
+    """The image installs requirements.lock (what the services run on); the venv and CI
+    install requirements-dev.lock (that plus tests and tools). Both pin the same versions,
+    so what was tested is what ships."""
+    image, dev = _pins(REPO_ROOT / "requirements.lock"), _pins(REPO_ROOT / "requirements-dev.lock")
+    assert {"pytest", "playwright", "ruff", "mypy", "schemathesis"} <= set(dev) - set(image)
+    assert {"faust-streaming", "fastapi", "twilio", "sqlalchemy"} <= set(image)
+    assert all(dev.get(name) == version for name, version in image.items()), {
+        name: (version, dev.get(name)) for name, version in image.items()
+        if dev.get(name) != version}
