@@ -91,91 +91,26 @@ async def process_each(
     is retried `HANDLER_ATTEMPTS` times with backoff, then dead-lettered. Either way the agent
     goes on with the next message.
     """
-
-    async def handle_at(parsed: T, _partition: int, _offset: int) -> None:
-        await handle(parsed)
-
     async for event in stream.events():
-        await _handle_event(event, service, agent, parse, handle_at, dlq)
-
-
-BATCH_MAX = 5000  # messages handled between two flushes at most
-FLUSH_EVERY = 0.25  # seconds between two flushes (and acks) of a busy stream
-
-
-async def process_batches(
-    stream: Any,
-    *,
-    service: str,
-    agent: str,
-    parse: Callable[[bytes], T],
-    handle: Callable[[T, int, int], Awaitable[None]],
-    dlq: Any,
-    flush: Callable[[], None],
-    batch_max: int = BATCH_MAX,
-    flush_every: float = FLUSH_EVERY,
-) -> None:
-    """Like `process_each`, with the message's (partition, offset) passed to `handle`, and
-    `flush` called once per batch: every `flush_every` seconds, or after `batch_max`
-    messages. A message is acknowledged only after the flush that follows its handling:
-    a commit covers only messages whose table writes (and signals) are in the producer.
-    (A flush may also write part of a message still being handled; that message is not
-    acknowledged, and is delivered again after a crash: the handler must cope, as the
-    detection processors do, see `services.detection.asof`.)"""
-    manual = stream.noack()
-    done: list[Any] = []
-
-    async def flush_done() -> None:
-        batch = done[:]
-        done.clear()
-        flush()
-        for event in batch:
-            await manual.ack(event)
-
-    async def every() -> None:
-        while True:
-            await asyncio.sleep(flush_every)
-            if done:
-                await flush_done()
-
-    timer = asyncio.ensure_future(every())
-    try:
-        async for event in manual.events():
-            await _handle_event(event, service, agent, parse, handle, dlq)
-            done.append(event)
-            if len(done) >= batch_max:
-                await flush_done()
-    finally:
-        timer.cancel()
-
-
-async def _handle_event(
-    event: Any,
-    service: str,
-    agent: str,
-    parse: Callable[[bytes], T],
-    handle: Callable[[T, int, int], Awaitable[None]],
-    dlq: Any,
-) -> None:
-    raw: bytes = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
-    message = event.message
-    try:
-        parsed = parse(raw)
-    except (ValidationError, ValueError) as exc:
-        await _dead_letter(dlq, message, raw, f"undecodable: {exc}", service, agent)
-        return
-    for attempt in range(1, HANDLER_ATTEMPTS + 1):
+        raw: bytes = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
+        message = event.message
         try:
-            await handle(parsed, message.partition, message.offset)
-            AGENT_MESSAGES.labels(service, agent, "ok").inc()
-            return
-        except Exception as exc:
-            if attempt == HANDLER_ATTEMPTS:
-                await _dead_letter(dlq, message, raw, f"handler failed: {exc!r}", service,
-                                   agent)
-            else:
-                log.warning("%s: attempt %d failed: %r", agent, attempt, exc)
-                await asyncio.sleep(0.2 * 2**attempt)
+            parsed = parse(raw)
+        except (ValidationError, ValueError) as exc:
+            await _dead_letter(dlq, message, raw, f"undecodable: {exc}", service, agent)
+            continue
+        for attempt in range(1, HANDLER_ATTEMPTS + 1):
+            try:
+                await handle(parsed)
+                AGENT_MESSAGES.labels(service, agent, "ok").inc()
+                break
+            except Exception as exc:
+                if attempt == HANDLER_ATTEMPTS:
+                    await _dead_letter(dlq, message, raw, f"handler failed: {exc!r}", service,
+                                       agent)
+                else:
+                    log.warning("%s: attempt %d failed: %r", agent, attempt, exc)
+                    await asyncio.sleep(0.2 * 2**attempt)
 
 
 async def _dead_letter(

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import faust
 from faust.types import TP
 
 from services.detection.app import app
@@ -21,7 +22,7 @@ from services.detection.processors import Processor, Tables
 from services.detection.tablecache import WriteBehind
 from shared.events import DrugCheckResultV1, OverdoseReportV1
 from shared.settings import get_settings
-from shared.streams import process_batches
+from shared.streams import process_each
 from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS, SIGNALS
 
 log = logging.getLogger(__name__)
@@ -82,27 +83,38 @@ processor.committed_reports = _Committed(OVERDOSE_REPORTS.name)
 processor.committed_results = _Committed(DRUGCHECK_RESULTS.name)
 
 
-async def handle_result(result: DrugCheckResultV1, partition: int, offset: int) -> None:
-    await processor.on_result(result, partition, offset)
+def _position() -> tuple[int, int]:
+    event = faust.current_event()
+    if event is None:
+        raise RuntimeError("no current event")
+    return event.message.partition, event.message.offset
 
 
-async def handle_report(report: OverdoseReportV1, partition: int, offset: int) -> None:
-    await processor.on_report(report, partition, offset)
+async def handle_result(result: DrugCheckResultV1) -> None:
+    try:
+        await processor.on_result(result, *_position())
+    finally:
+        tables.flush()
+
+
+async def handle_report(report: OverdoseReportV1) -> None:
+    try:
+        await processor.on_report(report, *_position())
+    finally:
+        tables.flush()
 
 
 @app.agent(results_topic)
 async def contamination(stream: Any) -> None:
-    await process_batches(
+    await process_each(
         stream, service="detection", agent="contamination",
         parse=DrugCheckResultV1.model_validate_json, handle=handle_result, dlq=results_dlq,
-        flush=tables.flush,
     )
 
 
 @app.agent(reports_topic)
 async def spikes(stream: Any) -> None:
-    await process_batches(
+    await process_each(
         stream, service="detection", agent="spikes",
         parse=OverdoseReportV1.model_validate_json, handle=handle_report, dlq=reports_dlq,
-        flush=tables.flush,
     )
