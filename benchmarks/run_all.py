@@ -13,6 +13,7 @@ import time
 BENCHMARKS = [
     ["benchmarks.ingest.throughput"],
     ["benchmarks.detection.throughput"],
+    ["benchmarks.detection.faust_ceiling"],  # what Faust costs per message, doing nothing
     ["benchmarks.detection.latency"],  # --mix worst: every result a new region
     ["benchmarks.detection.latency", "--mix", "bc"],  # the Drug Checking BC export
     ["benchmarks.detection.backtest_bc"],
