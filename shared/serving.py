@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.context import SpawnProcess
@@ -41,9 +43,19 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _stop_with_parent(parent: int) -> None:
+    """A worker whose supervisor died (SIGKILL, a crash) stops too, as on SIGTERM, instead of
+    serving on unsupervised."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _worker(app: str, host: str, port: int, setup: Callable[[], None] | None) -> None:
     if setup is not None:
         setup()
+    threading.Thread(target=_stop_with_parent, args=(os.getppid(),), daemon=True,
+                     name="stop-with-parent").start()
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
     uvicorn.Server(config).run(sockets=[reuseport_socket(host, port)])
 

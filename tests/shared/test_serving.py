@@ -53,8 +53,12 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
         yield proc, base
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         log.close()
 
 
@@ -97,3 +101,16 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_workers_stop_when_the_supervisor_is_killed(
+    served: tuple[subprocess.Popen[bytes], str]
+) -> None:
+    proc, base = served
+    workers = set(_pids(base, 24))
+    proc.kill()  # no chance to stop its workers
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while any(Path(f"/proc/{pid}").exists() and not _zombie(pid) for pid in workers):
+        assert time.monotonic() < deadline, f"workers {workers} outlived their supervisor"
+        time.sleep(0.2)
