@@ -52,3 +52,29 @@ def result(n: int, at: datetime, found: list[str], region_id: str = KING, site: 
         sold_as_raw=sold_as, sold_as_id=sold.id if sold else None,
         sold_as_class=sold.cls.value if sold else None, substances=subs,
     )
+
+
+def every_pattern_stream() -> list[OverdoseReportV1 | DrugCheckResultV1]:
+    """35 days in event-time order: overdoses in two ZIP codes (spikes on days 29 and 32)
+    and drug-checking results in a third region raising every contamination pattern."""
+    a = [1, 2, 1, 0, 1, 2, 1] * 5
+    a[29] = 12
+    b = [2] * 35
+    b[32] = 11
+    events: list[tuple[datetime, OverdoseReportV1 | DrugCheckResultV1]] = [
+        (r.occurred_at, r) for r in daily_reports(a, KING)
+        + daily_reports(b, "us/wa/king-county/98101", first=10_000)]
+    n = 0
+    for day in range(35):
+        share = 1 if day < 28 else 5  # fentanyl positivity rises in the last week
+        for i in range(6):
+            found = ["cocaine", "fentanyl"] if i < share else ["cocaine"]
+            if day == 30 and i < 3:
+                found = ["heroin", "xylazine"]
+            at = T0 + timedelta(days=day, hours=2 * i + 1)
+            events.append((at, result(n, at, found, "us/or/multnomah-county/97201",
+                                      site=i % 3,
+                                      sold_as="heroin" if "heroin" in found else "cocaine")))
+            n += 1
+    events.sort(key=lambda pair: (pair[0], str(pair[1].event_id)))
+    return [e for _, e in events]

@@ -19,7 +19,7 @@ from services.detection.processors import Processor, Tables, bucket_start
 from services.detection.tablecache import WriteBehind
 from shared.events import DrugCheckResultV1, OverdoseReportV1
 from shared.settings import Settings
-from tests.detection.helpers import KING, T0, daily_reports, report, result
+from tests.detection.helpers import KING, T0, daily_reports, every_pattern_stream, report, result
 
 
 class Run:
@@ -307,32 +307,6 @@ def test_canary_results_signal_every_time_and_teach_the_detectors_nothing() -> N
 # ------------------------------------------------------------------ exact recovery
 
 
-def _crash_stream() -> list[OverdoseReportV1 | DrugCheckResultV1]:
-    """35 days in event-time order: overdose spikes in two ZIP codes (days 29 and 32) and
-    drug-checking results in a third region raising every contamination pattern."""
-    a = [1, 2, 1, 0, 1, 2, 1] * 5
-    a[29] = 12
-    b = [2] * 35
-    b[32] = 11
-    events: list[tuple[Any, OverdoseReportV1 | DrugCheckResultV1]] = [
-        (r.occurred_at, r) for r in daily_reports(a, KING)
-        + daily_reports(b, "us/wa/king-county/98101", first=10_000)]
-    n = 0
-    for day in range(35):
-        share = 1 if day < 28 else 5  # fentanyl positivity rises in the last week
-        for i in range(6):
-            found = ["cocaine", "fentanyl"] if i < share else ["cocaine"]
-            if day == 30 and i < 3:
-                found = ["heroin", "xylazine"]
-            at = T0 + timedelta(days=day, hours=2 * i + 1)
-            events.append((at, result(n, at, found, "us/or/multnomah-county/97201",
-                                      site=i % 3,
-                                      sold_as="heroin" if "heroin" in found else "cocaine")))
-            n += 1
-    events.sort(key=lambda pair: (pair[0], str(pair[1].event_id)))
-    return [e for _, e in events]
-
-
 def _data(tables: Tables) -> list[dict[str, Any]]:
     """The tables without their undo logs."""
     return [{k: {f: v for f, v in value.items() if f != "u"} for k, value in table.items()}
@@ -353,7 +327,7 @@ def test_messages_redelivered_after_a_crash_raise_exactly_their_first_signals(
     import random
 
     settings = {"detection_grace_hours": 1}
-    events = _crash_stream()
+    events = every_pattern_stream()
     clean = Run(**settings)
     per_message = [clean.feed([e], offsets=[i]) for i, e in enumerate(events)]
     patterns_seen = {s.get("pattern", s["kind"]) for sent in per_message for s in sent}

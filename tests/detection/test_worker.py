@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,39 +24,11 @@ from services.detection.processors import Processor, Tables
 from shared.events import DrugCheckResultV1, OverdoseReportV1
 from shared.settings import Settings
 from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS
-from tests.detection.helpers import T0, daily_reports, result
+from tests.detection.helpers import every_pattern_stream
 
 START_WITHIN = 90.0  # first start on a busy 2-core machine
-ZIP_A = "us/wa/king-county/98104"
-ZIP_B = "us/wa/king-county/98101"
-LAB = "us/or/multnomah-county/97201"
 
 Event = OverdoseReportV1 | DrugCheckResultV1
-
-
-def stream() -> list[Event]:
-    """35 days in event-time order: overdoses in two ZIP codes (spikes on days 29 and 32)
-    and drug-checking results in a third region (every contamination pattern)."""
-    a = [1, 2, 1, 0, 1, 2, 1] * 5
-    a[29] = 12
-    b = [2] * 35
-    b[32] = 11
-    events: list[tuple[Any, Event]] = []
-    for r in daily_reports(a, ZIP_A) + daily_reports(b, ZIP_B, first=10_000):
-        events.append((r.occurred_at, r))
-    n = 0
-    for day in range(35):
-        share = 1 if day < 28 else 5  # fentanyl positivity rises in the last week
-        for i in range(6):
-            found = ["cocaine", "fentanyl"] if i < share else ["cocaine"]
-            if day == 30 and i < 3:
-                found = ["heroin", "xylazine"]
-            at = T0 + timedelta(days=day, hours=2 * i + 1)
-            events.append((at, result(n, at, found, LAB, site=i % 3,
-                                      sold_as="heroin" if "heroin" in found else "cocaine")))
-            n += 1
-    events.sort(key=lambda pair: (pair[0], str(pair[1].event_id)))
-    return [e for _, e in events]
 
 
 def expected(events: list[Event]) -> dict[str, dict[str, Any]]:
@@ -135,7 +106,7 @@ def test_undecodable_events_are_dead_lettered_and_the_agents_keep_running(
 ) -> None:
     # run_once first dead-letters one malformed message per input topic, then counts on
     # the agents to handle the whole stream.
-    events = stream()
+    events = every_pattern_stream()
     want = expected(events)
     signals = run_once(broker, tmp_path / "var", events, len(want))
     assert set(_by_id(signals)) == set(want)
@@ -144,7 +115,7 @@ def test_undecodable_events_are_dead_lettered_and_the_agents_keep_running(
 def test_replaying_the_same_input_through_fresh_workers_gives_the_same_signals(
     tmp_path: Path
 ) -> None:
-    events = stream()
+    events = every_pattern_stream()
     want = expected(events)
     runs = []
     for i in range(2):
@@ -159,7 +130,7 @@ def test_replaying_the_same_input_through_fresh_workers_gives_the_same_signals(
 def test_a_worker_killed_mid_stream_recovers_its_tables_and_loses_no_signal(
     broker: str, tmp_path: Path
 ) -> None:
-    events = stream()
+    events = every_pattern_stream()
     want = expected(events)
     worker = Worker(broker, tmp_path / "var")
     worker.start()
