@@ -116,12 +116,14 @@ class GroupWriter:
         outcomes: dict[int, list[Any] | BaseException] = {}
         merged = [(jobs, [item for job in jobs for item in job.items])
                   for jobs in sets.values()]
-        try:
-            with session_scope(self.url) as read:
-                found = [None if jobs[0].lookup is None else jobs[0].lookup(read, items)
-                         for jobs, items in merged]
-        except Exception as exc:  # the database is unreachable: nothing is stored
-            return [exc] * len(group)
+        found: list[Any] = [None] * len(merged)
+        if any(jobs[0].lookup is not None for jobs, _ in merged):  # reads only when asked
+            try:
+                with session_scope(self.url) as read:
+                    found = [None if jobs[0].lookup is None else jobs[0].lookup(read, items)
+                             for jobs, items in merged]
+            except Exception as exc:  # the database is unreachable: nothing is stored
+                return [exc] * len(group)
         # The writer engine: on SQLite the WAL checkpoint runs after the lock is let go
         # (shared.db.checkpoint_soon), not inside a commit.
         with write_lock(self.url), get_sessionmaker(self.url, writer=True)() as session:
