@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     detection_regions_json: str = ""
     # Faust consumers: longest wait for a fetch to fill (faust hard-codes 1500 ms).
     stream_fetch_max_wait_ms: int = Field(default=10, ge=0)
+    # Faust producers (changelogs, signals): how long a send waits to share a request with
+    # others (faust's default, 0, makes a request per changelog write under load).
+    stream_producer_linger_ms: int = Field(default=5, ge=0)
     # Consumer-group session: Tansu delays a first join by half of it, and a member that
     # misses heartbeats this long is dropped.
     stream_session_timeout: float = Field(default=8.0, gt=0)

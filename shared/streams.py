@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TransportT
+from faust.types import TP, TransportT
 from pydantic import ValidationError
 
+from shared.kafka import CachedPartitioner
 from shared.metrics import AGENT_MESSAGES
 from shared.settings import Settings
 
@@ -23,9 +25,48 @@ T = TypeVar("T")
 HANDLER_ATTEMPTS = 3
 
 
+async def fetched_end_offsets(bootstrap: str | list[str],
+                              listed: Mapping[TP, int]) -> dict[TP, int]:
+    """The end offset of each partition as a fetch reports it (its high watermark), given
+    the end offsets ListOffsets gave (`listed`).
+
+    Tansu (0.6, memory storage) answers ListOffsets(latest) with the base offset of the
+    partition's last record batch + 1, so a partition whose last batch holds several records
+    looks shorter than it is; its fetch responses carry the right high watermark. One fetch
+    from `listed - 1` per partition, on a consumer of its own (no group).
+    """
+    if not listed:
+        return {}
+    probe = aiokafka.AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                      enable_auto_commit=False, fetch_max_wait_ms=10)
+    await probe.start()
+    try:
+        tps = {tp: aiokafka.TopicPartition(tp.topic, tp.partition) for tp in listed}
+        probe.assign(list(tps.values()))
+        for tp, atp in tps.items():
+            probe.seek(atp, max((listed[tp] or 0) - 1, 0))
+        deadline = time.monotonic() + 30
+        while any(probe.highwater(atp) is None for atp in tps.values()):
+            if time.monotonic() > deadline:
+                raise TimeoutError("no fetch response for the end offsets of "
+                                   f"{sorted(str(tp) for tp in tps)}")
+            await probe.getmany(timeout_ms=100)
+        return {tp: max(listed[tp] or 0, probe.highwater(atp) or 0) for tp, atp in tps.items()}
+    finally:
+        await probe.stop()
+
+
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """faust hard-codes the worker consumer's fetch_max_wait_ms=1500, which adds up to 1.5 s
-    per hop on a quiet topic; use the app's `fetch_max_wait_ms` instead."""
+    per hop on a quiet topic; use the app's `fetch_max_wait_ms` instead.
+
+    Table recovery reads each changelog partition up to the end offset `_highwaters` gives
+    (ListOffsets); on Tansu that stops short of the last batch's other records (see
+    `fetched_end_offsets`), and the worker then handled messages against tables missing
+    writes of committed messages (docs/detection.md, "State, recovery and replays"). So the
+    end offsets are read from a fetch."""
+
+    _bootstrap: list[str] = []
 
     def _create_worker_consumer(
         self, transport: faust_aiokafka.Transport
@@ -33,7 +74,14 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         wait = getattr(self.consumer.app, "fetch_max_wait_ms", 1500)
         consumer._fetch_max_wait_ms = int(wait)  # read when the fetcher starts
+        self._bootstrap = faust_aiokafka.server_list(transport.url, transport.default_port)
         return consumer
+
+    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+        listed = await super()._highwaters(partitions)
+        if self.consumer.in_transaction:  # last stable offsets, not the ends
+            return listed
+        return await fetched_end_offsets(self._bootstrap, listed)
 
 
 class _Consumer(faust_aiokafka.Consumer):
@@ -65,6 +113,8 @@ def make_faust_app(name: str, settings: Settings) -> faust.App:
         datadir=str(datadir),
         store="memory://",
         producer_acks=-1,
+        producer_linger=settings.stream_producer_linger_ms / 1000,
+        producer_partitioner=CachedPartitioner(),  # tables write the same keys over and over
         consumer_auto_offset_reset="earliest",
         broker_commit_every=100,
         broker_commit_interval=0.5,
