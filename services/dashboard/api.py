@@ -1,8 +1,12 @@
-"""The dashboard service: a placeholder with health and metrics until its issue lands."""
+"""The officials' dashboard: the app and its routers (each module owns its routes)."""
 
 from __future__ import annotations
 
+from services.dashboard import auth, pages, stream
 from shared.web import create_app
 
 app = create_app("dashboard", title="Lookout dashboard",
-                 description="Not built yet: health and metrics only.")
+                 description="Officials' dashboard: signals, review, trends, drug supply.")
+app.include_router(auth.router)
+app.include_router(pages.router)
+app.include_router(stream.router)
