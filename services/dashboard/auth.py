@@ -1,4 +1,4 @@
-"""Officials' accounts, sessions, CSRF, TOTP and the review actions (signed credential to alerts)."""
+"""Officials' accounts, sessions, CSRF, TOTP, and review actions sent to alerts signed."""
 
 from __future__ import annotations
 
