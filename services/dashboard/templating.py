@@ -50,7 +50,7 @@ def ago(value: datetime | None, now: datetime | None = None) -> str:
 def minutes(delta: timedelta | float | None) -> str:
     """A duration (a timedelta or seconds) as '42 s', '7.5 min', '3.2 h'."""
     if delta is None:
-        return "–"
+        return "-"
     seconds = delta.total_seconds() if isinstance(delta, timedelta) else float(delta)
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -61,7 +61,7 @@ def minutes(delta: timedelta | float | None) -> str:
 
 def when(value: datetime | None) -> str:
     if value is None:
-        return "–"
+        return "-"
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
