@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from starlette.responses import Response
 
 from shared.gsm import is_gsm7, segment_count
@@ -76,11 +77,23 @@ templates.env.globals["NAV"] = NAV
 templates.env.globals["ESSENCE"] = ESSENCE
 
 
-def render(request: Request, name: str, context: dict[str, Any], *, official: Any = None,
-           active: str = "", status_code: int = 200) -> Response:
-    """A page in the layout: `official` (who is signed in) and `active` (the nav entry)
-    are what base.html reads; the CSRF token is the session's, when auth put one on
-    `request.state`."""
-    full = {"official": official, "active": active,
-            "csrf_token": getattr(request.state, "csrf_token", ""), **context}
+def _csrf_token(request: Request) -> str:
+    signed = getattr(request.state, "signed_in", None)
+    return str(signed.csrf_token) if signed is not None else ""
+
+
+def _csrf_field(request: Request) -> Markup:
+    return Markup('<input type="hidden" name="csrf_token" value="{}">').format(
+        _csrf_token(request))
+
+
+templates.env.globals.setdefault("csrf_token", _csrf_token)
+templates.env.globals.setdefault("csrf_field", _csrf_field)
+
+
+def render(request: Request, name: str, context: dict[str, Any], *, active: str = "",
+           status_code: int = 200) -> Response:
+    """A page in the layout: base.html reads `signed` (who is signed in, put on
+    `request.state.signed_in` by the auth dependency) and `active` (the nav entry)."""
+    full = {"signed": getattr(request.state, "signed_in", None), "active": active, **context}
     return templates.TemplateResponse(request, name, full, status_code=status_code)
