@@ -192,7 +192,9 @@ async def release_caught_up() -> None:
     await ordered_reports.release()
 
 
-@app.on_partitions_revoked.connect
 async def forget_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
     ordered_results.forget(revoked)
     ordered_reports.forget(revoked)
+
+
+app.on_partitions_revoked.connect(forget_revoked)  # type: ignore[arg-type]
