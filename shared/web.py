@@ -58,7 +58,11 @@ def _session(settings: Annotated[Settings, Depends(get_settings)]) -> Iterator[S
         yield session
 
 
-DbSession = Annotated[Session, Depends(_session)]
+# scope="function": the commit runs when the handler returns and before the response is
+# sent, so a client is answered only once its write is stored, and a failed commit is the
+# error it gets (FastAPI's default for a `yield` dependency, "request", commits after the
+# answer has gone out).
+DbSession = Annotated[Session, Depends(_session, scope="function")]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 
 
