@@ -16,8 +16,9 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import delete, exists, insert, select, true, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
+from services.alerts.changes import alert_changed
 from services.alerts.models import (
     Alert,
     AlertAudit,
@@ -160,13 +161,18 @@ def snapshot(alert: Alert) -> dict[str, Any]:
 
 
 def audit(session: Session, alert: Alert, actor: str, action: str,
-          before: dict[str, Any] | None, reason: str | None = None) -> None:
+          before: dict[str, Any] | None, review_reason: str | None = None, *,
+          reason: str | None = None) -> None:
+    """Record the change in `alerts_audit` and announce it on `alerts.events.v1`
+    (`review_reason`: why it waits for review; `reason`: the official's, kept in the
+    audit's `after`)."""
     session.flush()
     after = snapshot(alert)
     if reason:
         after["reason"] = reason[:1000]
     session.add(AlertAudit(alert_id=alert.id, actor=actor, action=action, at=utcnow(),
                            before=before, after=after))
+    alert_changed(session, alert, action, actor, review_reason)
 
 
 def _set_texts(alert: Alert, texts: dict[str, str]) -> None:
@@ -224,7 +230,9 @@ def alert_from_signal(
             _approve(open_alert, "policy:auto")
             action = "merge_approve" if action == "merge" else action
         _add_sources(session, open_alert, signal)
-        audit(session, open_alert, SYSTEM, action, before)
+        reason = approval_block(settings, signal, open_alert.severity) \
+            if open_alert.status == "draft" else None
+        audit(session, open_alert, SYSTEM, action, before, reason)
         return open_alert
     texts = alert_texts(signal)
     alert = Alert(
@@ -242,7 +250,7 @@ def alert_from_signal(
     session.add(alert)
     session.flush()
     _add_sources(session, alert, signal)
-    audit(session, alert, SYSTEM, "create", None)
+    audit(session, alert, SYSTEM, "create", None, blocked)
     return alert
 
 
@@ -284,6 +292,9 @@ def expire_if_due(alert: Alert) -> bool:
             alert.status in ("draft", "approved", "sending"):
         alert.status = "expired"
         alert.updated_at = utcnow()
+        session = object_session(alert)
+        if session is not None:
+            alert_changed(session, alert, "expired")
         return True
     return False
 
@@ -319,6 +330,7 @@ def fan_out_page(session: Session, alert: Alert,
         session.refresh(alert)
         if getattr(moved, "rowcount", 0) != 1:
             return 0, None
+        alert_changed(session, alert, "sending")
     texts = alert.texts or {"en": alert.body_en}
     regions = region_and_ancestors(alert.region_id)
     query = (
@@ -379,6 +391,7 @@ def finish_if_done(session: Session, alert: Alert) -> bool:
         return False
     alert.status = "sent"
     alert.updated_at = utcnow()
+    alert_changed(session, alert, "sent")
     return True
 
 
@@ -501,7 +514,7 @@ def approve(session: Session, alert_id: uuid.UUID, actor: str, force: bool = Fal
         author, approvals = review_state(session, alert)
         if not approvals:
             alert.updated_at = utcnow()
-            audit(session, alert, actor, "approve_first", before, reason)
+            audit(session, alert, actor, "approve_first", before, reason=reason)
             return alert
         if actor in approvals:
             raise ProblemError(409, "Second reviewer required",
@@ -514,7 +527,7 @@ def approve(session: Session, alert_id: uuid.UUID, actor: str, force: bool = Fal
         _approve(alert, ", ".join([*approvals, actor])[:120])
     else:
         _approve(alert, actor)
-    audit(session, alert, actor, "approve", before, reason)
+    audit(session, alert, actor, "approve", before, reason=reason)
     return alert
 
 
@@ -547,7 +560,8 @@ def edit(session: Session, alert_id: uuid.UUID, actor: str, texts: dict[str, str
     if expires_at is not None:
         alert.expires_at = expires_at
     alert.updated_at = utcnow()
-    audit(session, alert, actor, "edit", before, reason)
+    audit(session, alert, actor, "edit", before,
+          "edited after approval" if before["status"] == "approved" else None, reason=reason)
     return alert
 
 
@@ -558,7 +572,7 @@ def reject(session: Session, alert_id: uuid.UUID, actor: str, *,
     before = snapshot(alert)
     alert.status = "rejected"
     alert.updated_at = utcnow()
-    audit(session, alert, actor, "reject", before, reason)
+    audit(session, alert, actor, "reject", before, reason=reason)
     return alert
 
 
@@ -573,7 +587,7 @@ def cancel(session: Session, alert_id: uuid.UUID, actor: str, *,
     session.execute(update(Delivery).where(Delivery.alert_id == alert.id,
                                            Delivery.status == "pending")
                     .values(status="skipped", updated_at=utcnow()))
-    audit(session, alert, actor, "cancel", before, reason)
+    audit(session, alert, actor, "cancel", before, reason=reason)
     return alert
 
 
@@ -601,6 +615,6 @@ def follow_up(session: Session, settings: Settings, alert_id: uuid.UUID, actor: 
     _set_texts(child, new_texts)
     session.add(child)
     session.flush()
-    audit(session, child, actor, kind, None, reason)
-    audit(session, parent, actor, f"{kind}_drafted", snapshot(parent), reason)
+    audit(session, child, actor, kind, None, reason=reason)
+    audit(session, parent, actor, f"{kind}_drafted", snapshot(parent), reason=reason)
     return child

@@ -22,7 +22,7 @@ from pwdlib.hashers.argon2 import Argon2Hasher
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from services.dashboard.models import DashboardAudit, DashboardSession, OfficialAccount
+from services.dashboard.account_models import DashboardAudit, DashboardSession, OfficialAccount
 from shared.crypto import derive_key
 from shared.db import utcnow
 from shared.officials import ROLES, Official, in_regions

@@ -21,7 +21,7 @@ from markupsafe import Markup
 from sqlalchemy import select
 
 from services.dashboard import accounts, alerts_client
-from services.dashboard.models import DashboardAudit
+from services.dashboard.account_models import DashboardAudit
 from services.dashboard.security import (
     LOGIN_CSRF_COOKIE,
     PageError,

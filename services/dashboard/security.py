@@ -21,7 +21,7 @@ from fastapi.responses import RedirectResponse, Response
 from markupsafe import Markup
 
 from services.dashboard import accounts
-from services.dashboard.models import DashboardSession, OfficialAccount
+from services.dashboard.account_models import DashboardSession, OfficialAccount
 from shared.officials import Official
 from shared.ratelimit import KeyedRateLimiter
 from shared.settings import Settings

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from services.dashboard import accounts
-from services.dashboard.models import DashboardAudit, DashboardSession, OfficialAccount
+from services.dashboard.account_models import DashboardAudit, DashboardSession, OfficialAccount
 from services.dashboard.security import SESSION_COOKIE
 from shared.db import session_scope, utcnow
 from shared.settings import Settings

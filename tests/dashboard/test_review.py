@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from services.alerts import service
 from services.alerts.models import Alert, AlertAudit
-from services.dashboard.models import DashboardAudit
+from services.dashboard.account_models import DashboardAudit
 from shared.db import session_scope
 from shared.settings import Settings
 from tests.alerts.test_service import add_subscriber
