@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     # Tansu's memory storage does not implement InitProducerId; real Kafka does.
     # None means: on for an external cluster, off for the embedded broker.
     kafka_idempotent_producer: bool | None = None
+    # Partitions of every topic of the registry (`shared.topics`), and per topic by name
+    # (JSON, e.g. {"overdose.reports.v1": 12}); a topic's DLQ has its topic's count.
+    kafka_partitions: int = Field(default=4, ge=1)
+    kafka_topic_partitions: dict[str, int] = Field(default_factory=dict)
 
     # HTTP ports (all on `http_host`).
     http_host: str = "127.0.0.1"
