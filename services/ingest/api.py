@@ -9,6 +9,7 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -326,12 +327,17 @@ async def _store_drug_checks(settings: Settings, caller: service.Caller,
     return await writer_for(url).store(prepared, store, ("results", caller), lookup)
 
 
+_OLDEST = datetime.min.replace(tzinfo=UTC)
+
+
 def import_csv(settings: Settings, caller: service.Caller, text: str, province: str,
                progress: Callable[[int, int], None] | None = None) -> CsvImportOut:
-    """Import a CSV file, one transaction per chunk of rows; `progress(done, total)` is
-    called after each chunk's commit."""
+    """Import a CSV file, one transaction per chunk of rows, oldest rows first: exports
+    are often newest first, and detection takes each partition in the order it comes
+    (docs/detection.md, "Event time, not arrival order"). `progress(done, total)` is called
+    after each chunk's commit."""
     fmt, parsed = parse_csv(text, province)
-    rows = list(parsed)
+    rows = sorted(parsed, key=lambda r: r.body.collected_at if r.body else _OLDEST)
     counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
     rejected: list[CsvRejectedRow] = []
     total = 0
@@ -355,6 +361,7 @@ def import_csv(settings: Settings, caller: service.Caller, text: str, province: 
         total += len(chunk)
         if progress is not None:
             progress(total, len(rows))
+    rejected.sort(key=lambda r: r.line)
     return CsvImportOut(format=fmt, rows=total, rejected_rows=rejected, **counts)
 
 
