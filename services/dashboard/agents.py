@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import delete
+from sqlalchemy import delete, func, select
 
 from services.dashboard import consumer, models
 from shared.db import session_scope, utcnow
@@ -92,8 +92,11 @@ async def read_model(stream: Any) -> None:
 
 def _prune() -> int:
     with session_scope(settings.sqlalchemy_url) as session:
-        result = session.execute(delete(models.Change)
-                                 .where(models.Change.at < utcnow() - CHANGES_KEPT))
+        # The newest row always stays: on SQLite ids restart after the largest one left,
+        # and open streams go on from the last id they saw.
+        newest = select(func.max(models.Change.id)).scalar_subquery()
+        result = session.execute(delete(models.Change).where(
+            models.Change.at < utcnow() - CHANGES_KEPT, models.Change.id < newest))
         return int(getattr(result, "rowcount", 0) or 0)
 
 
