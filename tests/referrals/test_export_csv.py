@@ -51,5 +51,5 @@ def test_the_export_escapes_formula_cells_and_imports_back(settings: Settings,
     with session_scope(other) as session:
         assert import_path(session, tmp_path / "package").rejected == []
         for service_id, name in names.items():
-            svc = session.get(m.Service, service_id)
-            assert svc is not None and svc.name == name
+            imported = session.get(m.Service, service_id)
+            assert imported is not None and imported.name == name
