@@ -127,6 +127,10 @@ class Settings(BaseSettings):
 
     # Referrals: matching, conversation timing, retention of personal data.
     referrals_worker_metrics_port: int = 9104
+    dashboard_worker_metrics_port: int = 9105
+    # How often each dashboard web process reads the read model's change log for its live
+    # streams (one query per process, whatever the number of open pages).
+    dashboard_stream_poll_seconds: float = Field(default=0.1, gt=0)
     referrals_open_within_hours: float = 2.0  # "open now or within N hours"
     referrals_max_distance_km: float = 40.0
     referrals_followup_delay_seconds: float = 4 * 3600  # after the provider notice
