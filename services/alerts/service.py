@@ -16,8 +16,9 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import delete, exists, insert, select, true, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
+from services.alerts.changes import alert_changed
 from services.alerts.models import (
     Alert,
     AlertAudit,
@@ -155,10 +156,12 @@ def snapshot(alert: Alert) -> dict[str, Any]:
 
 
 def audit(session: Session, alert: Alert, actor: str, action: str,
-          before: dict[str, Any] | None) -> None:
+          before: dict[str, Any] | None, review_reason: str | None = None) -> None:
+    """Record the change in `alerts_audit` and announce it on `alerts.events.v1`."""
     session.flush()
     session.add(AlertAudit(alert_id=alert.id, actor=actor, action=action, at=utcnow(),
                            before=before, after=snapshot(alert)))
+    alert_changed(session, alert, action, actor, review_reason)
 
 
 def _set_texts(alert: Alert, texts: dict[str, str]) -> None:
@@ -216,7 +219,9 @@ def alert_from_signal(
             _approve(open_alert, "policy:auto")
             action = "merge_approve" if action == "merge" else action
         _add_sources(session, open_alert, signal)
-        audit(session, open_alert, SYSTEM, action, before)
+        reason = approval_block(settings, signal, open_alert.severity) \
+            if open_alert.status == "draft" else None
+        audit(session, open_alert, SYSTEM, action, before, reason)
         return open_alert
     texts = alert_texts(signal)
     alert = Alert(
@@ -234,7 +239,7 @@ def alert_from_signal(
     session.add(alert)
     session.flush()
     _add_sources(session, alert, signal)
-    audit(session, alert, SYSTEM, "create", None)
+    audit(session, alert, SYSTEM, "create", None, blocked)
     return alert
 
 
@@ -276,6 +281,9 @@ def expire_if_due(alert: Alert) -> bool:
             alert.status in ("draft", "approved", "sending"):
         alert.status = "expired"
         alert.updated_at = utcnow()
+        session = object_session(alert)
+        if session is not None:
+            alert_changed(session, alert, "expired")
         return True
     return False
 
@@ -301,7 +309,9 @@ def fan_out_page(session: Session, alert: Alert,
         return 0, None
     if alert.status not in ("approved", "sending"):
         return 0, None
-    alert.status = "sending"
+    if alert.status == "approved":
+        alert.status = "sending"
+        alert_changed(session, alert, "sending")
     texts = alert.texts or {"en": alert.body_en}
     regions = region_and_ancestors(alert.region_id)
     query = (
@@ -362,6 +372,7 @@ def finish_if_done(session: Session, alert: Alert) -> bool:
         return False
     alert.status = "sent"
     alert.updated_at = utcnow()
+    alert_changed(session, alert, "sent")
     return True
 
 
