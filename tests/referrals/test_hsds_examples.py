@@ -15,7 +15,13 @@ import pytest
 from sqlalchemy import select
 
 from services.referrals import models as m
-from services.referrals.hsds import ImportReport, export_rows, import_path, write_package
+from services.referrals.hsds import (
+    ImportReport,
+    Rejected,
+    export_rows,
+    import_path,
+    write_package,
+)
 from shared.db import session_scope
 from shared.migrate import upgrade
 from shared.settings import Settings
@@ -59,8 +65,8 @@ def fresh(migrated: Path, tmp_path: Path) -> Callable[[str], str]:
     return make
 
 
-def _ids(records: list[object]) -> set[tuple[str, str]]:
-    return {(r.table, r.id) for r in records}  # type: ignore[attr-defined]
+def _ids(records: list[Rejected]) -> set[tuple[str, str]]:
+    return {(r.table, r.id) for r in records}
 
 
 @pytest.mark.parametrize(("ref", "name"), EVERY_FILE)
