@@ -46,7 +46,7 @@ def test_csv_package_imports_good_records_and_reports_bad_ones(settings: Setting
         report = import_path(session, CSV_PACKAGE)
     assert report.imported["organization"] == 4
     assert report.imported["service"] == 5
-    assert report.imported["service_at_location"] == 5
+    assert report.imported["service_at_location"] == 6  # sal-bad: at loc-bad, now kept
     assert report.imported["schedule"] == 5
     rejected = {(r.table, r.id): r.reason for r in report.rejected}
     assert set(rejected) == set(EXPECTED_REJECTIONS)
