@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     # Tansu's memory storage does not implement InitProducerId; real Kafka does.
     # None means: on for an external cluster, off for the embedded broker.
     kafka_idempotent_producer: bool | None = None
+    # Partitions of every topic of the registry (`shared.topics`), and per topic by name
+    # (JSON, e.g. {"overdose.reports.v1": 12}); a topic's DLQ has its topic's count.
+    kafka_partitions: int = Field(default=4, ge=1)
+    kafka_topic_partitions: dict[str, int] = Field(default_factory=dict)
 
     # HTTP ports (all on `http_host`).
     http_host: str = "127.0.0.1"
@@ -123,6 +127,10 @@ class Settings(BaseSettings):
 
     # Referrals: matching, conversation timing, retention of personal data.
     referrals_worker_metrics_port: int = 9104
+    dashboard_worker_metrics_port: int = 9105
+    # How often each dashboard web process reads the read model's change log for its live
+    # streams (one query per process, whatever the number of open pages).
+    dashboard_stream_poll_seconds: float = Field(default=0.1, gt=0)
     referrals_open_within_hours: float = 2.0  # "open now or within N hours"
     referrals_max_distance_km: float = 40.0
     referrals_followup_delay_seconds: float = 4 * 3600  # after the provider notice
