@@ -39,3 +39,13 @@ def test_prod_with_real_secrets_and_an_external_cluster(monkeypatch: pytest.Monk
     assert not settings.embedded_broker
     assert settings.bootstrap_servers == "kafka-1:9092,kafka-2:9092"
     assert settings.idempotent_producer
+
+
+def test_a_plain_postgresql_uri_is_driven_by_psycopg() -> None:
+    uri = "postgresql://lookout:pw@lookout-db-rw:5432/lookout"  # CloudNativePG's `uri`
+    assert Settings(env="test", database_url=uri).sqlalchemy_url == (
+        "postgresql+psycopg://lookout:pw@lookout-db-rw:5432/lookout")
+    assert Settings(env="test", database_url="postgres://u@h/d").sqlalchemy_url == (
+        "postgresql+psycopg://u@h/d")
+    explicit = "postgresql+psycopg://u@h/d"
+    assert Settings(env="test", database_url=explicit).sqlalchemy_url == explicit
