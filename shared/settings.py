@@ -64,6 +64,14 @@ class Settings(BaseSettings):
     relay_metrics_port: int = 9103
     # Base URL at which Twilio can reach the alerts service (status callbacks); empty: none.
     public_alerts_url: str = ""
+    # Every HTTP service (shared/edge.py): a request body over this many bytes is refused
+    # (413) before it is read (ingest's own limits below); the API docs (/docs, /redoc,
+    # /openapi.json) and /metrics, None: on except in prod; with a metrics token set,
+    # /metrics answers only to `Authorization: Bearer <token>` (and is on in prod too).
+    max_body_bytes: int = Field(default=1_000_000, ge=1)
+    docs_enabled: bool | None = None
+    metrics_enabled: bool | None = None
+    metrics_token: str = ""
 
     # Secrets.
     secret_key: str = DEV_SECRET_KEY
@@ -146,9 +154,16 @@ class Settings(BaseSettings):
     referrals_retention_days: float = 30.0  # then contact_ref, free text, phone are purged
     referrals_tick_seconds: float = 15.0  # how often the worker looks for due follow-ups
     referrals_public_url: str = ""  # base URL for providers' signed links; empty: local
+    referrals_link_days: float = Field(default=14.0, gt=0)  # a provider's link expires then
+    # Provider link requests per client address (a token bucket: per minute, burst).
+    referrals_link_rate_per_minute: float = Field(default=30.0, ge=0)
+    referrals_link_burst: float = Field(default=10.0, ge=1)
     referrals_smtp_host: str = ""  # e-mail notices to providers; empty: e-mail disabled
     referrals_smtp_port: int = 25
     referrals_smtp_from: str = "referrals@lookout.invalid"
+    # Provider webhooks may reach private and loopback addresses (a local test receiver);
+    # refused in prod. Outside dev and test, webhooks must be https.
+    referrals_webhook_allow_private: bool = False
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
@@ -170,6 +185,13 @@ class Settings(BaseSettings):
             raise InsecureSettingsError(
                 "LOOKOUT_TWILIO_SKIP_SIGNATURE_CHECK is only allowed in dev or test"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_private_webhooks_in_prod(self) -> Settings:
+        if self.env == "prod" and self.referrals_webhook_allow_private:
+            raise InsecureSettingsError(
+                "LOOKOUT_REFERRALS_WEBHOOK_ALLOW_PRIVATE is only allowed in dev or test")
         return self
 
     @property
