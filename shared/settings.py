@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     detection_metrics_port: int = 9101
     alerts_worker_metrics_port: int = 9102
     relay_metrics_port: int = 9103
-    # Base URL at which Twilio can reach the alerts service (status callbacks); empty: none.
+    # Base URL at which Twilio reaches the alerts service (status callbacks; webhook
+    # signatures are checked against it); required outside dev and test.
     public_alerts_url: str = ""
 
     # Secrets.
@@ -154,6 +155,10 @@ class Settings(BaseSettings):
             raise InsecureSettingsError(
                 "LOOKOUT_TWILIO_SKIP_SIGNATURE_CHECK is only allowed in dev or test"
             )
+        if not self.public_alerts_url:
+            raise InsecureSettingsError(
+                f"LOOKOUT_PUBLIC_ALERTS_URL is required when LOOKOUT_ENV={self.env}: Twilio's "
+                "webhook signatures are checked against it")
         return self
 
     @property

@@ -10,11 +10,14 @@ import uuid
 from datetime import timedelta
 
 from prometheus_client import Counter
+from sqlalchemy import delete
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from services.alerts import contacts
 from services.alerts.keywords import Command, parse, scrub_free_text
-from services.alerts.models import OutboxMessage, Subscriber
+from services.alerts.models import InboundMessage, OutboxMessage, Subscriber
 from shared.db import utcnow
 from shared.events import OverdoseReportV1, ReferralRequestedV1, SmsReceivedV1
 from shared.outbox import outbox_row
@@ -24,7 +27,10 @@ from shared.topics import OVERDOSE_REPORTS, REFERRAL_REQUESTS, SMS_INBOUND
 
 PRODUCER = "alerts"
 CONVERSATION = timedelta(days=14)
+SEEN_FOR = timedelta(days=30)  # how long a MessageSid is remembered
 INBOUND = Counter("lookout_alerts_sms_inbound_total", "Inbound SMS by keyword", ["keyword"])
+DUPLICATES = Counter("lookout_alerts_sms_inbound_duplicates_total",
+                     "Inbound SMS whose MessageSid was handled already (retries, replays)")
 
 REPLIES: dict[str, dict[str, str]] = {
     "confirm_join": {
@@ -159,6 +165,22 @@ def _resolve(areas: list[str]) -> tuple[list[Region], str | None]:
         except RegionNotFoundError:
             return regions, area
     return regions, None
+
+
+def first_delivery(session: Session, sid: str) -> bool:
+    """Record `sid` as handled; False if it was already (then nothing is to be done). In the
+    caller's transaction: a concurrent delivery of the same SID waits for it on the unique
+    key, and a rolled-back one is retried by Twilio."""
+    now = utcnow()
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    done = session.execute(insert(InboundMessage).values(sid=sid, received_at=now)
+                           .on_conflict_do_nothing())
+    session.execute(delete(InboundMessage).where(InboundMessage.received_at < now - SEEN_FOR))
+    if getattr(done, "rowcount", 0):
+        return True
+    DUPLICATES.inc()
+    return False
 
 
 def handle_inbound(session: Session, settings: Settings, phone: str, body: str) -> str:

@@ -35,7 +35,17 @@ def test_prod_with_real_secrets_and_an_external_cluster(monkeypatch: pytest.Monk
     monkeypatch.setenv("LOOKOUT_SECRET_KEY", "k" * 40)
     monkeypatch.setenv("LOOKOUT_ADMIN_TOKEN", "t" * 40)
     monkeypatch.setenv("LOOKOUT_KAFKA_BOOTSTRAP", "kafka-1:9092,kafka-2:9092")
+    monkeypatch.setenv("LOOKOUT_PUBLIC_ALERTS_URL", "https://alerts.example.org")
     settings = Settings()
     assert not settings.embedded_broker
     assert settings.bootstrap_servers == "kafka-1:9092,kafka-2:9092"
     assert settings.idempotent_producer
+
+
+def test_prod_requires_the_public_alerts_url() -> None:
+    with pytest.raises(ValidationError, match="LOOKOUT_PUBLIC_ALERTS_URL"):
+        Settings(env="prod", secret_key="s" * 32, admin_token="a" * 32, sms_backend="twilio",
+                 twilio_auth_token="t" * 32)
+    assert Settings(env="prod", secret_key="s" * 32, admin_token="a" * 32,
+                    sms_backend="twilio", twilio_auth_token="t" * 32,
+                    public_alerts_url="https://alerts.example.org").public_alerts_url
