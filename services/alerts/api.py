@@ -35,7 +35,7 @@ from shared import csrf
 from shared.db import session_scope, utcnow
 from shared.problems import ProblemError
 from shared.settings import Settings
-from shared.web import AdminOnly, AppSettings, DbSession, create_app
+from shared.web import AdminOnly, AppSettings, DbSession, DevOnly, create_app
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 router = APIRouter()
@@ -456,7 +456,7 @@ def _signup_confirm(settings: Settings, signup_id: uuid.UUID, code: str) -> tupl
         return contact is not None, left
 
 
-@router.get("/dev/outbox.json", tags=["dev"])
+@router.get("/dev/outbox.json", dependencies=[DevOnly], tags=["dev"], include_in_schema=False)
 def outbox_json(session: DbSession,
                 limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[dict[str, Any]]:
     rows = session.scalars(select(DevOutboxMessage).order_by(DevOutboxMessage.id.desc())
@@ -465,7 +465,8 @@ def outbox_json(session: DbSession,
              "created_at": m.created_at.isoformat()} for m in rows]
 
 
-@router.get("/dev/outbox", response_class=HTMLResponse, tags=["dev"])
+@router.get("/dev/outbox", response_class=HTMLResponse, dependencies=[DevOnly], tags=["dev"],
+            include_in_schema=False)
 def outbox_page(request: Request, session: DbSession) -> HTMLResponse:
     rows = list(session.scalars(select(DevOutboxMessage).order_by(DevOutboxMessage.id.desc())
                                 .limit(100)))
