@@ -19,11 +19,11 @@ from services.alerts import contacts
 from services.alerts.keywords import Command, parse, scrub_free_text
 from services.alerts.models import InboundMessage, OutboxMessage, Subscriber
 from shared.db import utcnow
-from shared.events import OverdoseReportV1, ReferralRequestedV1, SmsReceivedV1
+from shared.events import ContactStoppedV1, OverdoseReportV1, ReferralRequestedV1, SmsReceivedV1
 from shared.outbox import outbox_row
 from shared.regions import Region, RegionNotFoundError
 from shared.settings import Settings
-from shared.topics import OVERDOSE_REPORTS, REFERRAL_REQUESTS, SMS_INBOUND
+from shared.topics import CONTACT_STOPS, OVERDOSE_REPORTS, REFERRAL_REQUESTS, SMS_INBOUND
 
 PRODUCER = "alerts"
 CONVERSATION = timedelta(days=14)
@@ -174,10 +174,10 @@ def first_delivery(session: Session, sid: str) -> bool:
     now = utcnow()
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    done = session.execute(insert(InboundMessage).values(sid=sid, received_at=now)
-                           .on_conflict_do_nothing())
+    recorded = session.scalar(insert(InboundMessage).values(sid=sid, received_at=now)
+                              .on_conflict_do_nothing().returning(InboundMessage.sid))
     session.execute(delete(InboundMessage).where(InboundMessage.received_at < now - SEEN_FOR))
-    if getattr(done, "rowcount", 0):
+    if recorded is not None:
         return True
     DUPLICATES.inc()
     return False
@@ -201,6 +201,9 @@ def handle_inbound(session: Session, settings: Settings, phone: str, body: str) 
             return ""  # already stopped: one confirmation only
         contact.status, contact.stopped_at = "stopped", now
         contact.conversation_until = None
+        # The other services end what they have open for the contact (a referral).
+        stopped = ContactStoppedV1(producer=PRODUCER, contact_ref=contact.id, stopped_at=now)
+        session.add(outbox_row(OutboxMessage, CONTACT_STOPS, str(contact.id), stopped))
         return reply("stopped", language)
 
     if command.kind == "start":
