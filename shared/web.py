@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi_offline import FastAPIOffline
 from prometheus_client import Counter
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -27,7 +28,9 @@ ADMIN_FAILURES = Counter("lookout_admin_auth_failures_total",
 
 
 def create_app(service: str, *, title: str, description: str = "") -> FastAPI:
-    app = FastAPI(title=title, description=description, version="0.1.0")
+    # Swagger UI and ReDoc from the fastapi-offline package, not from a CDN: /docs works
+    # without internet (FastAPI's own /docs page loads its JavaScript from jsdelivr).
+    app = FastAPIOffline(title=title, description=description, version="0.1.0")
     install_problem_handlers(app)
     instrument_app(app, service)
 
