@@ -121,7 +121,8 @@ def take_in_window(session: Session, model: Any, key: str, limit: int, window: t
     there; False (nothing counted) when the limit is reached. Atomic across processes and
     concurrent transactions: a conditional UPDATE (the row is locked until commit). Counted
     with the caller's transaction: a rolled-back one counts nothing. Fixed windows: up to
-    twice `limit` can pass around a window's boundary."""
+    twice `limit` can pass around a window's boundary. Past windows are deleted, so a table
+    holds one window length."""
     seconds = window.total_seconds()
     start = datetime.fromtimestamp(now.timestamp() // seconds * seconds, now.tzinfo)
     dialect = session.get_bind().dialect.name
@@ -131,5 +132,5 @@ def take_in_window(session: Session, model: Any, key: str, limit: int, window: t
     counted = session.execute(update(model).where(
         model.key == key, model.window_start == start, model.count < limit)
         .values(count=model.count + 1).execution_options(synchronize_session=False))
-    session.execute(delete(model).where(model.key == key, model.window_start < start))
+    session.execute(delete(model).where(model.window_start < start))  # past windows
     return bool(getattr(counted, "rowcount", 0))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from prometheus_client import Counter
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from services.alerts import contacts
@@ -50,6 +50,7 @@ CODE_TEXT = {
 }
 RESEND_AFTER = timedelta(seconds=60)
 HOUR = timedelta(hours=1)
+KEEP_REQUESTS = timedelta(days=1)
 # Contacts that must not be texted a code (a stopped number texts START to come back).
 NOT_TEXTED = {"stopped", "invalid", "erased"}
 log = logging.getLogger(__name__)
@@ -123,6 +124,8 @@ def start(session: Session, settings: Settings, client: str, phone_raw: str, are
     code = f"{secrets.randbelow(1_000_000):06d}"
     request.code_hash = _code_hash(settings, request.id, code)
     session.add(request)
+    # Requests a day past their creation are of no use (codes live minutes): dropped.
+    session.execute(delete(SignupRequest).where(SignupRequest.created_at < now - KEEP_REQUESTS))
     return CodeToSend(request.id, phone, CODE_TEXT[language].format(code=code),
                       send=contact is None or contact.status not in NOT_TEXTED)
 
