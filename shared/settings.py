@@ -45,6 +45,14 @@ class Settings(BaseSettings):
     # (JSON, e.g. {"overdose.reports.v1": 12}); a topic's DLQ has its topic's count.
     kafka_partitions: int = Field(default=4, ge=1)
     kafka_topic_partitions: dict[str, int] = Field(default_factory=dict)
+    # How clients authenticate to a cluster (one Kafka user per service, docs/scaling.md).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_username: str = ""
+    kafka_password: str = ""
+    kafka_ca_file: str = ""  # the cluster's CA (PEM) for SSL / SASL_SSL; empty: system CAs
+    kafka_replication_factor: int = Field(default=1, ge=1)  # of the topics Lookout creates
 
     # HTTP ports (all on `http_host`).
     http_host: str = "127.0.0.1"
@@ -223,7 +231,13 @@ class Settings(BaseSettings):
 
     @property
     def sqlalchemy_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.var_dir / 'lookout.db'}"
+        """The database URL for SQLAlchemy: a plain `postgresql://` URI (as CloudNativePG and
+        most providers hand it out) is driven by psycopg 3, the driver Lookout ships."""
+        url = self.database_url or f"sqlite:///{self.var_dir / 'lookout.db'}"
+        for plain in ("postgresql://", "postgres://"):
+            if url.startswith(plain):
+                return "postgresql+psycopg://" + url.removeprefix(plain)
+        return url
 
     def service_url(self, port: int) -> str:
         return f"http://{self.http_host}:{port}"

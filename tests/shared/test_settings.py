@@ -44,6 +44,16 @@ def test_prod_with_real_secrets_and_an_external_cluster(monkeypatch: pytest.Monk
     assert settings.idempotent_producer
 
 
+def test_a_plain_postgresql_uri_is_driven_by_psycopg() -> None:
+    uri = "postgresql://lookout:pw@lookout-db-rw:5432/lookout"  # CloudNativePG's `uri`
+    assert Settings(env="test", database_url=uri).sqlalchemy_url == (
+        "postgresql+psycopg://lookout:pw@lookout-db-rw:5432/lookout")
+    assert Settings(env="test", database_url="postgres://u@h/d").sqlalchemy_url == (
+        "postgresql+psycopg://u@h/d")
+    explicit = "postgresql+psycopg://u@h/d"
+    assert Settings(env="test", database_url=explicit).sqlalchemy_url == explicit
+
+
 @pytest.mark.parametrize(("field", "name"), [("secret_key", "LOOKOUT_SECRET_KEY"),
                                              ("admin_token", "LOOKOUT_ADMIN_TOKEN")])
 def test_prod_refuses_secrets_shorter_than_32_bytes(field: str, name: str) -> None:
