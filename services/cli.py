@@ -38,6 +38,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
     from services.demo import seed_demo
 
     settings = _settings()
+    _seed_demo_official(settings)
     demo = seed_demo(settings)
     print(f"demo region: {demo.region_id} ({demo.region_name})")
     print(f"demo API key: {demo.api_key}")
@@ -52,6 +53,17 @@ def _seed_dashboard(settings: Settings) -> None:
     if data.seeded:
         print(f"dashboard demo data: {data.results} drug-checking results (three weeks of the "
               f"Drug Checking BC export) and {data.reports} synthetic overdose reports")
+
+
+def _seed_demo_official(settings: Settings) -> None:
+    from services.dashboard.accounts import DEMO_OFFICIAL, seed_demo_official
+    from shared.db import session_scope
+
+    with session_scope(settings.sqlalchemy_url) as session:
+        password = seed_demo_official(session, settings)
+    if password:
+        print(f"dashboard demo official (shown once): {DEMO_OFFICIAL} / {password} "
+              f"at {settings.service_url(settings.dashboard_port)}/login", flush=True)
 
 
 def cmd_sites_create(args: argparse.Namespace) -> int:
@@ -400,6 +412,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cmd_db_upgrade(args)
     demo = seed_demo(settings)
     _seed_dashboard(settings)
+    _seed_demo_official(settings)
     broker = None
     if settings.embedded_broker:
         broker = start_tansu(settings.broker_host, settings.broker_port,
