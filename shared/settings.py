@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     sms_stale_sending_seconds: float = 30.0
     signup_code_ttl_minutes: float = 15.0
     signup_code_max_attempts: int = 5
+    # Web signup against SMS pumping: the countries whose numbers may get a code (ISO 3166
+    # codes; default: those of the region catalog), and codes per hour from one client
+    # (an IPv4 address or IPv6 /64) and in all.
+    signup_countries: list[str] = Field(default_factory=lambda: _served_countries())
+    signup_codes_per_client_per_hour: int = Field(default=5, ge=0)
+    signup_codes_per_hour: int = Field(default=300, ge=0)
 
     # Ingest: request body limits, per-API-key rate limit (requests/s and burst, in-process
     # per worker; rate 0 = no limit) and uvicorn workers for `lookout serve ingest`.
@@ -170,6 +176,12 @@ class Settings(BaseSettings):
 
     def service_url(self, port: int) -> str:
         return f"http://{self.http_host}:{port}"
+
+
+def _served_countries() -> list[str]:
+    from shared.regions import served_countries
+
+    return served_countries()
 
 
 @cache

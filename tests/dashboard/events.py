@@ -17,6 +17,8 @@ from shared.events import (
     DrugCheckResultV1,
     OverdoseReportV1,
     ReferralEventV1,
+    ReferralStatus,
+    Severity,
     SiteKeyChangedV1,
     SpikeSignalV1,
 )
@@ -65,14 +67,14 @@ def report(at: datetime, *, fatal: str = "no", region: str = ZIP) -> OverdoseRep
 
 
 def alert_event(alert_id: uuid.UUID, at: datetime, action: str, status: str, *,
-                signals: list[uuid.UUID], actor: str = "system", severity: str = "warning",
+                signals: list[uuid.UUID], actor: str = "system", severity: Severity = "warning",
                 approved_by: str | None = None, deliveries: dict[str, int] | None = None,
                 review_reason: str | None = None, canary: bool = False,
                 created_at: datetime | None = None) -> AlertChangedV1:
     return AlertChangedV1(
         producer="test", alert_id=alert_id, occurred_at=at, action=action, actor=actor,
         status=status, kind="canary" if canary else "alert",
-        severity=severity,  # type: ignore[arg-type]
+        severity=severity,
         region_id=ZIP, region_name=ZIP_NAME, substance_id="fentanyl",
         texts={"en": "Fentanyl found in cocaine in 98104. Reply STOP to opt out."},
         segments={"en": 1}, signal_event_ids=signals, review_reason=review_reason,
@@ -99,12 +101,12 @@ def story() -> list[tuple[str, BaseModel, datetime]]:
         add(OVERDOSE_REPORTS.name, report(at), at)
     spike_reports = [report(day + timedelta(hours=h), fatal="yes" if h == 0 else "no")
                      for h in range(6)]
-    for r in spike_reports:
-        add(OVERDOSE_REPORTS.name, r, r.occurred_at)
+    for rep in spike_reports:
+        add(OVERDOSE_REPORTS.name, rep, rep.occurred_at)
     results = [result(day - timedelta(days=3), fentanyl=False), result(day),
                result(day + timedelta(hours=1))]
-    for r in results:
-        add(DRUGCHECK_RESULTS.name, r, r.collected_at + timedelta(seconds=5))
+    for res in results:
+        add(DRUGCHECK_RESULTS.name, res, res.collected_at + timedelta(seconds=5))
     spike = SpikeSignalV1(
         producer="test", region_id=ZIP, region_name=ZIP_NAME, severity="warning",
         occurred_at=day + timedelta(hours=5),
@@ -159,13 +161,15 @@ def story() -> list[tuple[str, BaseModel, datetime]]:
             severity="critical", deliveries=deliveries, created_at=smoke_at
             + timedelta(seconds=2)), at)
     # Referrals: one connected after 2 hours, one declined.
-    for rid, path in ((uuid.UUID(int=200), ("requested", "options_sent", "chosen",
-                                              "provider_notified", "connected")),
-                      (uuid.UUID(int=201), ("requested", "options_sent", "declined"))):
+    paths: tuple[tuple[uuid.UUID, tuple[ReferralStatus, ...]], ...] = (
+        (uuid.UUID(int=200), ("requested", "options_sent", "chosen", "provider_notified",
+                              "connected")),
+        (uuid.UUID(int=201), ("requested", "options_sent", "declined")))
+    for rid, path in paths:
         for i, status in enumerate(path):
             at = day + timedelta(minutes=30 * i)
             add(REFERRAL_EVENTS.name, ReferralEventV1(
-                producer="test", referral_id=rid, status=status,  # type: ignore[arg-type]
+                producer="test", referral_id=rid, status=status,
                 occurred_at=at, source="sms", region_id=ZIP,
                 service_types=["treatment"]), at)
     return out

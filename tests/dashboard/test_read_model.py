@@ -6,7 +6,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 
 from services.dashboard import models, repository
 from services.dashboard.consumer import READ_MODEL, apply_batch
@@ -19,7 +19,8 @@ def table_contents(url: str) -> dict[str, list[tuple[Any, ...]]]:
     out: dict[str, list[tuple[Any, ...]]] = {}
     with session_scope(url) as session:
         for model in READ_MODEL:
-            table = model.__table__  # type: ignore[attr-defined]
+            table = model.__table__
+            assert isinstance(table, Table)
             cols = [c for c in table.columns if c.name != "applied_at"]
             out[table.name] = sorted((tuple(repr(v) for v in row)
                                       for row in session.execute(select(*cols))), key=str)
