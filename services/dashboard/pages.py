@@ -26,6 +26,7 @@ router = APIRouter(tags=["pages"])
 Days = Annotated[int, Query(ge=1, le=3660)]
 Bucket = Literal["day", "week"]
 RANGES = (7, 28, 90)
+LINE_LIST_ON_PAGE = 100  # the latest samples on the page; the CSV export has every one
 FLYER_STATUSES = ("approved", "sending", "sent")
 STOP_WORD = re.compile(r"\bSTOP\b")
 
@@ -154,7 +155,8 @@ def supply(request: Request, session: DbSession, signed: SignedInOfficial, regio
            days: Days = 90, start: date | None = None, end: date | None = None,
            bucket: Bucket = "week") -> Response:
     data = repository.drug_supply(session, _now(), region_id=region or None, days=days,
-                                  start=start, end=end, bucket=bucket)
+                                  start=start, end=end, bucket=bucket,
+                                  line_limit=LINE_LIST_ON_PAGE)
     # positivity as one row per bucket, one column per high-risk substance
     substances = sorted({p.substance for p in data.positivity})
     buckets: dict[date, dict[str, float]] = {}
