@@ -25,6 +25,12 @@ def safe_cell(value: Any) -> Any:
     return "'" + text if text.startswith(FORMULA_START) else text
 
 
+def unescape_cell(text: str) -> str:
+    """A cell as `safe_cell` wrote it, read back: the apostrophe it put before = + - @ (tab,
+    CR) is dropped, so an export imports again as it was."""
+    return text[1:] if text.startswith("'") and text[1:].startswith(FORMULA_START) else text
+
+
 def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """The whole export: the header and every row, each cell through `safe_cell`."""
     out = io.StringIO()
