@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
@@ -13,8 +14,11 @@ from sqlalchemy.orm import Session
 
 from shared.db import get_engine, session_scope
 from shared.metrics import instrument_app
+from shared.officials import CredentialError, Official, verify
 from shared.problems import ProblemError, install_problem_handlers
 from shared.settings import Settings, get_settings
+
+log = logging.getLogger("lookout.operators")
 
 
 def create_app(service: str, *, title: str, description: str = "") -> FastAPI:
@@ -74,11 +78,73 @@ def bearer_token(authorization: str | None) -> str:
 
 
 def require_admin(
-    settings: AppSettings, authorization: Annotated[str | None, Header()] = None
-) -> None:
+    request: Request, settings: AppSettings,
+    authorization: Annotated[str | None, Header()] = None,
+) -> str:
+    """Operators' endpoints (site keys, deliveries, subscriber erasure...): the shared admin
+    token (automation; logged as `admin-token`) or the signed credential of an official
+    with the admin role (logged by name). Every call is logged with who made it."""
     token = bearer_token(authorization)
-    if not hmac.compare_digest(token, settings.admin_token):
-        raise ProblemError(403, "Forbidden", "Admin token required.")
+    if hmac.compare_digest(token.encode(), settings.admin_token.encode()):
+        who = "admin-token"
+    else:
+        try:
+            official = verify(settings, token)
+        except CredentialError as exc:
+            raise ProblemError(403, "Forbidden", "Admin token required.") from exc
+        if not official.has_role("admin"):
+            raise ProblemError(403, "Forbidden", "An official with the admin role is needed.")
+        who = f"official:{official.name}"
+    log.info("operator %s: %s %s", who, request.method, request.url.path)
+    return who
 
 
 AdminOnly = Depends(require_admin)
+Operator = Annotated[str, Depends(require_admin)]
+
+
+def verified_official(settings: Settings, authorization: str | None, role: str) -> Official:
+    """The official named by the dashboard's signed credential in `Authorization: Bearer`
+    (shared/officials.py), who must hold at least `role`: 401 when the credential is
+    missing, forged, expired or signed by another key; 403 when the role is too low."""
+    try:
+        official = verify(settings, bearer_token(authorization))
+    except CredentialError as exc:
+        raise ProblemError(exc.status, "Unauthorized", exc.detail,
+                           headers={"WWW-Authenticate": "Bearer"}) from exc
+    if not official.has_role(role):
+        raise ProblemError(403, "Forbidden",
+                           f"The official {official.name!r} is a {official.role}; this needs "
+                           f"a {role}.")
+    return official
+
+
+def require_reviewer(settings: AppSettings,
+                     authorization: Annotated[str | None, Header()] = None) -> Official:
+    return verified_official(settings, authorization, "reviewer")
+
+
+def require_official_admin(settings: AppSettings,
+                           authorization: Annotated[str | None, Header()] = None) -> Official:
+    return verified_official(settings, authorization, "admin")
+
+
+def require_viewer_or_operator(
+    request: Request, settings: AppSettings,
+    authorization: Annotated[str | None, Header()] = None,
+) -> str:
+    """Read-only views: the operators' token, or any official's signed credential."""
+    token = bearer_token(authorization)
+    if hmac.compare_digest(token.encode(), settings.admin_token.encode()):
+        return "admin-token"
+    try:
+        official = verify(settings, token)
+    except CredentialError as exc:
+        raise ProblemError(403, "Forbidden", "The admin token or an official's credential "
+                           "is required.") from exc
+    return f"official:{official.name}"
+
+
+Reviewer = Annotated[Official, Depends(require_reviewer)]
+ViewerOrOperator = Depends(require_viewer_or_operator)
+OfficialAdmin = Annotated[Official, Depends(require_official_admin)]
