@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     # Tansu's memory storage does not implement InitProducerId; real Kafka does.
     # None means: on for an external cluster, off for the embedded broker.
     kafka_idempotent_producer: bool | None = None
+    # Partitions of every topic of the registry (`shared.topics`), and per topic by name
+    # (JSON, e.g. {"overdose.reports.v1": 12}); a topic's DLQ has its topic's count.
+    kafka_partitions: int = Field(default=4, ge=1)
+    kafka_topic_partitions: dict[str, int] = Field(default_factory=dict)
 
     # HTTP ports (all on `http_host`).
     http_host: str = "127.0.0.1"
@@ -123,6 +127,10 @@ class Settings(BaseSettings):
 
     # Referrals: matching, conversation timing, retention of personal data.
     referrals_worker_metrics_port: int = 9104
+    dashboard_worker_metrics_port: int = 9105
+    # How often each dashboard web process reads the read model's change log for its live
+    # streams (one query per process, whatever the number of open pages).
+    dashboard_stream_poll_seconds: float = Field(default=0.1, gt=0)
     referrals_open_within_hours: float = 2.0  # "open now or within N hours"
     referrals_max_distance_km: float = 40.0
     referrals_followup_delay_seconds: float = 4 * 3600  # after the provider notice
@@ -130,9 +138,16 @@ class Settings(BaseSettings):
     referrals_retention_days: float = 30.0  # then contact_ref, free text, phone are purged
     referrals_tick_seconds: float = 15.0  # how often the worker looks for due follow-ups
     referrals_public_url: str = ""  # base URL for providers' signed links; empty: local
+    referrals_link_days: float = Field(default=14.0, gt=0)  # a provider's link expires then
+    # Provider link requests per client address (a token bucket: per minute, burst).
+    referrals_link_rate_per_minute: float = Field(default=30.0, ge=0)
+    referrals_link_burst: float = Field(default=10.0, ge=1)
     referrals_smtp_host: str = ""  # e-mail notices to providers; empty: e-mail disabled
     referrals_smtp_port: int = 25
     referrals_smtp_from: str = "referrals@lookout.invalid"
+    # Provider webhooks may reach private and loopback addresses (a local test receiver);
+    # refused in prod. Outside dev and test, webhooks must be https.
+    referrals_webhook_allow_private: bool = False
 
     # Dashboard: officials' sessions, login throttling, the review credential it signs for
     # the alerts service (docs/dashboard.md). Keys: PEM; in dev/test, when unset, a pair is
@@ -171,6 +186,13 @@ class Settings(BaseSettings):
             raise InsecureSettingsError(
                 "LOOKOUT_TWILIO_SKIP_SIGNATURE_CHECK is only allowed in dev or test"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_private_webhooks_in_prod(self) -> Settings:
+        if self.env == "prod" and self.referrals_webhook_allow_private:
+            raise InsecureSettingsError(
+                "LOOKOUT_REFERRALS_WEBHOOK_ALLOW_PRIVATE is only allowed in dev or test")
         return self
 
     @property

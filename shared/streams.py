@@ -128,7 +128,7 @@ def make_faust_app(name: str, settings: Settings) -> faust.App:
         f"lookout-{name}",
         broker=brokers,
         web_enabled=False,
-        topic_partitions=4,
+        topic_partitions=settings.kafka_partitions,
         topic_replication_factor=1,
         datadir=str(datadir),
         store="memory://",

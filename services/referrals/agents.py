@@ -12,7 +12,7 @@ from typing import Any
 
 from services.referrals import service
 from services.referrals.app import app
-from services.referrals.notify import ChannelNotifier, ProviderNotifier
+from services.referrals.notify import ChannelNotifier, NoticeQueue, ProviderNotifier
 from shared.db import session_scope, utcnow
 from shared.events import ReferralRequestedV1, SiteKeyChangedV1, SmsReceivedV1
 from shared.settings import get_settings
@@ -24,6 +24,7 @@ settings = get_settings()
 # Injectable for tests: the clock and the provider notifier.
 clock: Callable[[], datetime] = utcnow
 notifier: ProviderNotifier = ChannelNotifier(settings)
+notices = NoticeQueue()
 
 requests_topic = app.topic(REFERRAL_REQUESTS.name, value_serializer="raw", key_serializer="raw",
                            partitions=REFERRAL_REQUESTS.partitions)
@@ -49,21 +50,14 @@ def _request(event: ReferralRequestedV1) -> None:
 
 def run_hand_off(handoff: service.HandOff) -> str:
     """Notify the provider outside any transaction, then record it (second transaction)."""
-    with session_scope(settings.sqlalchemy_url) as session:
-        channel, address, notice = service.prepare_notice(session, settings, handoff)
-    status, error = service.deliver_notice(notifier, channel, address, notice)
-    with session_scope(settings.sqlalchemy_url) as session:
-        service.record_notice(session, settings, handoff, channel, notice, status, error,
-                              clock())
-    log.info("referral %s: provider notice %s", handoff.referral_id, status)
-    return status
+    return service.notify_and_record(settings, notifier, handoff, clock)
 
 
 def _reply(event: SmsReceivedV1) -> None:
     with session_scope(settings.sqlalchemy_url) as session:
         handoff = service.handle_reply(session, settings, event, clock())
-    if handoff is not None:
-        run_hand_off(handoff)
+    if handoff is not None:  # a slow provider must not hold the next replies
+        notices.submit(run_hand_off, handoff)
 
 
 def _site_key(event: SiteKeyChangedV1) -> None:
