@@ -152,7 +152,7 @@ def alert_change(alert_id: uuid.UUID, n: int, at: datetime, action: str, status:
     return AlertChangedV1(
         event_id=_id("alert-event", alert_id, n), producer="seed", alert_id=alert_id,
         occurred_at=at, action=action, actor=actor, status=status, kind="alert",
-        severity=severity, region_id=region_id, region_name=region_name,  # type: ignore[arg-type]
+        severity=severity, region_id=region_id, region_name=region_name,
         substance_id=substance_id, texts=texts, segments={k: 1 for k in texts},
         signal_event_ids=signals, review_reason="severity" if status == "draft" else None,
         audience=40, deliveries=deliveries or {}, created_at=created_at,
@@ -209,7 +209,7 @@ def story(now: datetime, zip_code: str = "33101") -> tuple[list[BaseModel], Seed
         for k, status in enumerate(steps):
             events.append(ReferralEventV1(
                 event_id=_id("referral-event", zip_code, i, k), producer="seed",
-                referral_id=rid, status=status,  # type: ignore[arg-type]
+                referral_id=rid, status=status,
                 occurred_at=t + timedelta(minutes=25 * k), source="sms",
                 region_id=region.id, service_types=["buprenorphine"]))
     return events, Seeded(draft_id=draft, sent_id=sent, rejected_id=rejected,

@@ -120,10 +120,10 @@ def pages(s: seed.Seeded) -> list[tuple[str, str, str]]:
 def test_every_page_renders_on_desktop_and_phone_from_this_origin_only(
         served: Served, browser: Browser) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
     for label, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
         requests: list[str] = []
         page = signed_in_page(browser, served, viewport, requests)
-        errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         for name, path, selector in pages(served.seeded):
             response = page.goto(f"{served.base}{path}", timeout=20_000)
