@@ -19,6 +19,7 @@ BENCHMARKS = [
     ["benchmarks.detection.backtest_bc"],
     ["benchmarks.alerts.fanout"],
     ["benchmarks.referrals.matching"],
+    ["benchmarks.dashboard.sse_latency"],  # signals.v1 -> a connected SSE client
     ["benchmarks.dashboard.pages"],  # each page with a year of data in the read model
 ]
 

@@ -37,10 +37,21 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_seed(args: argparse.Namespace) -> int:
     from services.demo import seed_demo
 
-    demo = seed_demo(_settings())
+    settings = _settings()
+    demo = seed_demo(settings)
     print(f"demo region: {demo.region_id} ({demo.region_name})")
     print(f"demo API key: {demo.api_key}")
+    _seed_dashboard(settings)
     return 0
+
+
+def _seed_dashboard(settings: Settings) -> None:
+    from services.demo_data import seed_dashboard_data
+
+    data = seed_dashboard_data(settings)
+    if data.seeded:
+        print(f"dashboard demo data: {data.results} drug-checking results (three weeks of the "
+              f"Drug Checking BC export) and {data.reports} synthetic overdose reports")
 
 
 def cmd_sites_create(args: argparse.Namespace) -> int:
@@ -338,7 +349,7 @@ def _banner(settings: Settings, api_key: str) -> str:
     alerts API     {alerts}/docs
     dev SMS outbox {alerts}/dev/outbox   (JSON: {alerts}/dev/outbox.json)
     referrals      {settings.service_url(settings.referrals_port)}/help   (API: /docs)
-    dashboard      {settings.service_url(settings.dashboard_port)}/healthz
+    dashboard      {settings.service_url(settings.dashboard_port)}/   (live: /stream)
     broker         {broker}
     database       {settings.sqlalchemy_url}
     demo API key   {api_key}
@@ -383,12 +394,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings()
     cmd_db_upgrade(args)
     demo = seed_demo(settings)
+    _seed_dashboard(settings)
     broker = None
     if settings.embedded_broker:
         broker = start_tansu(settings.broker_host, settings.broker_port,
                              settings.var_dir / "tansu.log")
     try:
         _wait_for_broker(settings)
+        from services.demo_data import publish_draft_signal
+
+        asyncio.run(publish_draft_signal(settings))  # its draft waits in the review queue
         print(_banner(settings, demo.api_key), flush=True)
         # honcho kills what has not stopped 5 s after Ctrl-C; a Faust worker stopping
         # (committing offsets, flushing its producer, leaving the group) can take longer.

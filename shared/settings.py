@@ -56,6 +56,14 @@ class Settings(BaseSettings):
     relay_metrics_port: int = 9103
     # Base URL at which Twilio can reach the alerts service (status callbacks); empty: none.
     public_alerts_url: str = ""
+    # Every HTTP service (shared/edge.py): a request body over this many bytes is refused
+    # (413) before it is read (ingest's own limits below); the API docs (/docs, /redoc,
+    # /openapi.json) and /metrics, None: on except in prod; with a metrics token set,
+    # /metrics answers only to `Authorization: Bearer <token>` (and is on in prod too).
+    max_body_bytes: int = Field(default=1_000_000, ge=1)
+    docs_enabled: bool | None = None
+    metrics_enabled: bool | None = None
+    metrics_token: str = ""
 
     # Secrets.
     secret_key: str = DEV_SECRET_KEY

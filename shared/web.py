@@ -13,6 +13,7 @@ from fastapi_offline import FastAPIOffline
 from sqlalchemy.orm import Session
 
 from shared.db import get_engine, session_scope
+from shared.edge import BodyLimit, LimitOf, OpsExposure, SecurityHeaders, default_limit
 from shared.metrics import instrument_app
 from shared.officials import CredentialError, Official, verify
 from shared.problems import ProblemError, install_problem_handlers
@@ -21,11 +22,27 @@ from shared.settings import Settings, get_settings
 log = logging.getLogger("lookout.operators")
 
 
-def create_app(service: str, *, title: str, description: str = "") -> FastAPI:
+def create_app(service: str, *, title: str, description: str = "",
+               body_limit: LimitOf = default_limit,
+               on_body_refused: Callable[[str], None] | None = None) -> FastAPI:
+    """A service's app: problem+json errors, metrics, /healthz, and the edge of
+    shared/edge.py (body limit `body_limit(path, settings)`, /metrics and docs exposure,
+    security headers)."""
     # Swagger UI and ReDoc from the fastapi-offline package, not from a CDN: /docs works
     # without internet (FastAPI's own /docs page loads its JavaScript from jsdelivr).
     app = FastAPIOffline(title=title, description=description, version="0.1.0")
     install_problem_handlers(app)
+
+    def settings() -> Settings:
+        override: Callable[[], Settings] = app.dependency_overrides.get(get_settings,
+                                                                       get_settings)
+        return override()
+
+    # innermost first: the metrics middleware (outermost) counts what the edge refuses
+    app.add_middleware(BodyLimit, settings=settings, limit=body_limit,
+                       on_refused=on_body_refused)
+    app.add_middleware(OpsExposure, settings=settings)
+    app.add_middleware(SecurityHeaders)
     instrument_app(app, service)
 
     @app.get("/healthz", tags=["ops"])

@@ -132,10 +132,10 @@ class _Ordered:
                 except (ValidationError, ValueError) as exc:
                     await dead_letter(self.dlq, message, raw, f"undecodable: {exc}",
                                       "detection", self.agent)
-                    await self._ack(self.merge.skip(message.partition, message.offset, event))
-                    continue
-                self.merge.add(Held(self.at(parsed), str(parsed.event_id), message.partition,
-                                    message.offset, parsed, event))
+                    self.merge.skip(message.partition, message.offset, event)
+                else:
+                    self.merge.add(Held(self.at(parsed), str(parsed.event_id),
+                                        message.partition, message.offset, parsed, event))
                 await self._release()
 
     async def release(self) -> None:
@@ -147,23 +147,21 @@ class _Ordered:
     async def _release(self) -> None:
         for held in self.merge.ready(self.partitions(), self.caught_up):
             event = held.event
-            _current_event.set(weakref.ref(event))  # table writes and sends belong to it
-            raw = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
+            if held.item is not None:
+                _current_event.set(weakref.ref(event))  # table writes and sends belong to it
+                raw = event.value if isinstance(event.value, bytes) else \
+                    bytes(event.value or b"")
 
-            async def handle(parsed: Any, held: Held = held) -> None:
-                try:
-                    await self.handle(parsed, held.partition, held.offset)
-                finally:
-                    tables.flush()
+                async def handle(parsed: Any, held: Held = held) -> None:
+                    try:
+                        await self.handle(parsed, held.partition, held.offset)
+                    finally:
+                        tables.flush()
 
-            await handle_with_retries(event.message, raw, held.item, service="detection",
-                                      agent=self.agent, handle=handle, dlq=self.dlq)
-            await self._ack(self.merge.handled(held))
-
-    async def _ack(self, done: list[Held]) -> None:
-        for held in done:
-            if held.event is not None:
-                await self.stream.ack(held.event)
+                await handle_with_retries(event.message, raw, held.item, service="detection",
+                                          agent=self.agent, handle=handle, dlq=self.dlq)
+            if event is not None:
+                await self.stream.ack(event)
 
     def forget(self, revoked: set[TP]) -> None:
         self.merge.forget(tp.partition for tp in revoked if tp.topic == self.topic)

@@ -24,7 +24,6 @@ from pydantic.json_schema import models_json_schema
 from pydantic_core import to_json
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.ingest import metrics, service
 from services.ingest.csv_import import parse_csv
@@ -49,9 +48,9 @@ from services.ingest.schemas import (
 )
 from services.ingest.writer import writer_for
 from shared.db import get_engine, session_scope, write_session
-from shared.problems import ProblemError, problem_response
+from shared.problems import ProblemError
 from shared.ratelimit import KeyedRateLimiter
-from shared.settings import Settings, get_settings
+from shared.settings import Settings
 from shared.web import AdminOnly, AppSettings, DbSession, bearer_token, create_app, settings_of
 
 CSV_CHUNK = 1000  # rows per transaction in a CSV import
@@ -163,11 +162,14 @@ def _item_errors(exc: ValidationError) -> list[dict[str, str]]:
 def _parse_json(raw: bytes, kind: metrics.Kind) -> Any:
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: arrays or objects nested deeper than the parser goes (~1,000)
+        message = "nested too deeply" if isinstance(exc, RecursionError) else "invalid JSON"
         metrics.count(kind, "rejected", "malformed")
-        raise ProblemError(400, "Malformed JSON", "The request body is not valid JSON.",
-                           errors=[{"field": "/", "in": "body", "message": "invalid JSON",
-                                    "type": "json_invalid"}]) from None
+        raise ProblemError(400, "Malformed JSON", f"The request body is not valid JSON: "
+                           f"{message}.", errors=[{"field": "/", "in": "body",
+                                                   "message": message,
+                                                   "type": "json_invalid"}]) from None
 
 
 def _split_batch(data: Any, wrapper: str, kind: metrics.Kind) -> list[Any] | None:
@@ -634,66 +636,22 @@ def rotate_key(site_id: uuid.UUID, key_id: uuid.UUID, session: DbSession) -> Api
 # --- body size limit ---------------------------------------------------------------------
 
 
-class BodyLimit:
-    """Refuses bodies over the limit with 413 problem+json before the app reads them: the
-    JSON limit everywhere, the (larger) CSV limit on the CSV endpoints."""
+def _body_limit(path: str, settings: Settings) -> int:
+    """The JSON limit everywhere, the (larger) CSV limit on the CSV endpoints (shared/edge.py
+    refuses a larger body with 413 before it is read)."""
+    return (settings.ingest_max_csv_bytes
+            if path.endswith("/csv") or path in ("/upload", "/upload/stream")
+            else settings.ingest_max_json_bytes)
 
-    def __init__(self, app: ASGIApp, settings: Callable[[], Settings]) -> None:
-        self.app = app
-        self.settings = settings
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            await self.app(scope, receive, send)
-            return
-        settings = self.settings()
-        path = scope["path"]
-        limit = (settings.ingest_max_csv_bytes if path.endswith("/csv") or path == "/upload"
-                 else settings.ingest_max_json_bytes)
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None:
-            if not length.isdigit() or int(length) > limit:
-                await self._too_large(scope, receive, send, limit)
-                return
-            await self.app(scope, receive, send)
-            return
-        # No Content-Length (chunked): read up to the limit, then replay to the app.
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-            if size > limit:
-                await self._too_large(scope, receive, send, limit)
-                return
-        body = b"".join(chunks)
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        metrics.count(_kind_of(scope["path"]), "rejected", "too_large")
-        response = problem_response(413, "Content too large",
-                                    f"The body must be at most {limit} bytes.",
-                                    instance=scope["path"])
-        await response(scope, receive, send)
+def _count_too_large(path: str) -> None:
+    metrics.count(_kind_of(path), "rejected", "too_large")
 
 
 app = create_app("ingest", title="Lookout ingest",
-                 description="Drug-checking results and overdose reports from sites.")
+                 description="Drug-checking results and overdose reports from sites.",
+                 body_limit=_body_limit, on_body_refused=_count_too_large)
 app.include_router(router)
-app.add_middleware(BodyLimit, settings=lambda: app.dependency_overrides.get(
-    get_settings, get_settings)())
 
 
 def _openapi() -> dict[str, Any]:
