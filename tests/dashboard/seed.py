@@ -1,6 +1,7 @@
 """Read-model data for the dashboard's tests and its page benchmark, applied through the
 dashboard's own consumer (`consumer.apply_event`), as the worker would apply the events:
 
+Applied through `consumer.apply_batch`, as the worker applies a batch of records:
 - drug-checking results: real rows of the Drug Checking BC export, parsed and normalized by
   ingest's own code (parse_csv, build_result_event), moved in time so the latest is today;
 - overdose reports: synthetic, over Florida's 67 counties (one ZIP each), a seeded random;
@@ -22,7 +23,6 @@ from pydantic import BaseModel
 from services.dashboard import consumer
 from services.ingest.csv_import import parse_csv
 from services.ingest.service import build_result_event
-from shared.db import session_scope
 from shared.events import (
     AlertChangedV1,
     ContaminationSignalV1,
@@ -216,38 +216,13 @@ def story(now: datetime, zip_code: str = "33101") -> tuple[list[BaseModel], Seed
                           region_id=region.id, region_name=region.name)
 
 
-class _Rows:
-    """Stands in for a session in the consumer's row builders: collects the rows they add
-    (the results and reports are new: nothing to look up), so thousands go in one flush."""
-
-    def __init__(self) -> None:
-        self.rows: list[object] = []
-
-    def scalar(self, *args: object, **kwargs: object) -> None:
-        return None
-
-    def add(self, row: object) -> None:
-        self.rows.append(row)
-
-
-def apply(url: str, events: list[BaseModel], now: datetime | None = None) -> int:
-    """Apply events to the read model at `url` in one transaction, as the worker would:
-    results and reports through the consumer's row builders in bulk (one event at a time
-    costs a flush and two lookups each: minutes for a year of data), the rest event by
-    event through `consumer.apply_event`."""
+def apply(url: str, events: list[BaseModel], now: datetime | None = None,
+          changes: bool = False) -> int:
+    """Apply events to the read model at `url` in one transaction, as the worker does with
+    a batch of records (`consumer.apply_batch`)."""
     published = now or datetime.now(UTC)
-    bulk = _Rows()
-    with session_scope(url) as session:
-        applied = 0
-        for e in events:
-            if isinstance(e, DrugCheckResultV1):
-                consumer._result(bulk, e, published, False)  # type: ignore[arg-type]
-            elif isinstance(e, OverdoseReportV1):
-                consumer._report(bulk, e, published, False)  # type: ignore[arg-type]
-            else:
-                applied += consumer.apply_event(session, TOPIC[type(e)], e, published, False)
-        session.add_all(bulk.rows)
-        return applied + len(bulk.rows)
+    batch = [(consumer.Record(TOPIC[type(e)], b"", published), e) for e in events]
+    return consumer.apply_batch(url, batch, changes)
 
 
 def seed(url: str, now: datetime, *, bc_days: int = 28, reports: int = 600,

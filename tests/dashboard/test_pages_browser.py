@@ -3,14 +3,15 @@ the dashboard app served by uvicorn on loopback, with real data in its read mode
 BC export's last weeks and synthetic overdose reports, through the consumer): every page
 renders for a signed-in official, on a desktop and a phone, with its screenshot saved
 under test-artifacts/screenshots/; the browser asks nothing of any other origin; the SMS
-box counts segments as one types."""
+box counts segments as one types; a new signal shows on an open page within 2 s, without a
+reload."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -18,11 +19,14 @@ import pytest
 import uvicorn
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from services.dashboard import accounts
+from services.dashboard import accounts, consumer
 from services.dashboard.api import app
 from shared.db import session_scope
+from shared.events import SpikeSignalV1
 from shared.migrate import upgrade
+from shared.regions import by_postal_code
 from shared.settings import REPO_ROOT, Settings, get_settings
+from shared.topics import SIGNALS
 from tests.conftest import free_port
 from tests.dashboard import seed
 
@@ -49,7 +53,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     url = f"sqlite:///{tmp / 'lookout.db'}"
     upgrade(url)
     settings = Settings(env="test", database_url=url, var_dir=tmp / "var")
-    seeded = seed.seed(url, datetime.now(UTC), bc_days=14, reports=400, report_days=28)
+    seeded = seed.seed(url, datetime.now(UTC), bc_days=7, reports=300, report_days=28)
     with session_scope(url) as session:
         password = accounts.create(session, settings, "pat", "reviewer", "us/fl",
                                    with_password=True).password
@@ -161,3 +165,23 @@ def test_the_sms_box_counts_segments_live(served: Served, browser: Browser) -> N
     assert counter.get_attribute("data-segments") == "2"
     page.context.close()
 
+
+def test_a_new_signal_appears_on_an_open_page_within_2_s(served: Served,
+                                                         browser: Browser) -> None:
+    requests: list[str] = []
+    page = signed_in_page(browser, served, DESKTOP, requests)
+    page.wait_for_selector("#live-status[data-state='live']", timeout=20_000)
+    region = by_postal_code("32301")  # Leon County: no signal seeded there
+    assert page.locator(f"#now-regions tr[data-region='{region.id}']").count() == 0
+    page.evaluate("window.notReloaded = true")
+    now = datetime.now(UTC)
+    signal = SpikeSignalV1(producer="test", region_id=region.id, region_name=region.name,
+                           severity="critical", occurred_at=now, window_start=now
+                           - timedelta(hours=24), window_end=now, observed=9, expected=2,
+                           upperbound=5, method="ears_c2", score=2.5)
+    consumer.apply_batch(served.url, [(consumer.Record(SIGNALS.name, b"", now), signal)])
+    start = time.monotonic()
+    page.wait_for_selector(f"#now-regions tr[data-region='{region.id}']", timeout=2_000)
+    assert time.monotonic() - start < 2.0
+    assert page.evaluate("window.notReloaded") is True
+    page.context.close()
