@@ -145,13 +145,15 @@ def cmd_officials_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from shared.kafka import ensure_topics, wait_for_broker
+    from shared.kafka import client_security, ensure_topics, wait_for_broker
 
     settings = _settings()
+    security = client_security(settings)
 
     async def go() -> list[str]:
-        await wait_for_broker(settings.bootstrap_servers)
-        return await ensure_topics(settings.bootstrap_servers)
+        await wait_for_broker(settings.bootstrap_servers, security=security)
+        return await ensure_topics(settings.bootstrap_servers, security,
+                                   settings.kafka_replication_factor)
 
     created = asyncio.run(go())
     print(f"topics created: {', '.join(created) or 'none (all exist)'}")
@@ -159,11 +161,14 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def _wait_for_broker(settings: Settings, timeout: float = 30) -> None:
-    from shared.kafka import ensure_topics, wait_for_broker
+    from shared.kafka import client_security, ensure_topics, wait_for_broker
+
+    security = client_security(settings)
 
     async def go() -> None:
-        await wait_for_broker(settings.bootstrap_servers, timeout)
-        await ensure_topics(settings.bootstrap_servers)
+        await wait_for_broker(settings.bootstrap_servers, timeout, security)
+        await ensure_topics(settings.bootstrap_servers, security,
+                            settings.kafka_replication_factor)
 
     asyncio.run(go())
 
