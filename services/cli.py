@@ -38,10 +38,11 @@ def cmd_seed(args: argparse.Namespace) -> int:
     from services.demo import seed_demo
 
     settings = _settings()
+    if args.dashboard_data:
+        _seed_dashboard(settings)
     demo = seed_demo(settings)
     print(f"demo region: {demo.region_id} ({demo.region_name})")
-    print(f"demo API key: {demo.api_key}")
-    _seed_dashboard(settings)
+    print(f"demo API key: {demo.api_key}")  # the last line: scripts read the key from it
     return 0
 
 
@@ -439,9 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("topics", help="create the registered topics").set_defaults(func=cmd_topics)
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
-    sub.add_parser("seed", help="create the demo site, subscriber and provider directory"
-                   ).set_defaults(
-        func=cmd_seed)
+    p = sub.add_parser("seed", help="create the demo site, subscriber and provider directory")
+    p.add_argument("--dashboard-data", action="store_true",
+                   help="also the dashboard's demo data (what `lookout run` seeds): three "
+                   "weeks of the Drug Checking BC export, synthetic overdose reports")
+    p.set_defaults(func=cmd_seed)
     sites = sub.add_parser("sites", help="drug-checking sites").add_subparsers(
         dest="sites_command", required=True)
     p = sites.add_parser("create", help="create a site; prints its API key on the last line")
