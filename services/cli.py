@@ -37,10 +37,43 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_seed(args: argparse.Namespace) -> int:
     from services.demo import seed_demo
 
-    demo = seed_demo(_settings())
+    settings = _settings()
+    if args.dashboard_data:
+        _seed_dashboard(settings)
+    demo = seed_demo(settings)
     print(f"demo region: {demo.region_id} ({demo.region_name})")
-    print(f"demo API key: {demo.api_key}")
+    print(f"demo API key: {demo.api_key}")  # the last line: scripts read the key from it
     return 0
+
+
+DEMO_OFFICIAL = "demo"
+
+
+def _seed_official(settings: Settings) -> str:
+    """A demo reviewer of every region (`lookout run`), its password shown once: the banner
+    line that says how to sign in."""
+    from services.dashboard import accounts
+    from shared.db import session_scope
+
+    with session_scope(settings.sqlalchemy_url) as session:
+        if accounts.by_name(session, DEMO_OFFICIAL) is not None:
+            return (f"    dashboard sign-in: {DEMO_OFFICIAL!r} (its password was shown when it "
+                    "was made; `lookout officials create` makes another)\n")
+        new = accounts.create(session, settings, DEMO_OFFICIAL, "reviewer", "*",
+                              with_password=True)
+        accounts.audit(session, "cli", "account_create", target=DEMO_OFFICIAL,
+                       role="reviewer", regions=["*"])
+    return (f"    dashboard sign-in: {DEMO_OFFICIAL!r} / {new.password}   (a reviewer of every "
+            "region; the password is shown once)\n")
+
+
+def _seed_dashboard(settings: Settings) -> None:
+    from services.demo_data import seed_dashboard_data
+
+    data = seed_dashboard_data(settings)
+    if data.seeded:
+        print(f"dashboard demo data: {data.results} drug-checking results (three weeks of the "
+              f"Drug Checking BC export) and {data.reports} synthetic overdose reports")
 
 
 def cmd_sites_create(args: argparse.Namespace) -> int:
@@ -62,14 +95,87 @@ def cmd_sites_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_topics(args: argparse.Namespace) -> int:
-    from shared.kafka import ensure_topics, wait_for_broker
+def cmd_officials_create(args: argparse.Namespace) -> int:
+    from services.dashboard import accounts
+    from shared.db import session_scope
+    from shared.problems import ProblemError
 
     settings = _settings()
+    try:
+        with session_scope(settings.sqlalchemy_url) as session:
+            new = accounts.create(session, settings, args.name, args.role, args.regions,
+                                  with_password=args.password)
+            accounts.audit(session, "cli", "account_create", target=new.account.name,
+                           role=args.role, regions=new.account.regions)
+            name, regions = new.account.name, new.account.regions
+    except ProblemError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 1
+    print(f"official {name!r} created: {args.role} of {', '.join(regions)}")
+    if new.password:
+        print("the password is shown once; give it to the official now:")
+        print(new.password)
+    else:
+        print("the one-time setup link (valid "
+              f"{settings.dashboard_setup_link_hours:g} h) is shown once:")
+        print(new.setup_url)
+    return 0
+
+
+def cmd_officials_list(args: argparse.Namespace) -> int:
+    from services.dashboard import accounts
+    from shared.db import session_scope
+
+    settings = _settings()
+    with session_scope(settings.sqlalchemy_url) as session:
+        rows = accounts.list_accounts(session)
+        print(f"{'name':24} {'role':9} {'status':14} {'totp':5} regions")
+        for a in rows:
+            status = "disabled" if a.disabled_at else \
+                "setup pending" if not a.password_hash else "active"
+            print(f"{a.name:24} {a.role:9} {status:14} {'on' if a.totp_enabled else 'off':5} "
+                  f"{','.join(a.regions)}")
+    return 0
+
+
+def cmd_officials_disable(args: argparse.Namespace) -> int:
+    from services.dashboard import accounts
+    from shared.db import session_scope
+    from shared.problems import ProblemError
+
+    settings = _settings()
+    try:
+        with session_scope(settings.sqlalchemy_url) as session:
+            accounts.disable(session, args.name)
+            accounts.audit(session, "cli", "account_disable", target=args.name)
+    except ProblemError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 1
+    print(f"official {args.name!r} disabled; their sessions are ended")
+    return 0
+
+
+def cmd_officials_keys(args: argparse.Namespace) -> int:
+    from shared.officials import new_key_pair
+
+    private, public = new_key_pair()
+    print("# the dashboard only:")
+    print(f"LOOKOUT_DASHBOARD_SIGNING_KEY='{private.strip()}'")
+    print("# every service that verifies officials (alerts):")
+    print(f"LOOKOUT_DASHBOARD_PUBLIC_KEY='{public.strip()}'")
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from shared.kafka import client_security, ensure_topics, wait_for_broker
+
+    settings = _settings()
+    security = client_security(settings)
 
     async def go() -> list[str]:
-        await wait_for_broker(settings.bootstrap_servers)
-        return await ensure_topics(settings.bootstrap_servers)
+        await wait_for_broker(settings.bootstrap_servers, security=security)
+        return await ensure_topics(settings.bootstrap_servers, security,
+                                   settings.kafka_replication_factor)
 
     created = asyncio.run(go())
     print(f"topics created: {', '.join(created) or 'none (all exist)'}")
@@ -77,11 +183,14 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def _wait_for_broker(settings: Settings, timeout: float = 30) -> None:
-    from shared.kafka import ensure_topics, wait_for_broker
+    from shared.kafka import client_security, ensure_topics, wait_for_broker
+
+    security = client_security(settings)
 
     async def go() -> None:
-        await wait_for_broker(settings.bootstrap_servers, timeout)
-        await ensure_topics(settings.bootstrap_servers)
+        await wait_for_broker(settings.bootstrap_servers, timeout, security)
+        await ensure_topics(settings.bootstrap_servers, security,
+                            settings.kafka_replication_factor)
 
     asyncio.run(go())
 
@@ -267,7 +376,7 @@ def _banner(settings: Settings, api_key: str) -> str:
     alerts API     {alerts}/docs
     dev SMS outbox {alerts}/dev/outbox   (JSON: {alerts}/dev/outbox.json)
     referrals      {settings.service_url(settings.referrals_port)}/help   (API: /docs)
-    dashboard      {settings.service_url(settings.dashboard_port)}/healthz
+    dashboard      {settings.service_url(settings.dashboard_port)}/   (live: /stream)
     broker         {broker}
     database       {settings.sqlalchemy_url}
     demo API key   {api_key}
@@ -312,13 +421,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings()
     cmd_db_upgrade(args)
     demo = seed_demo(settings)
+    _seed_dashboard(settings)
+    official = _seed_official(settings)
     broker = None
     if settings.embedded_broker:
         broker = start_tansu(settings.broker_host, settings.broker_port,
                              settings.var_dir / "tansu.log")
     try:
         _wait_for_broker(settings)
-        print(_banner(settings, demo.api_key), flush=True)
+        from services.demo_data import publish_draft_signal
+
+        asyncio.run(publish_draft_signal(settings))  # its draft waits in the review queue
+        print(_banner(settings, demo.api_key) + official, flush=True)
         # honcho kills what has not stopped 5 s after Ctrl-C; a Faust worker stopping
         # (committing offsets, flushing its producer, leaving the group) can take longer.
         honcho_manager.KILL_WAIT = STOP_GRACE_SECONDS
@@ -348,9 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("topics", help="create the registered topics").set_defaults(func=cmd_topics)
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
-    sub.add_parser("seed", help="create the demo site, subscriber and provider directory"
-                   ).set_defaults(
-        func=cmd_seed)
+    p = sub.add_parser("seed", help="create the demo site, subscriber and provider directory")
+    p.add_argument("--dashboard-data", action="store_true",
+                   help="also the dashboard's demo data (what `lookout run` seeds): three "
+                   "weeks of the Drug Checking BC export, synthetic overdose reports")
+    p.set_defaults(func=cmd_seed)
     sites = sub.add_parser("sites", help="drug-checking sites").add_subparsers(
         dest="sites_command", required=True)
     p = sites.add_parser("create", help="create a site; prints its API key on the last line")
@@ -358,6 +474,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scopes", nargs="+", choices=["results", "reports", "referrals"],
                    default=["results", "reports"])
     p.set_defaults(func=cmd_sites_create)
+    officials = sub.add_parser("officials", help="officials' dashboard accounts"
+                               ).add_subparsers(dest="officials_command", required=True)
+    p = officials.add_parser("create", help="create an account; prints a one-time setup "
+                             "link (or, --password, a password) on the last line")
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=["viewer", "reviewer", "admin"])
+    p.add_argument("--regions", required=True,
+                   help="region prefixes, comma-separated (us/wa,us/or; * for every region)")
+    p.add_argument("--password", action="store_true",
+                   help="print a generated password instead of a setup link")
+    p.set_defaults(func=cmd_officials_create)
+    officials.add_parser("list", help="list the accounts").set_defaults(func=cmd_officials_list)
+    p = officials.add_parser("disable", help="disable an account and end its sessions")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_officials_disable)
+    officials.add_parser("keys", help="print a new Ed25519 key pair for the review "
+                         "credential (LOOKOUT_DASHBOARD_SIGNING_KEY / _PUBLIC_KEY)"
+                         ).set_defaults(func=cmd_officials_keys)
     p = sub.add_parser("serve", help="run one HTTP service")
     p.add_argument("service", choices=["ingest", "alerts", "referrals", "dashboard"])
     p.set_defaults(func=cmd_serve)

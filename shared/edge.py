@@ -88,8 +88,9 @@ class OpsExposure:
             if path == METRICS_PATH:
                 allowed = metrics_allowed(settings)
                 if allowed and settings.metrics_token:
-                    given = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-                    allowed = hmac.compare_digest(given, f"Bearer {settings.metrics_token}")
+                    given = dict(scope["headers"]).get(b"authorization", b"")
+                    allowed = hmac.compare_digest(  # bytes: any header, never a TypeError
+                        given, f"Bearer {settings.metrics_token}".encode())
             else:
                 allowed = docs_allowed(settings)
             if not allowed:

@@ -43,10 +43,11 @@ SMS_INBOUND = Topic("sms.inbound.v1", "contact_ref", events.SmsReceivedV1)
 REFERRAL_EVENTS = Topic("referrals.events.v1", "referral_id", events.ReferralEventV1)
 SITE_KEYS = Topic("sites.keys.v1", "key_id", events.SiteKeyChangedV1)
 ALERT_EVENTS = Topic("alerts.events.v1", "alert_id", events.AlertChangedV1)
+CONTACT_STOPS = Topic("contacts.stops.v1", "contact_ref", events.ContactStoppedV1)
 
 ALL_TOPICS: tuple[Topic, ...] = (DRUGCHECK_RESULTS, OVERDOSE_REPORTS, SIGNALS, SMS_OUTBOUND,
                                  REFERRAL_REQUESTS, SMS_REQUESTS, SMS_INBOUND, REFERRAL_EVENTS,
-                                 SITE_KEYS, ALERT_EVENTS)
+                                 SITE_KEYS, ALERT_EVENTS, CONTACT_STOPS)
 
 
 def topic_names(include_dlq: bool = True) -> list[str]:

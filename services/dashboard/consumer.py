@@ -37,6 +37,7 @@ from shared.events import (
     SpikeSignalV1,
     signal_adapter,
 )
+from shared.kafka import client_security
 from shared.settings import Settings
 from shared.streams import fetched_end_offsets
 from shared.topics import (
@@ -309,8 +310,9 @@ async def replay(settings: Settings, batch_size: int = 500) -> dict[str, int]:
     """Apply every topic from its first record up to its end now; return the counts per
     topic of records read. Records that do not parse are skipped (the worker has
     dead-lettered them already)."""
+    security = client_security(settings)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                                enable_auto_commit=False, fetch_max_wait_ms=50)
+                                enable_auto_commit=False, fetch_max_wait_ms=50, **security)
     await consumer.start()
     read: dict[str, int] = {t.name: 0 for t in TOPICS}
     try:
@@ -320,7 +322,7 @@ async def replay(settings: Settings, batch_size: int = 500) -> dict[str, int]:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         listed = await consumer.end_offsets(tps)
-        ends = await fetched_end_offsets(settings.bootstrap_servers, listed)
+        ends = await fetched_end_offsets(settings.bootstrap_servers, listed, security)
         left = {tp for tp in tps if ends[tp] > await consumer.position(tp)}
         while left:
             fetched = await consumer.getmany(*left, timeout_ms=500, max_records=batch_size)

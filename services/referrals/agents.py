@@ -1,4 +1,4 @@
-"""Referrals agents: SMS requests and replies in, options/details/follow-ups out (through
+"""Referrals agents: SMS requests, replies and STOPs in, options/details/follow-ups out (through
 the outbox), provider notices, a timer for follow-ups, silence and the purge, and the
 replica of the site keys that may refer (ingest's `sites.keys.v1`)."""
 
@@ -13,11 +13,11 @@ from typing import Any
 from services.referrals import service
 from services.referrals.app import app
 from services.referrals.notify import ChannelNotifier, NoticeQueue, ProviderNotifier
-from shared.db import session_scope, utcnow
-from shared.events import ReferralRequestedV1, SiteKeyChangedV1, SmsReceivedV1
+from shared.db import session_scope, try_job_lock, utcnow
+from shared.events import ContactStoppedV1, ReferralRequestedV1, SiteKeyChangedV1, SmsReceivedV1
 from shared.settings import get_settings
 from shared.streams import process_each
-from shared.topics import REFERRAL_REQUESTS, SITE_KEYS, SMS_INBOUND
+from shared.topics import CONTACT_STOPS, REFERRAL_REQUESTS, SITE_KEYS, SMS_INBOUND
 
 log = logging.getLogger(__name__)
 settings = get_settings()
@@ -34,6 +34,10 @@ inbound_topic = app.topic(SMS_INBOUND.name, value_serializer="raw", key_serializ
                           partitions=SMS_INBOUND.partitions)
 inbound_dlq = app.topic(SMS_INBOUND.dlq, value_serializer="raw", key_serializer="raw",
                         partitions=SMS_INBOUND.partitions)
+stops_topic = app.topic(CONTACT_STOPS.name, value_serializer="raw", key_serializer="raw",
+                        partitions=CONTACT_STOPS.partitions)
+stops_dlq = app.topic(CONTACT_STOPS.dlq, value_serializer="raw", key_serializer="raw",
+                      partitions=CONTACT_STOPS.partitions)
 keys_topic = app.topic(SITE_KEYS.name, value_serializer="raw", key_serializer="raw",
                        partitions=SITE_KEYS.partitions)
 keys_dlq = app.topic(SITE_KEYS.dlq, value_serializer="raw", key_serializer="raw",
@@ -60,6 +64,13 @@ def _reply(event: SmsReceivedV1) -> None:
         notices.submit(run_hand_off, handoff)
 
 
+def _stop(event: ContactStoppedV1) -> None:
+    with session_scope(settings.sqlalchemy_url) as session:
+        ended = service.handle_stop(session, event, clock())
+    if ended:
+        log.info("STOP: %d referral(s) of a contact stopped", ended)
+
+
 def _site_key(event: SiteKeyChangedV1) -> None:
     with session_scope(settings.sqlalchemy_url) as session:
         row = service.apply_site_key(session, event)
@@ -68,14 +79,18 @@ def _site_key(event: SiteKeyChangedV1) -> None:
 
 
 def run_tick() -> dict[str, int]:
+    """The timer's work; with several workers, one of them does it each round."""
     now = clock()
     with session_scope(settings.sqlalchemy_url) as session:
+        if not try_job_lock(session, "referrals.tick"):
+            return {}
         done = service.tick(session, settings, now)
         stuck = service.stuck_hand_offs(session, now)
     for handoff in stuck:  # chosen, but the worker stopped before the notice was recorded
         run_hand_off(handoff)
     with session_scope(settings.sqlalchemy_url) as session:
-        done["purged"] = service.purge(session, settings, now)
+        done["purged"] = service.purge(session, settings, now) if try_job_lock(
+            session, "referrals.purge") else 0
     if any(done.values()):
         log.info("referrals tick: %s", done)
     return done
@@ -87,6 +102,10 @@ async def handle_request(event: ReferralRequestedV1) -> None:
 
 async def handle_reply(event: SmsReceivedV1) -> None:
     await asyncio.to_thread(_reply, event)
+
+
+async def handle_stop(event: ContactStoppedV1) -> None:
+    await asyncio.to_thread(_stop, event)
 
 
 async def handle_site_key(event: SiteKeyChangedV1) -> None:
@@ -105,6 +124,13 @@ async def replies(stream: Any) -> None:
     await process_each(stream, service="referrals", agent="replies",
                        parse=SmsReceivedV1.model_validate_json, handle=handle_reply,
                        dlq=inbound_dlq)
+
+
+@app.agent(stops_topic, concurrency=1)
+async def stops(stream: Any) -> None:
+    await process_each(stream, service="referrals", agent="stops",
+                       parse=ContactStoppedV1.model_validate_json, handle=handle_stop,
+                       dlq=stops_dlq)
 
 
 @app.agent(keys_topic, concurrency=1)

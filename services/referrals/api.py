@@ -43,7 +43,7 @@ from shared.problems import ProblemError
 from shared.ratelimit import KeyedRateLimiter
 from shared.regions import RegionNotFoundError, get_region
 from shared.settings import Settings
-from shared.web import AdminOnly, AppSettings, DbSession, bearer_token, create_app
+from shared.web import AdminOnly, AppSettings, DbSession, DevOnly, bearer_token, create_app
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 router = APIRouter()
@@ -170,9 +170,10 @@ def choose_option(referral_id: uuid.UUID, body: ChoiceIn, request: Request,
     now = utcnow()
     handoff = service.choose(session, referral, body.option, "staff", now)
     session.commit()  # the choice stands; the provider is told in the background
+    answer = _referral_out(session, referral, full=True)  # before the notice can change it
     _notices(request).submit(service.notify_and_record, settings,
                              _notifier(request, settings), handoff, lambda: utcnow())
-    return _referral_out(session, referral, full=True)
+    return answer
 
 
 @router.post("/v1/referrals/{referral_id}/status", tags=["referrals"])
@@ -376,7 +377,8 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-@router.get("/dev/outbox.json", dependencies=[AdminOnly], tags=["dev"])
+@router.get("/dev/outbox.json", dependencies=[DevOnly, AdminOnly], tags=["dev"],
+            include_in_schema=False)
 def dev_outbox(session: DbSession,
                limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[dict[str, Any]]:
     """Texts to providers kept by the dev SMS backend (`LOOKOUT_SMS_BACKEND=outbox`)."""

@@ -39,6 +39,7 @@ from services.referrals.notify import NotifierError, ProviderNotifier
 from shared.crypto import decrypt_phone, encrypt_phone, hash_api_key
 from shared.db import session_scope
 from shared.events import (
+    ContactStoppedV1,
     ReferralEventV1,
     ReferralRequestedV1,
     SiteKeyChangedV1,
@@ -57,8 +58,6 @@ STATUS_CHANGES = Counter("lookout_referrals_status_changes_total",
                          "Referral status changes", ["status", "source"])
 OPEN = ("requested", "options_sent", "chosen", "provider_notified")
 FINAL = ("connected", "declined", "no_response", "stopped")
-STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "ALTO", "PARAR",
-              "ARRET", "ARRETER"}
 YES_WORDS = {"YES", "Y", "SI", "OUI"}
 NO_WORDS = {"NO", "N", "NON"}
 # Fields a person may agree to share with the provider they choose.
@@ -418,18 +417,27 @@ def choose(session: Session, referral: m.Referral, number: int, actor: str,
     return HandOff(referral.id, option["service_id"])
 
 
+def handle_stop(session: Session, event: ContactStoppedV1, now: datetime) -> int:
+    """The contact texted STOP (alerts' `contacts.stops.v1`): its open referrals end as
+    `stopped`, and nothing more is texted (alerts would not send it anyway). Idempotent on
+    the event id; returns how many referrals ended."""
+    if _seen(session, event.event_id, now):
+        return 0
+    open_referrals = _open_for(session, event.contact_ref)
+    for referral in open_referrals:
+        set_status(session, referral, "stopped", "person", now, check=False)
+    return len(open_referrals)
+
+
 def handle_reply(session: Session, settings: Settings, event: SmsReceivedV1,
                  now: datetime) -> HandOff | None:
-    """A reply in a conversation (1/2/3, a ZIP, STOP). Idempotent on the event id."""
+    """A reply in a conversation (1/2/3, a ZIP). Idempotent on the event id. (A STOP never
+    comes here: alerts handles it and announces it, `handle_stop`.)"""
     if _seen(session, event.event_id, now):
         return None
     body = event.body.strip()
-    word = texts.gsm(body).upper().rstrip(".! ")  # "Sí", "Arrêt" -> "SI", "ARRET"
+    word = texts.gsm(body).upper().rstrip(".! ")  # "Sí" -> "SI"
     open_referrals = _open_for(session, event.contact_ref)
-    if word in STOP_WORDS:
-        for referral in open_referrals:
-            set_status(session, referral, "stopped", "person", now, check=False)
-        return None  # no reply: alerts texts nothing after STOP
     if not open_referrals:
         log.info("reply with no open referral; ignored")
         return None
