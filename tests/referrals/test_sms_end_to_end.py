@@ -117,7 +117,7 @@ def test_a_referral_over_sms_from_treatment_to_connected(own_broker: str,
             "LOOKOUT_REFERRALS_WEBHOOK_ALLOW_PRIVATE": "true",  # the local provider server
         }
         run_lookout(env, "db", "upgrade")
-        assert "rejected: 15" in run_lookout(env, "providers", "import", str(CSV_PACKAGE))
+        assert "rejected: 13" in run_lookout(env, "providers", "import", str(CSV_PACKAGE))
         run_lookout(env, "providers", "import", str(JSON_SERVICES))
         # The sample clinic keeps office hours; make it open whenever this test runs.
         patch = tmp_path / "schedule.csv"
