@@ -46,6 +46,27 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_OFFICIAL = "demo"
+
+
+def _seed_official(settings: Settings) -> str:
+    """A demo reviewer of every region (`lookout run`), its password shown once: the banner
+    line that says how to sign in."""
+    from services.dashboard import accounts
+    from shared.db import session_scope
+
+    with session_scope(settings.sqlalchemy_url) as session:
+        if accounts.by_name(session, DEMO_OFFICIAL) is not None:
+            return (f"    dashboard sign-in: {DEMO_OFFICIAL!r} (its password was shown when it "
+                    "was made; `lookout officials create` makes another)\n")
+        new = accounts.create(session, settings, DEMO_OFFICIAL, "reviewer", "*",
+                              with_password=True)
+        accounts.audit(session, "cli", "account_create", target=DEMO_OFFICIAL,
+                       role="reviewer", regions=["*"])
+    return (f"    dashboard sign-in: {DEMO_OFFICIAL!r} / {new.password}   (a reviewer of every "
+            "region; the password is shown once)\n")
+
+
 def _seed_dashboard(settings: Settings) -> None:
     from services.demo_data import seed_dashboard_data
 
@@ -401,6 +422,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cmd_db_upgrade(args)
     demo = seed_demo(settings)
     _seed_dashboard(settings)
+    official = _seed_official(settings)
     broker = None
     if settings.embedded_broker:
         broker = start_tansu(settings.broker_host, settings.broker_port,
@@ -410,7 +432,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from services.demo_data import publish_draft_signal
 
         asyncio.run(publish_draft_signal(settings))  # its draft waits in the review queue
-        print(_banner(settings, demo.api_key), flush=True)
+        print(_banner(settings, demo.api_key) + official, flush=True)
         # honcho kills what has not stopped 5 s after Ctrl-C; a Faust worker stopping
         # (committing offsets, flushing its producer, leaving the group) can take longer.
         honcho_manager.KILL_WAIT = STOP_GRACE_SECONDS
