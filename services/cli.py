@@ -38,12 +38,33 @@ def cmd_seed(args: argparse.Namespace) -> int:
     from services.demo import seed_demo
 
     settings = _settings()
-    _seed_demo_official(settings)
+    if args.dashboard_data:
+        _seed_dashboard(settings)
     demo = seed_demo(settings)
     print(f"demo region: {demo.region_id} ({demo.region_name})")
-    print(f"demo API key: {demo.api_key}")
-    _seed_dashboard(settings)
+    print(f"demo API key: {demo.api_key}")  # the last line: scripts read the key from it
     return 0
+
+
+DEMO_OFFICIAL = "demo"
+
+
+def _seed_official(settings: Settings) -> str:
+    """A demo reviewer of every region (`lookout run`), its password shown once: the banner
+    line that says how to sign in."""
+    from services.dashboard import accounts
+    from shared.db import session_scope
+
+    with session_scope(settings.sqlalchemy_url) as session:
+        if accounts.by_name(session, DEMO_OFFICIAL) is not None:
+            return (f"    dashboard sign-in: {DEMO_OFFICIAL!r} (its password was shown when it "
+                    "was made; `lookout officials create` makes another)\n")
+        new = accounts.create(session, settings, DEMO_OFFICIAL, "reviewer", "*",
+                              with_password=True)
+        accounts.audit(session, "cli", "account_create", target=DEMO_OFFICIAL,
+                       role="reviewer", regions=["*"])
+    return (f"    dashboard sign-in: {DEMO_OFFICIAL!r} / {new.password}   (a reviewer of every "
+            "region; the password is shown once)\n")
 
 
 def _seed_dashboard(settings: Settings) -> None:
@@ -53,17 +74,6 @@ def _seed_dashboard(settings: Settings) -> None:
     if data.seeded:
         print(f"dashboard demo data: {data.results} drug-checking results (three weeks of the "
               f"Drug Checking BC export) and {data.reports} synthetic overdose reports")
-
-
-def _seed_demo_official(settings: Settings) -> None:
-    from services.dashboard.accounts import DEMO_OFFICIAL, seed_demo_official
-    from shared.db import session_scope
-
-    with session_scope(settings.sqlalchemy_url) as session:
-        password = seed_demo_official(session, settings)
-    if password:
-        print(f"dashboard demo official (shown once): {DEMO_OFFICIAL} / {password} "
-              f"at {settings.service_url(settings.dashboard_port)}/login", flush=True)
 
 
 def cmd_sites_create(args: argparse.Namespace) -> int:
@@ -412,7 +422,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cmd_db_upgrade(args)
     demo = seed_demo(settings)
     _seed_dashboard(settings)
-    _seed_demo_official(settings)
+    official = _seed_official(settings)
     broker = None
     if settings.embedded_broker:
         broker = start_tansu(settings.broker_host, settings.broker_port,
@@ -422,7 +432,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from services.demo_data import publish_draft_signal
 
         asyncio.run(publish_draft_signal(settings))  # its draft waits in the review queue
-        print(_banner(settings, demo.api_key), flush=True)
+        print(_banner(settings, demo.api_key) + official, flush=True)
         # honcho kills what has not stopped 5 s after Ctrl-C; a Faust worker stopping
         # (committing offsets, flushing its producer, leaving the group) can take longer.
         honcho_manager.KILL_WAIT = STOP_GRACE_SECONDS
@@ -452,9 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("topics", help="create the registered topics").set_defaults(func=cmd_topics)
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
-    sub.add_parser("seed", help="create the demo site, subscriber and provider directory"
-                   ).set_defaults(
-        func=cmd_seed)
+    p = sub.add_parser("seed", help="create the demo site, subscriber and provider directory")
+    p.add_argument("--dashboard-data", action="store_true",
+                   help="also the dashboard's demo data (what `lookout run` seeds): three "
+                   "weeks of the Drug Checking BC export, synthetic overdose reports")
+    p.set_defaults(func=cmd_seed)
     sites = sub.add_parser("sites", help="drug-checking sites").add_subparsers(
         dest="sites_command", required=True)
     p = sites.add_parser("create", help="create a site; prints its API key on the last line")

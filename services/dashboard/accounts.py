@@ -344,16 +344,3 @@ def rotate_session(session: Session, settings: Settings, row: DashboardSession,
 def can_review(official: Official, region_id: str) -> bool:
     return official.has_role("reviewer") and in_regions(region_id, official.regions)
 
-
-DEMO_OFFICIAL = "demo"
-
-
-def seed_demo_official(session: Session, settings: Settings) -> str | None:
-    """`make run`'s demo official (an admin of every region, so every page and action can
-    be tried): its generated password the first time, None once it exists."""
-    if by_name(session, DEMO_OFFICIAL) is not None:
-        return None
-    new = create(session, settings, DEMO_OFFICIAL, "admin", "*", with_password=True)
-    audit(session, "cli", "account_create", target=DEMO_OFFICIAL, role="admin",
-          regions=["*"], demo=True)
-    return new.password

@@ -10,13 +10,11 @@ import secrets
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Annotated, Any
 
 import segno
 from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
-from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from sqlalchemy import select
 
@@ -40,12 +38,13 @@ from services.dashboard.security import (
     set_session_cookie,
     signed_in_any_factor,
 )
+from services.dashboard.templating import templates
+from shared.csvexport import safe_cell
 from shared.db import utcnow
 from shared.problems import ProblemError
 from shared.web import AppSettings, DbSession, settings_of
 
 router = APIRouter(tags=["accounts"])
-templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 install_template_globals(templates.env)
 
 Admin = Annotated[SignedIn, require_role("admin")]
@@ -325,10 +324,10 @@ def audit_csv(session: DbSession, signed: Admin,
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(AUDIT_COLUMNS)
-        for row in rows:
-            writer.writerow([row.at.isoformat(), row.actor, row.action, row.target or "",
-                             row.outcome, row.client or "",
-                             "" if row.detail is None else _detail_text(row.detail)])
+        for row in rows:  # a typed name such as "=HYPERLINK(...)" must not run as a formula
+            writer.writerow([safe_cell(v) for v in (
+                row.at.isoformat(), row.actor, row.action, row.target or "", row.outcome,
+                row.client or "", "" if row.detail is None else _detail_text(row.detail))])
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()

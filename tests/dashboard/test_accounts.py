@@ -266,13 +266,3 @@ def test_the_admin_page_creates_and_disables_accounts_and_exports_the_audit(
     assert len(only) == 1  # the header
     assert csrf_of(client)
 
-
-def test_the_demo_official_is_seeded_once_and_can_sign_in(
-    client: TestClient, settings: Settings
-) -> None:
-    with session_scope(settings.sqlalchemy_url) as session:
-        password = accounts.seed_demo_official(session, settings)
-    with session_scope(settings.sqlalchemy_url) as session:
-        assert accounts.seed_demo_official(session, settings) is None
-    assert password and login(client, accounts.DEMO_OFFICIAL, password).status_code == 303
-    assert client.get("/admin").status_code == 200  # an admin of every region
