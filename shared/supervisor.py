@@ -97,6 +97,10 @@ class Supervisor:
 
     # -- processes ------------------------------------------------------------------
 
+    def start(self, name: str) -> None:
+        """Start one child now (before `run`, e.g. the broker the others need)."""
+        self._spawn(self.children[name])
+
     def _spawn(self, child: Child) -> None:
         if child.start is not None:
             child.process = child.start()
@@ -165,12 +169,15 @@ class Supervisor:
                 child.reader.join(1)
             self.say(f"{child.name} stopped (rc={child.process.returncode})")
 
-    def _restart_now(self, name: str) -> None:
-        child = self.children[name]
-        self._terminate(child)
-        self._wait_stopped([child])
-        self._spawn(child)
-        child.restarts += 1
+    def _restart_now(self, names: list[str]) -> None:
+        children = [self.children[name] for name in dict.fromkeys(names)]
+        for child in children:
+            child.restart_at = None
+            self._terminate(child)
+        self._wait_stopped(children)
+        for child in children:
+            self._spawn(child)
+            child.restarts += 1
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -194,19 +201,24 @@ class Supervisor:
                 time.sleep(0.2)
                 with self.lock:
                     asked, self.pending_restarts = self.pending_restarts, []
-                for name in asked:
-                    self._restart_now(name)
+                if asked:
+                    self._restart_now(asked)
                 now = time.monotonic()
                 for child in list(self.children.values()):
                     if not self.stopping:
                         self._check(child, now)
         finally:
-            first = [c for c in self.children.values() if not c.stop_last]
-            last = [c for c in self.children.values() if c.stop_last]
-            for group in (first, last):
-                for child in group:
-                    self._terminate(child)
-                self._wait_stopped(group)
+            self.stop_all()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return 0
+
+    def stop_all(self) -> None:
+        """SIGTERM to every child, the `stop_last` ones after the others have stopped."""
+        self.stopping = True
+        first = [c for c in self.children.values() if not c.stop_last]
+        last = [c for c in self.children.values() if c.stop_last]
+        for group in (first, last):
+            for child in group:
+                self._terminate(child)
+            self._wait_stopped(group)

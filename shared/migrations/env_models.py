@@ -8,3 +8,4 @@ from __future__ import annotations
 import services.alerts.models
 import services.ingest.models
 import services.referrals.models  # noqa: F401
+import shared.relay  # noqa: F401

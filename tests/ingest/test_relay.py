@@ -18,7 +18,8 @@ from services.ingest.service import Caller, create_site, submit_drug_check
 from shared.broker import start_tansu
 from shared.db import session_scope
 from shared.kafka import ensure_topics, wait_for_broker
-from shared.outbox import publish_pending, run_relay
+from shared.outbox import publish_pending
+from shared.relay import run_relay
 from shared.settings import Settings
 from shared.topics import DRUGCHECK_RESULTS
 from tests.builders import drug_check
