@@ -100,7 +100,7 @@ async def publish_pending(settings: Settings, producer: Any, model: Any,
         return 0
     if check is not None and await check():
         rows = await asyncio.to_thread(_pending, settings, model)
-    results = await _send(producer, rows)
+    results = await _send(producer, rows, model.__tablename__)
     # Mark what the broker acknowledged even if part of the batch failed (the broker going
     # away mid-batch), so those rows are not published twice; per key only up to its first
     # failure, so that the retry keeps the order per key.
@@ -124,10 +124,19 @@ async def publish_pending(settings: Settings, producer: Any, model: Any,
 _partitioner = CachedPartitioner()  # the producers' own (murmur2): the same partitions
 
 
-async def _send(producer: Any, rows: list[tuple[int, str, str, str]]) -> list[Any]:
+ROW_HEADER = "lookout-outbox"  # each record's "<table>:<row id>" (shared.relay.reconcile)
+
+
+def row_header(table: str, row_id: int) -> tuple[str, bytes]:
+    return (ROW_HEADER, f"{table}:{row_id}".encode())
+
+
+async def _send(producer: Any, rows: list[tuple[int, str, str, str]],
+                table: str) -> list[Any]:
     """Send rows in order as record batches, one open batch per partition (aiokafka sends a
     partition's batches one after the other, so each key's order holds); each row's outcome:
-    its batch's result, or the exception that failed its batch.
+    its batch's result, or the exception that failed its batch. Each record names its row
+    in a header, so that a relay taking over finds what was sent but not marked.
 
     Why batches: `send()` per message cost about 35 us of CPU (a future, the accumulator's
     bookkeeping and its partitioner per message) against about 16 us appended to a batch."""
@@ -143,14 +152,17 @@ async def _send(producer: Any, rows: list[tuple[int, str, str, str]]) -> list[An
         if topic not in partitions:
             partitions[topic] = sorted(await producer.partitions_for(topic))
         key_bytes, value = key.encode(), payload.encode()
+        headers = [row_header(table, _id)]
         partition = _partitioner(key_bytes, partitions[topic], partitions[topic])
         if (topic, partition) not in open_batches:
             open_batches[topic, partition] = (producer.create_batch(), [])
         batch, members = open_batches[topic, partition]
-        if batch.append(key=key_bytes, value=value, timestamp=None) is None:  # full
+        if batch.append(key=key_bytes, value=value, timestamp=None,
+                        headers=headers) is None:  # full
             await submit(topic, partition)
             batch, members = open_batches[topic, partition] = (producer.create_batch(), [])
-            if batch.append(key=key_bytes, value=value, timestamp=None) is None:
+            if batch.append(key=key_bytes, value=value, timestamp=None,
+                            headers=headers) is None:
                 raise MessageSizeTooLargeError(f"outbox row {_id} does not fit in a batch")
         members.append(index)
     for topic, partition in list(open_batches):

@@ -16,6 +16,8 @@ are deleted. See docs/operations.md.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import hashlib
 import logging
 import random
 import time
@@ -23,15 +25,16 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from prometheus_client import Counter
-from sqlalchemy import String, delete, select, update
+from sqlalchemy import String, delete, func, make_url, select, text, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.db import Base, UTCDateTime, utcnow, write_session
+from shared.db import Base, UTCDateTime, get_engine, session_scope, utcnow, write_session
 from shared.kafka import ensure_topics, make_producer
-from shared.outbox import PUBLISH_ERRORS, measure_lag, publish_pending
+from shared.outbox import PUBLISH_ERRORS, ROW_HEADER, measure_lag, publish_pending
 from shared.settings import Settings
 from shared.topics import ALL_TOPICS
 
@@ -45,6 +48,7 @@ PURGED = Counter("lookout_outbox_purged_total",
 BROKER_CHECK_INTERVAL = 1.0  # s, when idle (and before every round that sends)
 PURGE_INTERVAL = 60.0  # s
 PURGE_CHUNK = 10_000
+RECONCILE_CHUNK = 2_000  # records read back per partition at first when taking over
 
 
 class RelayEpoch(Base):
@@ -184,60 +188,243 @@ class BrokerWatch:
         return count
 
 
+# -- one active relay per outbox table ------------------------------------------------------
+
+
+def _lock_key(table: str) -> int:
+    """The PostgreSQL advisory lock key of an outbox table (a signed 64-bit int)."""
+    return int.from_bytes(hashlib.sha256(f"lookout.relay:{table}".encode()).digest()[:8],
+                          "big", signed=True)
+
+
+class TableLease:
+    """The right to publish one outbox table: on PostgreSQL a session advisory lock, held by
+    a connection of its own (released by the server when the holder dies: a `kill -9` of
+    the active relay frees it at once); on SQLite an flock(2) on a file beside the database
+    (one machine). Several relays may run; for each table one is active, the others stand
+    by and try again every `LOOKOUT_RELAY_STANDBY_POLL_SECONDS`."""
+
+    def __init__(self, settings: Settings, table: str) -> None:
+        self.url, self.table = settings.sqlalchemy_url, table
+        self._conn: Any = None
+        self._file: Any = None
+
+    def acquire(self) -> bool:
+        if self.url.startswith("sqlite"):
+            database = make_url(self.url).database
+            if not database or database == ":memory:":
+                return True
+            file = open(f"{database}.relay-{self.table}.lock", "a")
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                file.close()
+                return False
+            self._file = file
+            return True
+        conn = get_engine(self.url).connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            got = bool(conn.scalar(text("SELECT pg_try_advisory_lock(:k)"),
+                                   {"k": _lock_key(self.table)}))
+        except Exception:
+            conn.close()
+            raise
+        if not got:
+            conn.close()
+            return False
+        self._conn = conn
+        return True
+
+    def held(self) -> bool:
+        """Still ours (the lock's connection answers)."""
+        if self._conn is None:
+            return True
+        try:
+            self._conn.scalar(text("SELECT 1"))
+            return True
+        except Exception as exc:
+            log.warning("relay: lost the lease of %s (%r)", self.table, exc)
+            self.release()
+            return False
+
+    def release(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                conn.close()
+            except Exception as exc:
+                log.debug("lease connection close failed: %r", exc)
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+# -- taking over: what the previous active relay sent but did not mark ----------------------
+
+
+def _unpublished_since(settings: Settings, model: Any) -> tuple[int | None, list[str]]:
+    with session_scope(settings.sqlalchemy_url) as session:
+        first = session.scalar(select(func.min(model.id)).where(model.published_at.is_(None)))
+        if first is None:
+            return None, []
+        topics = session.scalars(select(model.topic).where(model.published_at.is_(None))
+                                 .distinct()).all()
+        return int(first), list(topics)
+
+
+def _mark(settings: Settings, model: Any, ids: set[int]) -> int:
+    if not ids:
+        return 0
+    with write_session(settings.sqlalchemy_url) as session:
+        result: Any = session.execute(
+            update(model).where(model.id.in_(ids), model.published_at.is_(None))
+            .values(published_at=utcnow()))
+        return int(result.rowcount or 0)
+
+
+async def _rows_on_partition(consumer: Any, tp: TopicPartition, table: str, first: int,
+                             begin: int, end: int) -> set[int]:
+    """Row ids of `table` found at the tail of a partition: read back in growing chunks
+    until a record of a row below `first` (published and marked, so everything the last
+    round sent comes after it) or the start of the log."""
+    prefix = f"{table}:".encode()
+    chunk = RECONCILE_CHUNK
+    while True:
+        start = max(begin, end - chunk)
+        consumer.seek(tp, start)
+        ids: list[int] = []
+        deadline = time.monotonic() + 30
+        while (consumer.highwater(tp) is None
+               or await consumer.position(tp) < consumer.highwater(tp)):
+            if time.monotonic() > deadline:
+                raise KafkaTimeoutError(f"reading back {tp} took more than 30 s")
+            batch = await consumer.getmany(tp, timeout_ms=500)
+            for record in batch.get(tp, []):
+                for name, value in record.headers:
+                    if name == ROW_HEADER and value.startswith(prefix):
+                        ids.append(int(value[len(prefix):]))
+        if start == begin or any(i < first for i in ids):
+            return {i for i in ids if i >= first}
+        chunk *= 4
+
+
+async def reconcile(settings: Settings, model: Any) -> int:
+    """Mark the unpublished rows of `model` that are already on the broker (sent by a relay
+    killed before it marked them), so that no row is published twice. Returns how many."""
+    table = model.__tablename__
+    first, topics = await asyncio.to_thread(_unpublished_since, settings, model)
+    if first is None:
+        return 0
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                                enable_auto_commit=False, fetch_max_wait_ms=10)
+    await consumer.start()
+    found: set[int] = set()
+    try:
+        await consumer.topics()  # fresh metadata
+        for topic in topics:
+            tps = [TopicPartition(topic, p)
+                   for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            if not tps:
+                continue
+            consumer.assign(tps)
+            begins = await consumer.beginning_offsets(tps)
+            listed = await consumer.end_offsets(tps)  # Tansu's may stop short: read on
+            for tp in tps:
+                if listed[tp] > begins[tp]:
+                    found |= await _rows_on_partition(consumer, tp, table, first,
+                                                      begins[tp], listed[tp])
+    finally:
+        await consumer.stop()
+    marked = await asyncio.to_thread(_mark, settings, model, found)
+    if marked:
+        log.warning("relay: %d rows of %s were on the broker but not marked published (the "
+                    "previous relay stopped in between); marked, not sent again", marked, table)
+    return marked
+
+
 async def run_relay(settings: Settings, models: list[Any],
                     stop: asyncio.Event | None = None) -> None:
-    """Relay the given outbox tables until `stop`, backing off while the broker is away."""
+    """Relay the given outbox tables until `stop`, backing off while the broker is away.
+    Several relays may run: each table is published by the one holding its lease, the
+    others stand by (`TableLease`); a relay taking a table over first marks what the
+    previous one sent but did not mark (`reconcile`)."""
     stop = stop or asyncio.Event()
     backoff = 0.2
     producer = None
-    watch = BrokerWatch(settings, models)
-    last_lag = last_purge = 0.0
+    leases = {m: TableLease(settings, m.__tablename__) for m in models}
+    active: list[Any] = []
+    unreconciled: set[Any] = set()
+    watch = BrokerWatch(settings, active)
+    last_lease = last_lag = last_purge = 0.0
     failures = 0
-    while not stop.is_set():
-        try:
-            if producer is None:
-                await watch.check()
-                producer = make_producer(settings)
-                await producer.start()
-                log.info("relay connected to %s", settings.bootstrap_servers)
-            more = False
-            for model in models:
-                published = await publish_pending(settings, producer, model, watch.check)
-                more = more or published >= settings.relay_batch_size
-            backoff, failures = 0.2, 0
+    try:
+        while not stop.is_set():
             now = time.monotonic()
-            if now - watch.checked_at > BROKER_CHECK_INTERVAL:
-                await watch.check()
-            if now - last_lag > 1:
+            if len(active) < len(models) and (
+                    not active or now - last_lease > settings.relay_standby_poll_seconds):
                 for model in models:
-                    await asyncio.to_thread(measure_lag, settings, model)
-                last_lag = now
-            if now - last_purge > PURGE_INTERVAL:
-                for model in models:
-                    await asyncio.to_thread(purge_published, settings, model)
-                last_purge = now
-            if not more:
-                # Only a full batch means more is waiting. Going round again at once after
-                # a partial one made a steady trickle (single results at 1,000/s) cost a
-                # query, a send, a wait for the acks and a write per handful of rows: a
-                # fifth of a core; waiting for the next poll lets rows gather.
-                await _sleep_or_stop(stop, settings.relay_poll_interval)
-        except (KafkaError, OSError) as exc:
-            PUBLISH_ERRORS.inc()
-            failures += 1
-            # One line per outage step, not one per retry: the retries double up to 10 s.
-            if failures == 1 or backoff >= 10.0:
-                log.warning("relay: broker unavailable (%r); retrying with backoff "
-                            "(%d failures in a row)", exc, failures)
-            if producer is not None:
-                await _close_quietly(producer)
-                producer = None
-            await watch.close()
-            await _sleep_or_stop(stop, backoff * (1 + random.random() / 2))
-            backoff = min(backoff * 2, 10.0)
-    if producer is not None:
-        await producer.stop()
-    await watch.close()
+                    if model not in active and await asyncio.to_thread(leases[model].acquire):
+                        log.info("relay: active for %s", model.__tablename__)
+                        active.append(model)
+                        unreconciled.add(model)
+                last_lease = now
+            if not active:
+                await _sleep_or_stop(stop, settings.relay_standby_poll_seconds)
+                continue
+            try:
+                if producer is None:
+                    await watch.check()
+                    producer = make_producer(settings)
+                    await producer.start()
+                    log.info("relay connected to %s", settings.bootstrap_servers)
+                for model in list(unreconciled):
+                    await reconcile(settings, model)
+                    unreconciled.discard(model)
+                more = False
+                for model in active:
+                    published = await publish_pending(settings, producer, model, watch.check)
+                    more = more or published >= settings.relay_batch_size
+                backoff, failures = 0.2, 0
+                now = time.monotonic()
+                if now - watch.checked_at > BROKER_CHECK_INTERVAL:
+                    await watch.check()
+                if now - last_lag > 1:
+                    for model in list(active):
+                        if not await asyncio.to_thread(leases[model].held):
+                            active.remove(model)
+                            continue
+                        await asyncio.to_thread(measure_lag, settings, model)
+                    last_lag = now
+                if now - last_purge > PURGE_INTERVAL:
+                    for model in active:
+                        await asyncio.to_thread(purge_published, settings, model)
+                    last_purge = now
+                if not more:
+                    # Only a full batch means more is waiting. Going round again at once
+                    # after a partial one made a steady trickle (single results at 1,000/s)
+                    # cost a query, a send, a wait for the acks and a write per handful of
+                    # rows: a fifth of a core; waiting for the next poll lets rows gather.
+                    await _sleep_or_stop(stop, settings.relay_poll_interval)
+            except (KafkaError, OSError) as exc:
+                PUBLISH_ERRORS.inc()
+                failures += 1
+                # One line per outage step, not one per retry: retries double up to 10 s.
+                if failures == 1 or backoff >= 10.0:
+                    log.warning("relay: broker unavailable (%r); retrying with backoff "
+                                "(%d failures in a row)", exc, failures)
+                if producer is not None:
+                    await _close_quietly(producer)
+                    producer = None
+                await watch.close()
+                unreconciled.update(active)  # what the failed round sent may be there
+                await _sleep_or_stop(stop, backoff * (1 + random.random() / 2))
+                backoff = min(backoff * 2, 10.0)
+    finally:
+        if producer is not None:
+            await _close_quietly(producer)
+        await watch.close()
+        for lease in leases.values():
+            lease.release()
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

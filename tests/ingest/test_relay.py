@@ -117,7 +117,8 @@ class _FakeBatch:
     def __init__(self) -> None:
         self.messages: list[tuple[bytes, bytes]] = []
 
-    def append(self, *, key: bytes, value: bytes, timestamp: float | None) -> object | None:
+    def append(self, *, key: bytes, value: bytes, timestamp: float | None,
+               headers: list[tuple[str, bytes]]) -> object | None:
         if len(self.messages) == 2:
             return None
         self.messages.append((key, value))
