@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck bench clean lock
+.PHONY: run test lint typecheck bench clean lock test-system-packages bench-system-packages
 
 # requirements-dev.lock: everything, tests and tools included (this venv, CI);
 # requirements.lock: what the services run on (the Docker image), the same versions.
@@ -24,10 +24,17 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
-test: lint typecheck
+# Debian packages first, so a missing one stops the run at once (installed when apt-get can).
+test-system-packages:
+	sh tools/system-packages.sh /usr/bin/chromium:chromium docker-compose:docker-compose
+
+bench-system-packages:
+	sh tools/system-packages.sh wrk:wrk
+
+test: test-system-packages lint typecheck
 	$(BIN)/pytest
 
-bench: $(BIN)/.installed
+bench: bench-system-packages $(BIN)/.installed
 	$(BIN)/python -m benchmarks.run_all
 
 clean:

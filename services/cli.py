@@ -166,6 +166,10 @@ def worker_app(service: str) -> Any:
         from services.referrals import agents as referrals_agents
 
         return referrals_agents.app
+    if service == "dashboard":
+        from services.dashboard import agents as dashboard_agents
+
+        return dashboard_agents.app
     from services.alerts import agents as alerts_agents
 
     return alerts_agents.app
@@ -180,8 +184,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings()
     app = worker_app(args.service)
-    name = {"detection": "detection", "referrals": "referrals-worker"}.get(args.service,
-                                                                         "alerts-worker")
+    name = {"detection": "detection", "referrals": "referrals-worker",
+            "dashboard": "dashboard-worker"}.get(args.service, "alerts-worker")
     configure_logging(name)
     start_http_server(metrics_ports(settings)[name], addr=settings.http_host)
     # Keep our logging (JSON, phones scrubbed, repeats backed off: shared/logging.py);
@@ -190,6 +194,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False,
                           override_logging=False)
     worker.execute_from_commandline()
+    return 0
+
+
+def cmd_dashboard_rebuild(args: argparse.Namespace) -> int:
+    from services.dashboard.consumer import rebuild
+
+    settings = _settings()
+    _wait_for_broker(settings)
+    read = rebuild(settings)
+    print("dashboard read model rebuilt: " + ", ".join(f"{topic} {n}"
+                                                      for topic, n in read.items()))
     return 0
 
 
@@ -358,8 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("service", choices=["ingest", "alerts", "referrals", "dashboard"])
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("worker", help="run one Faust worker")
-    p.add_argument("service", choices=["detection", "alerts", "referrals"])
+    p.add_argument("service", choices=["detection", "alerts", "referrals", "dashboard"])
     p.set_defaults(func=cmd_worker)
+    dashboard = sub.add_parser("dashboard", help="the dashboard's read model").add_subparsers(
+        dest="dashboard_command", required=True)
+    dashboard.add_parser("rebuild", help="empty the read model and replay its topics from "
+                         "the start").set_defaults(func=cmd_dashboard_rebuild)
     providers = sub.add_parser("providers", help="the referral provider directory (HSDS 3.0)"
                                ).add_subparsers(dest="providers_command", required=True)
     p = providers.add_parser("import", help="import an HSDS data package (dir, .zip, .json)")

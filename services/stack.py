@@ -17,6 +17,7 @@ PROCESSES: dict[str, list[str]] = {
     "referrals": ["serve", "referrals"],
     "referrals-worker": ["worker", "referrals"],
     "dashboard": ["serve", "dashboard"],
+    "dashboard-worker": ["worker", "dashboard"],
 }
 
 
@@ -39,4 +40,5 @@ def metrics_ports(settings: Settings) -> dict[str, int]:
         "detection": settings.detection_metrics_port,
         "alerts-worker": settings.alerts_worker_metrics_port,
         "referrals-worker": settings.referrals_worker_metrics_port,
+        "dashboard-worker": settings.dashboard_worker_metrics_port,
     }

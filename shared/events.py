@@ -199,3 +199,41 @@ class SiteKeyChangedV1(Event):
     created_at: AwareDatetime
     revoked_at: AwareDatetime | None = None
     occurred_at: AwareDatetime
+
+
+AlertStatus = Literal["draft", "approved", "sending", "sent", "rejected", "cancelled",
+                      "expired"]
+
+
+class AlertChangedV1(Event):
+    """An alert changed (topic `alerts.events.v1`, key alert_id), for the dashboard: the
+    whole alert after the change, so a consumer keeps its copy by upsert (the newest
+    `occurred_at` wins). Delivery counts are sent as they move, aggregated: at most one
+    event a second per alert, however large the fan-out. Carries no phone or subscriber."""
+
+    alert_id: uuid.UUID
+    occurred_at: AwareDatetime
+    # create, merge, escalate, merge_approve, approve, edit, reject, cancel, update,
+    # all_clear, <kind>_drafted, sending, sent, expired, deliveries, ...
+    action: str
+    actor: str  # "system", "policy:auto", or the official who acted
+    status: str
+    kind: str  # alert, update, all_clear, canary
+    severity: Severity
+    region_id: str
+    region_name: str
+    substance_id: str | None = None
+    texts: dict[str, str] = Field(default_factory=dict)
+    segments: dict[str, int] = Field(default_factory=dict)  # per language
+    signal_event_ids: list[uuid.UUID] = Field(default_factory=list)
+    # Why the alert waits for review (policy: "severity", "not lab-confirmed", "novel
+    # substance as sold"); None when approved by policy or not known at this change.
+    review_reason: str | None = None
+    audience: int | None = None  # subscribers it goes (or would go) to
+    deliveries: dict[str, int] = Field(default_factory=dict)  # count by delivery status
+    created_at: AwareDatetime
+    approved_at: AwareDatetime | None = None
+    approved_by: str | None = None
+    expires_at: AwareDatetime | None = None
+    parent_id: uuid.UUID | None = None
+    canary: bool = False  # `lookout smoke`'s test alert

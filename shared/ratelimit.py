@@ -1,9 +1,21 @@
-"""A token bucket: `rate` tokens a second, bursts up to `capacity`."""
+"""Rate limits: a token bucket (`rate` tokens a second, bursts up to `capacity`), one per
+key in process memory, and counts per fixed time window in the database (`WindowCounter`),
+shared by every process of a service and kept across restarts."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Integer, String, delete, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from shared.db import UTCDateTime
 
 
 class TokenBucket:
@@ -42,15 +54,61 @@ class KeyedRateLimiter:
         self.capacity = capacity
         self.max_keys = max_keys
         self._buckets: dict[str, TokenBucket] = {}
+        self._lock = threading.Lock()  # sync endpoints call it from worker threads
 
-    def try_take(self, key: str) -> float:
-        """0 if the request may go ahead; else seconds until it may."""
-        if self.rate <= 0:
-            return 0.0
+    def _bucket(self, key: str) -> TokenBucket:
         bucket = self._buckets.pop(key, None)
         if bucket is None:
             bucket = TokenBucket(self.rate, self.capacity)
             if len(self._buckets) >= self.max_keys:
                 self._buckets.pop(next(iter(self._buckets)))
         self._buckets[key] = bucket  # most recently used last
-        return bucket.try_take()
+        return bucket
+
+    def try_take(self, key: str) -> float:
+        """0 if the request may go ahead; else seconds until it may."""
+        if self.rate <= 0:
+            return 0.0
+        with self._lock:
+            return self._bucket(key).try_take()
+
+    def wait_for(self, key: str) -> float:
+        """Seconds until `key` has a token again (0: it has one now); takes nothing."""
+        if self.rate <= 0:
+            return 0.0
+        with self._lock:
+            bucket = self._bucket(key)
+            bucket._refill()
+            return 0.0 if bucket.tokens >= 1 else (1 - bucket.tokens) / self.rate
+
+
+class WindowCounterMixin:
+    """Columns of a service's window-counter table (`class RateWindow(WindowCounterMixin,
+    Base)` with its prefix): how many times `key` was counted in the window that starts at
+    `window_start`."""
+
+    __tablename__: str
+
+    key: Mapped[str] = mapped_column(String(120), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+def take_in_window(session: Session, model: Any, key: str, limit: int, window: timedelta,
+                   now: datetime) -> bool:
+    """Count one for `key` in the current fixed window if fewer than `limit` were counted
+    there; False (nothing counted) when the limit is reached. Atomic across processes and
+    concurrent transactions: a conditional UPDATE (the row is locked until commit). Counted
+    with the caller's transaction: a rolled-back one counts nothing. Fixed windows: up to
+    twice `limit` can pass around a window's boundary."""
+    seconds = window.total_seconds()
+    start = datetime.fromtimestamp(now.timestamp() // seconds * seconds, now.tzinfo)
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(insert(model).values(key=key, window_start=start, count=0)
+                    .on_conflict_do_nothing())
+    counted = session.execute(update(model).where(
+        model.key == key, model.window_start == start, model.count < limit)
+        .values(count=model.count + 1).execution_options(synchronize_session=False))
+    session.execute(delete(model).where(model.key == key, model.window_start < start))
+    return bool(getattr(counted, "rowcount", 0))

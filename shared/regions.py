@@ -59,6 +59,12 @@ def _catalog() -> dict[str, tuple[Region, str, str]]:
     return out
 
 
+def served_countries() -> list[str]:
+    """ISO 3166 codes of the countries the regions cover: the US (ZIP codes) and those of
+    the catalog files."""
+    return sorted({"US", *(region_id.split("/")[0].upper() for region_id in _catalog())})
+
+
 def by_postal_code(code: str) -> Region:
     code = code.strip()
     if re.fullmatch(r"\d{5}(-\d{4})?", code):

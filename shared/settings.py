@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     sms_stale_sending_seconds: float = 30.0
     signup_code_ttl_minutes: float = 15.0
     signup_code_max_attempts: int = 5
+    # Web signup against SMS pumping: the countries whose numbers may get a code (ISO 3166
+    # codes; default: those of the region catalog), and codes per hour from one client
+    # (an IPv4 address or IPv6 /64) and in all.
+    signup_countries: list[str] = Field(default_factory=lambda: _served_countries())
+    signup_codes_per_client_per_hour: int = Field(default=5, ge=0)
+    signup_codes_per_hour: int = Field(default=300, ge=0)
 
     # Ingest: request body limits, per-API-key rate limit (requests/s and burst, in-process
     # per worker; rate 0 = no limit) and uvicorn workers for `lookout serve ingest`.
@@ -126,6 +132,10 @@ class Settings(BaseSettings):
 
     # Referrals: matching, conversation timing, retention of personal data.
     referrals_worker_metrics_port: int = 9104
+    dashboard_worker_metrics_port: int = 9105
+    # How often each dashboard web process reads the read model's change log for its live
+    # streams (one query per process, whatever the number of open pages).
+    dashboard_stream_poll_seconds: float = Field(default=0.1, gt=0)
     referrals_open_within_hours: float = 2.0  # "open now or within N hours"
     referrals_max_distance_km: float = 40.0
     referrals_followup_delay_seconds: float = 4 * 3600  # after the provider notice
@@ -179,6 +189,12 @@ class Settings(BaseSettings):
 
     def service_url(self, port: int) -> str:
         return f"http://{self.http_host}:{port}"
+
+
+def _served_countries() -> list[str]:
+    from shared.regions import served_countries
+
+    return served_countries()
 
 
 @cache

@@ -31,10 +31,11 @@ SMS_REQUESTS = Topic("sms.requests.v1", 4, "contact_ref", events.SmsRequestedV1)
 SMS_INBOUND = Topic("sms.inbound.v1", 4, "contact_ref", events.SmsReceivedV1)
 REFERRAL_EVENTS = Topic("referrals.events.v1", 4, "referral_id", events.ReferralEventV1)
 SITE_KEYS = Topic("sites.keys.v1", 4, "key_id", events.SiteKeyChangedV1)
+ALERT_EVENTS = Topic("alerts.events.v1", 4, "alert_id", events.AlertChangedV1)
 
 ALL_TOPICS: tuple[Topic, ...] = (DRUGCHECK_RESULTS, OVERDOSE_REPORTS, SIGNALS, SMS_OUTBOUND,
                                  REFERRAL_REQUESTS, SMS_REQUESTS, SMS_INBOUND, REFERRAL_EVENTS,
-                                 SITE_KEYS)
+                                 SITE_KEYS, ALERT_EVENTS)
 
 
 def topic_names(include_dlq: bool = True) -> list[str]:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.orm import Session
 
 from shared.db import get_engine, session_scope
@@ -17,7 +18,9 @@ from shared.settings import Settings, get_settings
 
 
 def create_app(service: str, *, title: str, description: str = "") -> FastAPI:
-    app = FastAPI(title=title, description=description, version="0.1.0")
+    # Swagger UI and ReDoc from the fastapi-offline package, not from a CDN: /docs works
+    # without internet (FastAPI's own /docs page loads its JavaScript from jsdelivr).
+    app = FastAPIOffline(title=title, description=description, version="0.1.0")
     install_problem_handlers(app)
     instrument_app(app, service)
 
@@ -55,7 +58,11 @@ def _session(settings: Annotated[Settings, Depends(get_settings)]) -> Iterator[S
         yield session
 
 
-DbSession = Annotated[Session, Depends(_session)]
+# scope="function": the commit runs when the handler returns and before the response is
+# sent, so a client is answered only once its write is stored, and a failed commit is the
+# error it gets (FastAPI's default for a `yield` dependency, "request", commits after the
+# answer has gone out).
+DbSession = Annotated[Session, Depends(_session, scope="function")]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 
 

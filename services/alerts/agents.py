@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from services.alerts import service
+from services.alerts import changes, service
 from services.alerts.app import app
 from services.alerts.models import Alert, Delivery, Subscriber
 from services.alerts.sender import Sender
@@ -179,9 +179,13 @@ async def alerting(stream: Any) -> None:
 
 # ---- the dispatcher: approved by officials, expiry, done, crash recovery --------------------
 
+# Delivery counts last announced on alerts.events.v1, per alert (this process).
+_published_counts: dict[uuid.UUID, dict[str, int]] = {}
+
+
 def _housekeeping() -> list[uuid.UUID]:
-    """Expire due alerts, mark finished ones sent, apply early status callbacks; return
-    approved alerts to fan out."""
+    """Expire due alerts, mark finished ones sent, apply early status callbacks, announce
+    delivery counts that moved; return approved alerts to fan out."""
     with session_scope(settings.sqlalchemy_url) as session:
         to_fan_out = []
         for alert in session.scalars(select(Alert).where(
@@ -193,6 +197,7 @@ def _housekeeping() -> list[uuid.UUID]:
             elif alert.status == "sending" and service.finish_if_done(session, alert):
                 log.info("alert %s sent", alert.id)
         service.apply_early_statuses(session)  # callbacks that came before the record
+        changes.publish_delivery_counts(session, _published_counts)
         return to_fan_out
 
 

@@ -31,7 +31,8 @@ from services.alerts.models import (
     Subscriber,
 )
 from services.alerts.sms import SmsError, make_backend
-from shared.db import session_scope
+from shared import csrf
+from shared.db import session_scope, utcnow
 from shared.problems import ProblemError
 from shared.settings import Settings
 from shared.web import AdminOnly, AppSettings, DbSession, create_app
@@ -348,69 +349,101 @@ def erase_subscriber(session: DbSession, settings: AppSettings, phone: str) -> R
 
 # ---- web signup (double opt-in) -------------------------------------------------------------
 
-def _signup_page(request: Request, status_code: int = 200, **context: Any) -> HTMLResponse:
+CODE_SENT = ("If this number can get texts from us, we have sent it a 6-digit code. Enter it"
+             " to confirm.")
+
+
+def _signup_page(request: Request, settings: Settings, status_code: int = 200,
+                 **context: Any) -> HTMLResponse:
     lang = context.get("language", "en")
-    return templates.TemplateResponse(
+    token = csrf.token_for(request, settings.secret_key)
+    response = templates.TemplateResponse(
         request, "signup.html",
         {"consent": signup.CONSENT_WORDING, "language": lang, "error": None, "step": "start",
-         **context}, status_code=status_code)
+         "csrf_token": token, "code_sent": CODE_SENT, **context}, status_code=status_code)
+    csrf.set_cookie(response, token, secure=settings.env == "prod")
+    return response
+
+
+def _form_expired(request: Request, settings: Settings, language: str) -> HTMLResponse:
+    return _signup_page(request, settings, 403, language=language,
+                        error="This form has expired; please fill it in again.")
 
 
 @router.get("/signup", response_class=HTMLResponse, tags=["signup"])
-def signup_page(request: Request, language: str = "en") -> HTMLResponse:
-    return _signup_page(request, language=language if language in signup.CONSENT_WORDING
-                        else "en")
+def signup_page(request: Request, settings: AppSettings, language: str = "en") -> HTMLResponse:
+    return _signup_page(request, settings,
+                        language=language if language in signup.CONSENT_WORDING else "en")
 
 
 @router.post("/signup", response_class=HTMLResponse, tags=["signup"])
 async def signup_start(request: Request, settings: AppSettings,
                        phone: Annotated[str, Form()], area: Annotated[str, Form()],
                        language: Annotated[str, Form()] = "en",
-                       consent: Annotated[str | None, Form()] = None) -> HTMLResponse:
+                       consent: Annotated[str | None, Form()] = None,
+                       csrf_token: Annotated[str | None, Form()] = None) -> HTMLResponse:
+    """Texts a code (double opt-in). The answer is the same whether or not the number is
+    known, subscribed or stopped (a stopped number is not texted)."""
+    language = language if language in signup.CONSENT_WORDING else "en"
+    if not csrf.is_valid(request, settings.secret_key, csrf_token):
+        return _form_expired(request, settings, language)
+    client = request.client.host if request.client else ""
     try:
-        code = await asyncio.to_thread(_signup_start, settings, phone, area, language,
+        code = await asyncio.to_thread(_signup_start, settings, client, phone, area, language,
                                        consent is not None)
     except ProblemError as exc:
-        return _signup_page(request, exc.status, language=language, error=exc.detail,
-                            area=area)
-    if code is None:
-        return _signup_page(request, step="done", language=language)
-    sms = make_backend(settings)
-    try:
-        await sms.send(code.phone, code.body)
-    except SmsError as exc:
-        SIGNUP_CODES.labels("failed").inc()
-        return _signup_page(request, 502, language=language, area=area,
-                            error=f"We could not text that number (error {exc.code}).")
-    finally:
-        await sms.close()
-    SIGNUP_CODES.labels("sent").inc()
-    return _signup_page(request, step="code", signup_id=str(code.signup_id), language=language)
+        return _signup_page(request, settings, exc.status, language=language,
+                            error=exc.detail, area=area)
+    if code.send:
+        sms = make_backend(settings)
+        try:
+            await sms.send(code.phone, code.body)
+            SIGNUP_CODES.labels("sent").inc()
+        except SmsError:  # answered like any other: the page must not tell numbers apart
+            SIGNUP_CODES.labels("failed").inc()
+        finally:
+            await sms.close()
+    else:
+        SIGNUP_CODES.labels("not_texted").inc()
+    return _signup_page(request, settings, step="code", signup_id=str(code.signup_id),
+                        language=language)
 
 
-def _signup_start(settings: Settings, phone: str, area: str, language: str,
-                  consent: bool) -> signup.CodeToSend | None:
+def _signup_start(settings: Settings, client: str, phone: str, area: str, language: str,
+                  consent: bool) -> signup.CodeToSend:
     # Committed before the code is texted: the code the person gets is the one stored.
     with session_scope(settings.sqlalchemy_url) as session:
-        return signup.start(session, settings, phone, area, language, consent)
+        return signup.start(session, settings, client, phone, area, language, consent,
+                            utcnow())
 
 
 @router.post("/signup/confirm", response_class=HTMLResponse, tags=["signup"])
-def signup_confirm(request: Request, settings: AppSettings, session: DbSession,
-                   signup_id: Annotated[uuid.UUID, Form()], code: Annotated[str, Form()],
-                   language: Annotated[str, Form()] = "en") -> HTMLResponse:
+async def signup_confirm(request: Request, settings: AppSettings,
+                         signup_id: Annotated[uuid.UUID, Form()],
+                         code: Annotated[str, Form()],
+                         language: Annotated[str, Form()] = "en",
+                         csrf_token: Annotated[str | None, Form()] = None) -> HTMLResponse:
+    language = language if language in signup.CONSENT_WORDING else "en"
+    if not csrf.is_valid(request, settings.secret_key, csrf_token):
+        return _form_expired(request, settings, language)
     try:
-        contact, left = signup.confirm(session, settings, signup_id, code)
+        confirmed, left = await asyncio.to_thread(_signup_confirm, settings, signup_id, code)
     except ProblemError as exc:
-        return _signup_page(request, exc.status, step="start", language=language,
+        return _signup_page(request, settings, exc.status, step="start", language=language,
                             error=exc.detail)
-    if contact is None:
-        session.commit()  # the attempt counts even though the answer is an error
-        return _signup_page(request, 422, step="code", signup_id=str(signup_id),
+    if not confirmed:
+        return _signup_page(request, settings, 422, step="code", signup_id=str(signup_id),
                             language=language,
                             error=f"That code is not right; {left} attempt(s) left."
                             if left > 0 else "Too many wrong codes; start again.")
-    return _signup_page(request, step="done", language=contact.language)
+    return _signup_page(request, settings, step="done", language=language)
+
+
+def _signup_confirm(settings: Settings, signup_id: uuid.UUID, code: str) -> tuple[bool, int]:
+    # Its own unit of work: the attempt is committed whether the code is right or wrong.
+    with session_scope(settings.sqlalchemy_url) as session:
+        contact, left = signup.confirm(session, settings, signup_id, code, utcnow())
+        return contact is not None, left
 
 
 @router.get("/dev/outbox.json", tags=["dev"])

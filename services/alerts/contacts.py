@@ -38,6 +38,23 @@ def normalize_phone(raw: str, default_region: str = "US", strict: bool = True) -
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+# Number types that can receive an SMS code: not premium-rate, shared-cost, toll-free,
+# pagers or unknown ranges (Twilio's anti-pumping guidance: text only where you serve).
+SMS_NUMBER_TYPES = {phonenumbers.PhoneNumberType.MOBILE,
+                    phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE}
+
+
+def served_number(e164: str, countries: list[str]) -> str | None:
+    """Why a valid E.164 number may not get a code ('country', 'number_type'); None if it
+    may."""
+    number = phonenumbers.parse(e164)
+    if phonenumbers.region_code_for_number(number) not in {c.upper() for c in countries}:
+        return "country"
+    if phonenumbers.number_type(number) not in SMS_NUMBER_TYPES:
+        return "number_type"
+    return None
+
+
 def find(session: Session, settings: Settings, e164: str) -> Subscriber | None:
     return session.scalar(select(Subscriber).where(
         Subscriber.phone_hash == phone_lookup_hash(settings.secret_key, e164)))

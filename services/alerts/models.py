@@ -22,6 +22,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from shared.db import Base, UTCDateTime, utcnow
 from shared.ids import uuid7
 from shared.outbox import OutboxMixin
+from shared.ratelimit import WindowCounterMixin
 from shared.sms import DevOutboxMixin
 
 
@@ -54,6 +55,31 @@ class Subscriber(Base):
     conversation_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # A test phone (operators, the demo subscriber): the only recipients of canary alerts.
     is_test: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class SignupRequest(Base):
+    """A web signup waiting for its code. What it asks for (an area, a language) is applied to
+    the contact only when the code confirms it; its id, not the contact's, is what the page
+    holds, so the page is the same whether or not the number is known. A number that must
+    not be texted (stopped, invalid) gets a request too, but no code: nothing confirms it."""
+
+    __tablename__ = "alerts_signup_requests"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    phone_hash: Mapped[str] = mapped_column(String(64), index=True)
+    phone_encrypted: Mapped[str] = mapped_column(Text)
+    region_id: Mapped[str] = mapped_column(String(120))
+    language: Mapped[str] = mapped_column(String(5))
+    code_hash: Mapped[str | None] = mapped_column(String(64))  # None: burnt or used
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class RateWindow(WindowCounterMixin, Base):
+    """Counts per time window (signup codes per client and in all, `shared.ratelimit`)."""
+
+    __tablename__ = "alerts_rate_windows"
 
 
 class Subscription(Base):

@@ -16,8 +16,9 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import delete, exists, insert, select, true, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
+from services.alerts.changes import alert_changed
 from services.alerts.models import (
     Alert,
     AlertAudit,
@@ -30,7 +31,7 @@ from services.alerts.models import (
 from services.alerts.templates import LANGUAGES, alert_texts, all_clear_texts, update_texts
 from shared.db import utcnow
 from shared.events import ContaminationSignalV1, SpikeSignalV1
-from shared.gsm import segment_count
+from shared.gsm import is_gsm7, segment_count, sms_text_problem, strip_invisible
 from shared.ids import uuid7
 from shared.problems import ProblemError
 from shared.regions import Region
@@ -120,12 +121,26 @@ def as_sold_novel(signal: ContaminationSignalV1 | SpikeSignalV1) -> bool:
         and signal.sold_as_id is not None and signal.sold_as_id == signal.substance_id
 
 
+def text_block(texts: dict[str, str]) -> str | None:
+    """Why these texts may not go out without review (not GSM-7, over MAX_SEGMENTS), or
+    None. Every approval by policy checks it; an official may `force` past it."""
+    for lang, text in sorted(texts.items()):
+        problem = sms_text_problem(strip_invisible(text), MAX_SEGMENTS)
+        if problem:
+            return f"text {problem} ({lang})"
+    return None
+
+
 def approval_block(settings: Settings, signal: ContaminationSignalV1 | SpikeSignalV1,
                    severity: str | None = None) -> str | None:
     """Why the policy leaves this signal's alert (at `severity`, default the signal's) for
     review, or None when it is approved by policy. In LOOKOUT_ENV=dev everything is approved
-    except an as-sold novel substance."""
+    except an as-sold novel substance and a text that is not short GSM-7."""
     policy = policy_for(settings, signal.region_id)
+    blocked_text = text_block(alert_texts(
+        signal.model_copy(update={"severity": severity}) if severity else signal))
+    if blocked_text:
+        return blocked_text
     if as_sold_novel(signal) and not policy.as_sold_novel:
         return "novel substance as sold"
     if settings.env == "dev":
@@ -155,14 +170,17 @@ def snapshot(alert: Alert) -> dict[str, Any]:
 
 
 def audit(session: Session, alert: Alert, actor: str, action: str,
-          before: dict[str, Any] | None) -> None:
+          before: dict[str, Any] | None, review_reason: str | None = None) -> None:
+    """Record the change in `alerts_audit` and announce it on `alerts.events.v1`."""
     session.flush()
     session.add(AlertAudit(alert_id=alert.id, actor=actor, action=action, at=utcnow(),
                            before=before, after=snapshot(alert)))
+    alert_changed(session, alert, action, actor, review_reason)
 
 
 def _set_texts(alert: Alert, texts: dict[str, str]) -> None:
-    alert.texts = dict(texts)
+    texts = {lang: strip_invisible(text) for lang, text in texts.items()}
+    alert.texts = texts
     alert.body_en = texts.get("en") or next(iter(texts.values()))
     alert.segments = max(segments_of(texts).values())
 
@@ -208,6 +226,9 @@ def alert_from_signal(
             open_alert.severity = signal.severity
             if open_alert.status in ("draft", "approved"):
                 _set_texts(open_alert, alert_texts(signal))
+            if open_alert.status == "approved" and text_block(open_alert.texts):
+                open_alert.status = "draft"  # its new text needs a reviewer's look
+                open_alert.approved_at = open_alert.approved_by = None
         if open_alert.status == "draft" and auto_approves(settings, signal, open_alert.severity):
             # A signal that qualifies by itself (at the alert's severity; e.g. lab-confirmed,
             # or not an as-sold novel substance) approves the draft, with its own text.
@@ -216,7 +237,9 @@ def alert_from_signal(
             _approve(open_alert, "policy:auto")
             action = "merge_approve" if action == "merge" else action
         _add_sources(session, open_alert, signal)
-        audit(session, open_alert, SYSTEM, action, before)
+        reason = approval_block(settings, signal, open_alert.severity) \
+            if open_alert.status == "draft" else None
+        audit(session, open_alert, SYSTEM, action, before, reason)
         return open_alert
     texts = alert_texts(signal)
     alert = Alert(
@@ -234,7 +257,7 @@ def alert_from_signal(
     session.add(alert)
     session.flush()
     _add_sources(session, alert, signal)
-    audit(session, alert, SYSTEM, "create", None)
+    audit(session, alert, SYSTEM, "create", None, blocked)
     return alert
 
 
@@ -250,11 +273,13 @@ def _canary_alert(session: Session, settings: Settings,
         expires_at=now + timedelta(hours=1), kind="canary", signal_count=1,
     )
     _set_texts(alert, {lang: f"[TEST] {text}" for lang, text in alert_texts(signal).items()})
-    _approve(alert, "policy:canary")
+    blocked = text_block(alert.texts)
+    if blocked is None:
+        _approve(alert, "policy:canary")
     session.add(alert)
     session.flush()
     _add_sources(session, alert, signal)
-    audit(session, alert, SYSTEM, "create", None)
+    audit(session, alert, SYSTEM, "create", None, blocked)
     return alert
 
 
@@ -276,6 +301,9 @@ def expire_if_due(alert: Alert) -> bool:
             alert.status in ("draft", "approved", "sending"):
         alert.status = "expired"
         alert.updated_at = utcnow()
+        session = object_session(alert)
+        if session is not None:
+            alert_changed(session, alert, "expired")
         return True
     return False
 
@@ -301,7 +329,9 @@ def fan_out_page(session: Session, alert: Alert,
         return 0, None
     if alert.status not in ("approved", "sending"):
         return 0, None
-    alert.status = "sending"
+    if alert.status == "approved":
+        alert.status = "sending"
+        alert_changed(session, alert, "sending")
     texts = alert.texts or {"en": alert.body_en}
     regions = region_and_ancestors(alert.region_id)
     query = (
@@ -362,6 +392,7 @@ def finish_if_done(session: Session, alert: Alert) -> bool:
         return False
     alert.status = "sent"
     alert.updated_at = utcnow()
+    alert_changed(session, alert, "sent")
     return True
 
 
@@ -435,6 +466,14 @@ def _require(alert: Alert, allowed: tuple[str, ...], action: str) -> None:
 
 
 def _check_segments(texts: dict[str, str], force: bool) -> None:
+    texts = {lang: strip_invisible(text) for lang, text in texts.items()}
+    not_gsm7 = sorted(lang for lang, text in texts.items() if not is_gsm7(text))
+    if not_gsm7 and not force:
+        raise ProblemError(
+            422, "Not plain SMS text",
+            f"Not GSM-7: {', '.join(not_gsm7)}. A character outside the GSM-7 alphabet (an "
+            "emoji, some accents) makes each SMS part hold 70 characters instead of 160. "
+            "Rewrite it or send force=true.", segments=segments_of(texts))
     too_long = {lang: n for lang, n in segments_of(texts).items() if n > MAX_SEGMENTS}
     if too_long and not force:
         raise ProblemError(

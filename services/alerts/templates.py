@@ -1,9 +1,16 @@
 """Alert texts per language (en, es, fr). Short, plain GSM-7 (no accents outside the GSM-7
-alphabet), always with the STOP line."""
+alphabet), always with the STOP line.
+
+Built only from our own templates, the substance catalog's names and the region's name: a
+site's free text (an unrecognized substance name, a sold-as label) never reaches an SMS. An
+unrecognized substance is "an unidentified substance" here; its raw name stays in the
+signal, for officials."""
 
 from __future__ import annotations
 
+from shared import substances
 from shared.events import ContaminationSignalV1, SpikeSignalV1
+from shared.gsm import strip_invisible
 
 LANGUAGES = ("en", "es", "fr")
 
@@ -27,6 +34,11 @@ CONTAMINATION = {
     "es": "ALERTA Lookout ({sev}): {substance} hallado{sold} en {region}. {safety} {stop}",
     "fr": "ALERTE Lookout ({sev}): {substance} detecte{sold} a {region}. {safety} {stop}",
 }
+UNIDENTIFIED = {
+    "en": "an unidentified substance",
+    "es": "una sustancia no identificada",
+    "fr": "une substance non identifiee",
+}
 SOLD_AS = {
     "en": " in a sample sold as {sold}",
     "es": " en una muestra vendida como {sold}",
@@ -45,13 +57,24 @@ ALL_CLEAR = {
 }
 
 
+def catalog_name(substance_id: str | None) -> str | None:
+    """The catalog's name of a substance id; None for an unrecognized one."""
+    try:
+        return substances.get_substance(substance_id).name if substance_id else None
+    except KeyError:
+        return None
+
+
 def alert_text(signal: ContaminationSignalV1 | SpikeSignalV1, language: str = "en") -> str:
     lang = language if language in LANGUAGES else "en"
     common = {"sev": SEVERITY[lang].get(signal.severity, signal.severity),
-              "region": signal.region_name, "safety": SAFETY[lang], "stop": STOP_LINE[lang]}
+              "region": strip_invisible(signal.region_name), "safety": SAFETY[lang],
+              "stop": STOP_LINE[lang]}
     if isinstance(signal, ContaminationSignalV1):
-        sold = SOLD_AS[lang].format(sold=signal.sold_as_name) if signal.sold_as_name else ""
-        return CONTAMINATION[lang].format(substance=signal.substance_name, sold=sold, **common)
+        sold_as = catalog_name(signal.sold_as_id)
+        sold = SOLD_AS[lang].format(sold=sold_as) if sold_as else ""
+        substance = catalog_name(signal.substance_id) or UNIDENTIFIED[lang]
+        return CONTAMINATION[lang].format(substance=substance, sold=sold, **common)
     return SPIKE[lang].format(**common)
 
 

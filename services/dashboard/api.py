@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from fastapi.staticfiles import StaticFiles
+
 from services.dashboard import auth, pages, stream
+from services.dashboard.templating import STATIC_DIR
 from shared.web import create_app
 
 app = create_app("dashboard", title="Lookout dashboard",
@@ -10,3 +13,6 @@ app = create_app("dashboard", title="Lookout dashboard",
 app.include_router(auth.router)
 app.include_router(pages.router)
 app.include_router(stream.router)
+# CSS, the live-update client, and the vendored front-end code (static/vendor/<pkg>/, each
+# with its LICENSE and package.json): nothing is loaded from outside the dashboard.
+app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -9,23 +9,28 @@ partition (see docs/detection.md, "Scaling").
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator, Mapping
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
-import faust
+from faust.streams import _current_event
 from faust.types import TP
+from pydantic import ValidationError
 
 from services.detection.app import app
 from services.detection.config import load_config
+from services.detection.ordering import EventTimeMerge, Held
 from services.detection.processors import Processor, Tables
 from services.detection.tablecache import WriteBehind
 from shared.events import DrugCheckResultV1, OverdoseReportV1
 from shared.settings import get_settings
-from shared.streams import process_each
+from shared.streams import dead_letter, handle_with_retries
 from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS, SIGNALS
 
 log = logging.getLogger(__name__)
+RELEASE_INTERVAL = 0.2  # s between checks for held messages a caught-up partition freed
 
 
 def _raw_topic(name: str, partitions: int) -> Any:
@@ -83,38 +88,113 @@ processor.committed_reports = _Committed(OVERDOSE_REPORTS.name)
 processor.committed_results = _Committed(DRUGCHECK_RESULTS.name)
 
 
-def _position() -> tuple[int, int]:
-    event = faust.current_event()
-    if event is None:
-        raise RuntimeError("no current event")
-    return event.message.partition, event.message.offset
+class _Ordered:
+    """One agent's source topic consumed in event-time order (`ordering.EventTimeMerge`):
+    messages are held, handled when no partition of this worker can still bring an older
+    one, and acknowledged in offset order once handled."""
+
+    def __init__(self, topic: str, agent: str, parse: Callable[[bytes], Any],
+                 at: Callable[[Any], float], handle: Callable[[Any, int, int], Awaitable[None]],
+                 dlq: Any) -> None:
+        self.topic, self.agent, self.parse, self.at = topic, agent, parse, at
+        self.handle, self.dlq = handle, dlq
+        self.merge = EventTimeMerge()
+        self.lock = asyncio.Lock()
+        self.stream: Any = None
+
+    def partitions(self) -> list[int]:
+        return [tp.partition for tp in app.consumer.assignment() if tp.topic == self.topic]
+
+    def caught_up(self, partition: int, next_offset: int | None) -> bool:
+        tp = TP(self.topic, partition)
+        try:
+            highwater = app.consumer.highwater(tp)
+        except Exception:  # not fetched yet
+            return False
+        if highwater is None:
+            return False
+        if next_offset is None:
+            next_offset = getattr(app.consumer, "_committed_offset", {}).get(tp) or 0
+        return next_offset >= highwater
+
+    async def run(self, stream: Any) -> None:
+        self.stream = stream
+        async for event in stream.events():
+            raw: bytes = event.value if isinstance(event.value, bytes) else \
+                bytes(event.value or b"")
+            message = event.message
+            async with self.lock:
+                try:
+                    parsed = self.parse(raw)
+                except (ValidationError, ValueError) as exc:
+                    await dead_letter(self.dlq, message, raw, f"undecodable: {exc}",
+                                      "detection", self.agent)
+                    await self._ack(self.merge.skip(message.partition, message.offset, event))
+                    continue
+                self.merge.add(Held(self.at(parsed), str(parsed.event_id), message.partition,
+                                    message.offset, parsed, event))
+                await self._release()
+
+    async def release(self) -> None:
+        """Handle what became ready without a new message (a partition caught up)."""
+        if len(self.merge) and self.stream is not None:
+            async with self.lock:
+                await self._release()
+
+    async def _release(self) -> None:
+        for held in self.merge.ready(self.partitions(), self.caught_up):
+            event = held.event
+            _current_event.set(weakref.ref(event))  # table writes and sends belong to it
+            raw = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
+
+            async def handle(parsed: Any, held: Held = held) -> None:
+                try:
+                    await self.handle(parsed, held.partition, held.offset)
+                finally:
+                    tables.flush()
+
+            await handle_with_retries(event.message, raw, held.item, service="detection",
+                                      agent=self.agent, handle=handle, dlq=self.dlq)
+            await self._ack(self.merge.handled(held))
+
+    async def _ack(self, done: list[Held]) -> None:
+        for held in done:
+            if held.event is not None:
+                await self.stream.ack(held.event)
+
+    def forget(self, revoked: set[TP]) -> None:
+        self.merge.forget(tp.partition for tp in revoked if tp.topic == self.topic)
 
 
-async def handle_result(result: DrugCheckResultV1) -> None:
-    try:
-        await processor.on_result(result, *_position())
-    finally:
-        tables.flush()
-
-
-async def handle_report(report: OverdoseReportV1) -> None:
-    try:
-        await processor.on_report(report, *_position())
-    finally:
-        tables.flush()
+ordered_results = _Ordered(DRUGCHECK_RESULTS.name, "contamination",
+                           DrugCheckResultV1.model_validate_json,
+                           lambda r: r.collected_at.timestamp(), processor.on_result,
+                           results_dlq)
+ordered_reports = _Ordered(OVERDOSE_REPORTS.name, "spikes",
+                           OverdoseReportV1.model_validate_json,
+                           lambda r: r.occurred_at.timestamp(), processor.on_report,
+                           reports_dlq)
 
 
 @app.agent(results_topic)
 async def contamination(stream: Any) -> None:
-    await process_each(
-        stream, service="detection", agent="contamination",
-        parse=DrugCheckResultV1.model_validate_json, handle=handle_result, dlq=results_dlq,
-    )
+    await ordered_results.run(stream.noack())
 
 
 @app.agent(reports_topic)
 async def spikes(stream: Any) -> None:
-    await process_each(
-        stream, service="detection", agent="spikes",
-        parse=OverdoseReportV1.model_validate_json, handle=handle_report, dlq=reports_dlq,
-    )
+    await ordered_reports.run(stream.noack())
+
+
+@app.timer(RELEASE_INTERVAL)
+async def release_caught_up() -> None:
+    await ordered_results.release()
+    await ordered_reports.release()
+
+
+async def forget_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+    ordered_results.forget(revoked)
+    ordered_reports.forget(revoked)
+
+
+app.on_partitions_revoked.connect(forget_revoked)  # type: ignore[arg-type]

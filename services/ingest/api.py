@@ -8,6 +8,7 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -325,10 +326,16 @@ async def _store_drug_checks(settings: Settings, caller: service.Caller,
     return await writer_for(url).store(prepared, store, ("results", caller), lookup)
 
 
+_OLDEST = datetime.min.replace(tzinfo=UTC)
+
+
 def import_csv(settings: Settings, caller: service.Caller, text: str,
                province: str) -> CsvImportOut:
-    """Import a CSV file, one transaction per chunk of rows."""
-    fmt, rows = parse_csv(text, province)
+    """Import a CSV file, one transaction per chunk of rows, oldest rows first: exports
+    are often newest first, and detection takes each partition in the order it comes
+    (docs/detection.md, "Event time, not arrival order")."""
+    fmt, parsed = parse_csv(text, province)
+    rows = sorted(parsed, key=lambda r: r.body.collected_at if r.body else _OLDEST)
     counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
     rejected: list[CsvRejectedRow] = []
     total = 0
@@ -355,6 +362,7 @@ def import_csv(settings: Settings, caller: service.Caller, text: str,
             chunk = []
     if chunk:
         flush(chunk)
+    rejected.sort(key=lambda r: r.line)
     return CsvImportOut(format=fmt, rows=total, rejected_rows=rejected, **counts)
 
 

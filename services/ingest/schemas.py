@@ -132,7 +132,9 @@ class DrugCheckIn(Strict):
     def _tested(cls, value: datetime | None) -> datetime | None:
         return None if value is None else not_in_future(value)
 
-    @field_validator("notes")
+    # A site's free text: never phone numbers or e-mail addresses (no one's contact details
+    # are kept, and no one's text is passed on to be called or written to).
+    @field_validator("notes", "sold_as", "collection_site")
     @classmethod
     def _no_contact_details(cls, value: str | None) -> str | None:
         return no_contact_details(value)
@@ -140,7 +142,7 @@ class DrugCheckIn(Strict):
 
 def no_contact_details(value: str | None) -> str | None:
     if value and (EMAIL_RE.search(value) or PHONE_RE.search(value)):
-        raise ValueError("notes must not contain phone numbers or e-mail addresses")
+        raise ValueError("must not contain phone numbers or e-mail addresses")
     return value
 
 
@@ -160,6 +162,7 @@ class OverdoseReportIn(Strict):
     sold_as: str | None = Field(default=None, max_length=200)
 
     _occurred = field_validator("occurred_at")(not_in_future)
+    _sold_as = field_validator("sold_as")(no_contact_details)
 
     @field_validator("suspected_substances")
     @classmethod

@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import Table, and_, func, or_, select
+from sqlalchemy import Table, and_, event, func, or_, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -604,6 +604,14 @@ def add_key(session: Session, site_id: uuid.UUID, scopes: list[str]) -> tuple[Ap
     return row, key
 
 
+def _forget_key(session: Session, key_hash: str) -> None:
+    """Drop a revoked key from this process's cache now and again once the revocation is
+    committed: a request checked in between would have cached it from the old row."""
+    _key_cache.pop(key_hash, None)
+    event.listen(session, "after_commit", lambda _s: _key_cache.pop(key_hash, None),
+                 once=True)
+
+
 def _key_or_404(session: Session, site_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey:
     row = session.get(ApiKey, key_id)
     if row is None or row.site_id != site_id:
@@ -616,7 +624,7 @@ def revoke_key(session: Session, site_id: uuid.UUID, key_id: uuid.UUID) -> ApiKe
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         _announce_key(session, row, _site_or_404(session, site_id).name)
-    _key_cache.pop(row.key_hash, None)
+    _forget_key(session, row.key_hash)
     session.flush()
     return row
 
@@ -629,7 +637,7 @@ def rotate_key(session: Session, site_id: uuid.UUID,
         raise ProblemError(409, "Conflict", "That key is already revoked; add a new key.")
     old.revoked_at = utcnow()
     _announce_key(session, old, _site_or_404(session, site_id).name)
-    _key_cache.pop(old.key_hash, None)
+    _forget_key(session, old.key_hash)
     return add_key(session, site_id, list(old.scopes))
 
 

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from services.referrals import models as m
 from services.referrals.matching import DAYS, code_to_payment, code_to_type
+from shared.csvexport import safe_cell, unescape_cell
 from shared.db import utcnow
 from shared.regions import RegionNotFoundError, by_city, by_postal_code
 
@@ -99,7 +100,7 @@ def _table_name(name: str) -> str | None:
 
 def _read_csv(path: Path) -> list[dict[str, Any]]:
     with path.open(encoding="utf-8-sig", newline="") as fh:
-        return [{k.strip(): (v.strip() if isinstance(v, str) else v)
+        return [{k.strip(): (unescape_cell(v.strip()) if isinstance(v, str) else v)
                  for k, v in row.items() if k} for row in csv.DictReader(fh)]
 
 
@@ -535,7 +536,7 @@ def _csv(rows: list[dict[str, Any]], fields: tuple[str, ...]) -> str:
     writer = csv.DictWriter(out, fieldnames=list(fields), lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in fields})
+        writer.writerow({k: safe_cell(row.get(k)) for k in fields})
     return out.getvalue()
 
 

@@ -78,3 +78,29 @@ def every_pattern_stream() -> list[OverdoseReportV1 | DrugCheckResultV1]:
             n += 1
     events.sort(key=lambda pair: (pair[0], str(pair[1].event_id)))
     return [e for _, e in events]
+
+
+COUNTY_ZIPS = [f"us/wa/king-county/981{n:02d}" for n in (1, 2, 3, 4, 5, 6, 7, 8)]
+
+
+def county_history(days: int = 70, seed: int = 15) -> list[OverdoseReportV1]:
+    """A county's overdose history over eight ZIP codes (spread over the partitions), in
+    event-time order: one to four reports a day per ZIP at distinct minutes, and spikes in
+    the whole county on a few days (from one ZIP or from all of them)."""
+    import random
+
+    rng = random.Random(seed)
+    spikes = {40: None, 47: COUNTY_ZIPS[2], 55: None, 56: None, 63: COUNTY_ZIPS[5]}
+    out: list[OverdoseReportV1] = []
+    n = 0
+    for day in range(days):
+        for zip_code in COUNTY_ZIPS:
+            count = rng.randint(0, 3)
+            if day in spikes and spikes[day] in (None, zip_code):
+                count += 6 if spikes[day] is None else 20
+            for minute in rng.sample(range(1440), count):
+                at = T0 + timedelta(days=day, minutes=minute, seconds=rng.randint(0, 59))
+                out.append(report(20_000 + n, at, zip_code))
+                n += 1
+    out.sort(key=lambda r: (r.occurred_at, str(r.event_id)))
+    return out

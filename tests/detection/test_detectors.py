@@ -358,3 +358,34 @@ def test_farrington_without_history_has_no_bound() -> None:
     assert all(p.upperbound is None for p in points)
     with pytest.raises(ValueError):
         farrington_flexible([1.0] * 59, dates=dates, start=0)
+
+
+R_FARRINGTON = Path(__file__).parent / "data" / "farrington_flexible_salmonella_r.csv"
+
+
+def test_farrington_matches_r_on_every_week_of_2011_and_2012(
+    salmonella: list[dict[str, str]],
+) -> None:
+    """R's own output (tests/detection/data/farrington_flexible_salmonella.R) with the
+    control of issue 17: every upper bound and every alarm, 2011-08-29 included (there R's
+    summary.glm dispersion from the overwritten model$weights sets the bound: 5.8163, where
+    the textbook dispersion gives 7.34 and no alarm)."""
+    with R_FARRINGTON.open(newline="") as fh:
+        reference = {row["date"]: row for row in csv.DictReader(fh)}
+    dates = [dt.date.fromisoformat(r["date"]) for r in salmonella]
+    start = next(i for i, d in enumerate(dates) if d.year == 2011)
+    end = max(i for i, d in enumerate(dates) if d.year == 2012) + 1
+    points = farrington_flexible(
+        counts_of(salmonella)[:end], dates=dates[:end], start=start, b=3, w=3, alpha=0.01,
+        weights_threshold=2.58, past_weeks_not_included=26)
+    assert len(points) == len(reference) == 105
+    for p in points:
+        want = reference[dates[p.index].isoformat()]
+        if want["upperbound"] == "NA":  # limit54: too few cases for a bound
+            assert p.upperbound is None, want
+        else:
+            assert p.upperbound == pytest.approx(float(want["upperbound"]), abs=1e-3), want
+        assert p.alarm == (want["alarm"] == "1"), want
+    late_summer = reference["2011-08-29"]
+    assert late_summer["alarm"] == "1"
+    assert points[dates.index(dt.date(2011, 8, 29)) - start].alarm

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
@@ -67,6 +68,13 @@ def test_the_whole_bc_export_imports_and_a_second_upload_is_all_duplicates(
     with session_scope(ingest_settings.sqlalchemy_url) as session:
         events = [e for (e,) in session.execute(select(DrugCheck.event))]
         assert session.scalar(select(func.count()).select_from(OutboxMessage)) == len(rows)
+        published = [json.loads(p) for (p,) in session.execute(
+            select(OutboxMessage.payload).order_by(OutboxMessage.id))]
+    # The export is newest first; its rows go out oldest first (detection takes each
+    # partition in the order it comes), file order among rows of the same time.
+    assert rows[0]["Date"] > rows[-1]["Date"]
+    times = [datetime.fromisoformat(e["collected_at"]) for e in published]
+    assert times == sorted(times)
     # every FTIR name in the file is on an event, mapped to the catalog or flagged
     names_in_file = Counter(n for r in rows for n in parse_ftir_list(r["FTIR Spectrometer"]))
     names_on_events = Counter(s["raw"] for e in events for s in e["substances"])

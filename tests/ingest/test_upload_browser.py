@@ -3,50 +3,27 @@ ingest app served by a real uvicorn on loopback."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-import uvicorn
 from playwright.sync_api import sync_playwright
 
 from services.ingest.api import app
 from shared.settings import Settings, get_settings
-from tests.conftest import free_port
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, require_chromium, served_app
 from tests.ingest.conftest import MakeSite
 from tests.ingest.test_csv import GENERIC
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking"]
 
 
 @pytest.fixture
 def served(ingest_settings: Settings) -> Iterator[str]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+    require_chromium()
     app.dependency_overrides[get_settings] = lambda: ingest_settings
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                           access_log=False, lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
     try:
-        yield base
+        with served_app(app) as base:
+            yield base
     finally:
-        server.should_exit = True
-        thread.join(10)
         app.dependency_overrides.clear()
 
 

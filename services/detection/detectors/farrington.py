@@ -24,6 +24,7 @@ thresholdMethod "delta" and no population offset are implemented.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from collections.abc import Sequence
@@ -48,6 +49,7 @@ class _GlmFit:
     df_residual: int
     cov_unscaled: np.ndarray
     hat: np.ndarray
+    working_resid: np.ndarray  # (y - mu) / mu, glm's `residuals`
 
 
 def _poisson_deviance(y: np.ndarray, mu: np.ndarray, w: np.ndarray) -> float:
@@ -99,7 +101,7 @@ def glm_quasipoisson(x: np.ndarray, y: np.ndarray, prior: np.ndarray) -> _GlmFit
         float(np.sum((work_w * resid**2)[positive]) / df_residual) if df_residual > 0 else math.nan
     )
     hat = work_w * np.einsum("ij,jk,ik->i", x, cov_unscaled, x)
-    return _GlmFit(coef, mu, converged, dispersion, df_residual, cov_unscaled, hat)
+    return _GlmFit(coef, mu, converged, dispersion, df_residual, cov_unscaled, hat, resid)
 
 
 def assign_weights(s: np.ndarray, weights_threshold: float) -> np.ndarray:
@@ -136,11 +138,28 @@ def _fit_flexible(
         omega = assign_weights(s, weights_threshold)
         fit = glm_quasipoisson(design(with_trend), y, omega)
         phi = max(fit.dispersion, 1.0)
+        # R quirk (docs/detectors.md): fitGLM.flexible overwrites model$weights with omega,
+        # the prior weights, so summary.glm and predict.glm, which read model$weights as the
+        # working weights, compute the dispersion as sum(omega * r^2) / df. That value (not
+        # phi) scales the prediction's standard error and the trend's t-test in R.
+        reported = _summary_dispersion(fit, omega)
+        fit = dataclasses.replace(fit, dispersion=reported)
     return fit, phi, with_trend
 
 
+def _summary_dispersion(fit: _GlmFit, weights: np.ndarray) -> float:
+    """summary.glm's dispersion, sum((w * r^2)[w > 0]) / df, with r the working residuals
+    and w whatever the model's `weights` hold."""
+    if fit.df_residual <= 0:
+        return math.nan
+    positive = weights > 0
+    return float(np.sum((weights * fit.working_resid**2)[positive]) / fit.df_residual)
+
+
 def _predict(fit: _GlmFit, x0: np.ndarray) -> tuple[float, float]:
-    """predict.glm(type="response", se.fit=TRUE) with the summary dispersion."""
+    """predict.glm(type="response", se.fit=TRUE) with the summary dispersion: R passes
+    `dispersion=model$phi` inside `newdata`, where predict.glm never looks, so its default,
+    summary.glm's dispersion, is what scales the standard error."""
     eta0 = float(x0 @ fit.coef)
     mu0 = math.exp(eta0)
     se_eta = math.sqrt(float(x0 @ fit.cov_unscaled @ x0) * fit.dispersion)

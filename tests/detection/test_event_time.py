@@ -1,0 +1,197 @@
+"""Event time, not arrival order: an area's postal codes arrive on several partitions,
+consumed at different paces; the signals must not depend on how they interleave."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from services.detection.config import load_config
+from services.detection.harness import SignalReader, Worker, produce, send_raw, tansu
+from services.detection.ordering import EventTimeMerge, Held
+from services.detection.processors import Processor, Tables
+from shared.events import DrugCheckResultV1, OverdoseReportV1
+from shared.settings import Settings
+from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS
+from tests.detection.helpers import COUNTY_ZIPS, county_history, every_pattern_stream
+
+COUNTY = {"LOOKOUT_DETECTION_SPIKE_LEVEL": "county"}
+START_WITHIN = 90.0
+
+Event = OverdoseReportV1 | DrugCheckResultV1
+
+
+def expected(events: list[Event], **settings: Any) -> dict[str, dict[str, Any]]:
+    """The signals of the same logic on in-memory tables, events in event-time order."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(key: str, payload: str) -> None:
+        sent.append(json.loads(payload))
+
+    processor = Processor(load_config(Settings(env="test", **settings)), Tables.in_memory(),
+                          send)
+
+    async def go() -> None:
+        for offset, event in enumerate(events):
+            if isinstance(event, OverdoseReportV1):
+                await processor.on_report(event, 0, offset)
+            else:
+                await processor.on_result(event, 0, offset)
+
+    asyncio.run(go())
+    return by_id(sent)
+
+
+def event_time(e: Event) -> float:
+    return (e.occurred_at if isinstance(e, OverdoseReportV1) else e.collected_at).timestamp()
+
+
+def by_id(signals: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for s in signals:
+        assert out.get(s["event_id"], s) == s, "a signal id sent twice with different bodies"
+        out[s["event_id"]] = s
+    return out
+
+
+# ------------------------------------------------------------------ the merge, in process
+
+def test_the_merge_releases_every_interleaving_of_partitions_in_event_time_order() -> None:
+    rng = random.Random(7)
+    partitions = {p: sorted(rng.uniform(0, 1000) for _ in range(200)) for p in range(4)}
+    want = sorted((at, f"{p}-{i}") for p, times in partitions.items()
+                  for i, at in enumerate(times))
+    for trial in range(20):
+        merge = EventTimeMerge()
+        cursor = dict.fromkeys(partitions, 0)
+        released: list[tuple[float, str]] = []
+        acked: dict[int, list[int]] = {p: [] for p in partitions}
+
+        def caught_up(p: int, nxt: int | None) -> bool:
+            return (nxt or 0) >= len(partitions[p])  # every record of p was received
+
+        while any(cursor[p] < len(partitions[p]) for p in partitions):
+            # one partition at a time, a random run of its records (a fetch)
+            p = rng.choice([q for q in partitions if cursor[q] < len(partitions[q])])
+            for _ in range(rng.randint(1, 60 if trial % 2 else 3)):
+                if cursor[p] == len(partitions[p]):
+                    break
+                i = cursor[p]
+                merge.add(Held(partitions[p][i], f"{p}-{i}", p, i, None))
+                cursor[p] += 1
+                for held in merge.ready(partitions, caught_up):
+                    released.append((held.at, held.tiebreak))
+                    for done in merge.handled(held):
+                        acked[done.partition].append(done.offset)
+        assert released == want
+        assert len(merge) == 0
+        for p, offsets in acked.items():
+            assert offsets == list(range(len(partitions[p])))  # in order, every one
+
+
+def test_a_partition_behind_holds_back_newer_messages_of_the_others() -> None:
+    merge = EventTimeMerge()
+    lag = {0: True, 1: True}
+
+    def caught_up(p: int, nxt: int | None) -> bool:
+        return not lag[p]
+
+    def ready() -> list[str]:
+        out = merge.ready([0, 1], caught_up)
+        for held in out:
+            merge.handled(held)
+        return [h.tiebreak for h in out]
+
+    merge.add(Held(500.0, "a", 0, 0, None))
+    merge.add(Held(10.0, "b", 1, 0, None))
+    assert ready() == ["b"]
+    merge.add(Held(20.0, "c", 1, 1, None))
+    assert ready() == ["c"]  # 500 still held: partition 1 may bring older ones
+    lag[1] = False  # partition 1 has nothing more: it holds nothing back
+    assert ready() == ["a"]
+    # a message skipped (undecodable) is acknowledged in its turn, after the ones before it
+    merge.add(Held(600.0, "d", 0, 1, None))
+    assert merge.skip(0, 2) == []
+    [d] = merge.ready([0, 1], lambda p, n: True)
+    assert [h.offset for h in merge.handled(d)] == [1, 2]
+
+
+# ------------------------------------------------------------------ the worker, on Tansu
+
+async def _wait_started(worker: Worker, reader: SignalReader, topic: str) -> None:
+    marker = f"not json {topic}".encode()
+    await send_raw(worker.bootstrap, topic, marker, b"garbage")
+    ok = await reader.wait_for(
+        lambda r: not worker.alive() or any(v == marker for _, v, _ in r.records),
+        START_WITHIN)
+    assert worker.alive(), worker.log()[-3000:]
+    assert ok, f"no dead letter from {topic} within {START_WITHIN}s\n{worker.log()[-3000:]}"
+
+
+def shifted(events: list[Event], days: int, regions: dict[str, str]) -> list[Event]:
+    """The same events `days` later, in other regions, with their own ids."""
+    out: list[Event] = []
+    for e in events:
+        update: dict[str, Any] = {
+            "event_id": uuid.uuid5(e.event_id, "shifted"),
+            "region_id": regions.get(e.region_id, e.region_id)}
+        if isinstance(e, OverdoseReportV1):
+            update["occurred_at"] = e.occurred_at + timedelta(days=days)
+        else:
+            update["collected_at"] = e.collected_at + timedelta(days=days)
+        out.append(e.model_copy(update=update))
+    return out
+
+
+def test_a_history_sent_as_batches_gives_the_signals_of_the_same_reports_one_by_one(
+    tmp_path: Path
+) -> None:
+    """A county's history over eight ZIP codes (and a drug-checking site's five weeks) is
+    sent one by one, each acknowledged before the next; then the same history, 100 days
+    later in another county, as batches of 1,000 (a backfill, or the relay draining a
+    backlog): partitions then run weeks apart. Both give exactly the signals (ids and
+    bodies) of the events handled in event-time order, and no report is late."""
+    one_by_one: list[Event] = [*county_history(),
+                               *[e for e in every_pattern_stream()
+                                 if isinstance(e, DrugCheckResultV1)]]
+    one_by_one.sort(key=lambda e: (event_time(e), str(e.event_id)))
+    batches = shifted(one_by_one, 100, {z: z.replace("king-county/981", "pierce-county/983")
+                                        for z in COUNTY_ZIPS})
+    want = expected([*one_by_one, *batches], detection_spike_level="county")
+    kinds = [s.get("pattern", s["kind"]) for s in want.values()]
+    assert kinds.count("spike") >= 8 and "rising_positivity" in kinds
+    assert {s["region_id"] for s in want.values() if s["kind"] == "spike"} == {
+        "us/wa/king-county", "us/wa/pierce-county"}
+
+    with tansu() as bootstrap:
+        worker = Worker(bootstrap, tmp_path / "var", COUNTY)
+        worker.start()
+
+        async def go() -> list[dict[str, Any]]:
+            reader = SignalReader(bootstrap, ("signals.v1", OVERDOSE_REPORTS.dlq,
+                                              DRUGCHECK_RESULTS.dlq))
+            await reader.start()
+            try:
+                await _wait_started(worker, reader, OVERDOSE_REPORTS.name)
+                await _wait_started(worker, reader, DRUGCHECK_RESULTS.name)
+                await produce(bootstrap, one_by_one, on_sent=lambda _e, _t: None)
+                for i in range(0, len(batches), 1000):
+                    await produce(bootstrap, batches[i:i + 1000])
+                await reader.wait_for(lambda r: len(by_id(r.signals())) >= len(want), 120)
+                await asyncio.sleep(1.5)  # nothing more should come
+                return reader.signals()
+            finally:
+                await reader.stop()
+
+        try:
+            got = by_id(asyncio.run(go()))
+        finally:
+            worker.stop()
+        log = worker.log()
+    assert "late report" not in log and "late result" not in log, log[-3000:]
+    assert got == want
