@@ -301,7 +301,7 @@ def _announce_when_up(settings: Settings, started: float) -> None:
 
 STOP_GRACE_SECONDS = 20  # `lookout run`: how long each process gets to stop on Ctrl-C
 # The stream workers (`lookout worker ...`) keep their tables in memory, recovered from
-# changelogs on the broker: when the embedded broker restarts empty, they start again with
+# changelogs on the broker: when the embedded broker restarts empty, they start again after
 # it, and rebuild from what the relay publishes again (docs/operations.md).
 def cmd_run(args: argparse.Namespace) -> int:
     from services.demo import seed_demo
@@ -318,18 +318,25 @@ def cmd_run(args: argparse.Namespace) -> int:
                             backoff_initial=settings.run_restart_backoff_seconds,
                             backoff_max=settings.run_restart_backoff_max_seconds)
 
+    # Everything that talks to the broker is stopped while it is away and started after it
+    # is back: a client's retry of a batch sent before the restart, landing on the new
+    # broker, left a Tansu partition unwritable ("AlreadyExists" on its next batch).
+    dependents = [name for name, argv in PROCESSES.items()
+                  if argv[0] == "worker" or name == "relay"]
+
+    def broker_stopped() -> None:
+        supervisor.hold(dependents, "the embedded broker is back")
+
     def broker_restarted() -> None:
         try:
             _wait_for_broker(settings)
         except TimeoutError as exc:
             supervisor.say(f"broker: {exc}")
-            return
-        for name, argv in PROCESSES.items():
-            if argv[0] == "worker":
-                supervisor.restart(name, "the embedded broker restarted empty")
+        supervisor.release(dependents)
 
     if settings.embedded_broker:
-        supervisor.add(Child("broker", [], stop_last=True, after_restart=broker_restarted,
+        supervisor.add(Child("broker", [], stop_last=True, on_exit=broker_stopped,
+                             after_restart=broker_restarted,
                              start=lambda: start_tansu(settings.broker_host,
                                                        settings.broker_port,
                                                        settings.var_dir / "tansu.log")))

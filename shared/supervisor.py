@@ -58,7 +58,9 @@ class Child:
     name: str
     argv: list[str]
     start: Callable[[], subprocess.Popen[bytes]] | None = None
-    after_restart: Callable[[], None] | None = None  # e.g. the broker: restart dependents
+    on_exit: Callable[[], None] | None = None  # e.g. the broker: hold its dependents
+    after_restart: Callable[[], None] | None = None  # e.g. the broker: release them
+    held: bool = False  # stopped on purpose, not restarted until released
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
@@ -84,7 +86,6 @@ class Supervisor:
         self.children: dict[str, Child] = {}
         self.lock = threading.Lock()
         self.stopping = False
-        self.pending_restarts: list[str] = []  # asked for by another thread (main acts)
 
     def add(self, child: Child) -> None:
         self.children[child.name] = child
@@ -123,14 +124,28 @@ class Supervisor:
             self.say(raw.decode(errors="replace"), child.name)
         process.stdout.close()
 
-    def restart(self, name: str, reason: str) -> None:
-        """Stop `name` (SIGTERM) and start it again at once; safe from any thread."""
-        with self.lock:
-            self.pending_restarts.append(name)
-        self.say(f"{name}: restarting ({reason})")
+    def hold(self, names: list[str], reason: str, grace: float = 5.0) -> None:
+        """Stop these children (SIGTERM, SIGKILL after `grace`) and keep them stopped until
+        `release`; main thread only."""
+        children = [self.children[n] for n in names]
+        for child in children:
+            child.held, child.restart_at = True, None
+            self.say(f"{child.name}: stopping until {reason}")
+            self._terminate(child)
+        self._wait_stopped(children, grace)
+
+    def release(self, names: list[str]) -> None:
+        """Start held children again; main thread only."""
+        for name in names:
+            child = self.children[name]
+            if child.held:
+                child.held = False
+                self._spawn(child)
 
     def _check(self, child: Child, now: float) -> None:
         process = child.process
+        if child.held:
+            return
         if child.restart_at is not None:
             if now >= child.restart_at:
                 self._spawn(child)
@@ -148,14 +163,16 @@ class Supervisor:
         child.restart_at = now + child.backoff
         self.say(f"{child.name} exited (rc={process.returncode}) after {ran:.0f}s; "
                  f"restarting in {child.backoff:.1f}s (restart {child.restarts + 1})")
+        if child.on_exit is not None:
+            child.on_exit()
 
     def _terminate(self, child: Child) -> None:
         if child.process is not None and child.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 child.process.terminate()
 
-    def _wait_stopped(self, children: list[Child]) -> None:
-        deadline = time.monotonic() + self.grace
+    def _wait_stopped(self, children: list[Child], grace: float | None = None) -> None:
+        deadline = time.monotonic() + (self.grace if grace is None else grace)
         for child in children:
             if child.process is None:
                 continue
@@ -168,16 +185,6 @@ class Supervisor:
             if child.reader is not None:
                 child.reader.join(1)
             self.say(f"{child.name} stopped (rc={child.process.returncode})")
-
-    def _restart_now(self, names: list[str]) -> None:
-        children = [self.children[name] for name in dict.fromkeys(names)]
-        for child in children:
-            child.restart_at = None
-            self._terminate(child)
-        self._wait_stopped(children)
-        for child in children:
-            self._spawn(child)
-            child.restarts += 1
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -199,10 +206,6 @@ class Supervisor:
                 started()
             while not self.stopping:
                 time.sleep(0.2)
-                with self.lock:
-                    asked, self.pending_restarts = self.pending_restarts, []
-                if asked:
-                    self._restart_now(asked)
                 now = time.monotonic()
                 for child in list(self.children.values()):
                     if not self.stopping:

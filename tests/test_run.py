@@ -1,7 +1,7 @@
 """`lookout run` (`make run`) when its processes die: a crashed process is started again with
 backoff, the embedded broker restarting empty loses nothing accepted (the relay publishes
-again from the database, detection rebuilds, alerts sends no SMS twice), the output stays
-readable while the broker is away, and a SIGKILL of `lookout run` ends every process."""
+again from the database, detection rebuilds, alerts sends no SMS twice), and a SIGKILL of
+`lookout run` ends every process."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -25,8 +24,7 @@ from tests.conftest import REPO_ROOT, free_port
 PORTS = ("INGEST_PORT", "ALERTS_PORT", "REFERRALS_PORT", "DASHBOARD_PORT", "BROKER_PORT",
          "DETECTION_METRICS_PORT", "ALERTS_WORKER_METRICS_PORT", "RELAY_METRICS_PORT",
          "REFERRALS_WORKER_METRICS_PORT")
-RESTART_BACKOFF = 6.0  # s: long enough to count the output while the broker is away
-LINE = re.compile(r"^(\d\d:\d\d:\d\d) (\S+)\s+\| (.*)$")
+RESTART_BACKOFF = 6.0  # s: the broker stays away a while
 
 
 @dataclass
@@ -130,27 +128,11 @@ def _handed(stack: Stack, event_id: str) -> int:
     return sum(1 for row in rows if row["handed_at"])
 
 
-def _lines_per_second(out: str, start: str, end: str) -> dict[str, float]:
-    """Lines each process printed between the first line holding `start` and the next
-    holding `end`, per second of that window."""
-    lines = out.splitlines()
-    first = next(i for i, line in enumerate(lines) if start in line)
-    last = next(i for i in range(first + 1, len(lines)) if end in lines[i])
-    window = [LINE.match(line) for line in lines[first:last + 1]]
-    stamps = [datetime.strptime(m.group(1), "%H:%M:%S") for m in window if m]
-    seconds = max((stamps[-1] - stamps[0]).total_seconds(), 1.0)
-    counts: dict[str, int] = {}
-    for m in window:
-        if m and m.group(2) != "system":
-            counts[m.group(2)] = counts.get(m.group(2), 0) + 1
-    return {name: n / seconds for name, n in counts.items()}
-
-
 def test_the_broker_restarting_empty_loses_nothing_accepted(stack: Stack) -> None:
     """Canary results (each raises its own signal, with an id derived from its event id, and
     one SMS to the demo subscriber) stream in; the embedded broker is killed midway and
-    started again empty by `lookout run`. Every accepted result gets its SMS, exactly once,
-    and the processes' output while the broker was away stays a few lines a second."""
+    started again empty by `lookout run`, which stops what talks to it until it is back.
+    Every accepted result gets its SMS, exactly once."""
     sent = [_submit(stack, i) for i in range(10)]
     deadline = time.monotonic() + 60
     while not all(_handed(stack, e) for e in sent[:3]):  # the pipeline is flowing
@@ -163,7 +145,8 @@ def test_the_broker_restarting_empty_loses_nothing_accepted(stack: Stack) -> Non
         sent.append(_submit(stack, i))
         time.sleep(0.2)
     stack.wait_for("broker exited (rc=-9)", 30, mark)
-    stack.wait_for("the embedded broker restarted empty", RESTART_BACKOFF + 60, mark)
+    stack.wait_for("relay: stopping until the embedded broker is back", 60, mark)
+    stack.wait_for("broker started", RESTART_BACKOFF + 60, mark)
     for i in range(30, 40):
         sent.append(_submit(stack, i))
         time.sleep(0.2)
@@ -178,9 +161,6 @@ def test_the_broker_restarting_empty_loses_nothing_accepted(stack: Stack) -> Non
     outbox = httpx.get(stack.url("ALERTS_PORT") + "/dev/outbox.json",
                        params={"limit": 500}, timeout=30).json()
     assert len(outbox) == len(sent)  # no SMS twice
-    rates = _lines_per_second(stack.out()[mark:], "broker exited (rc=-9)", "broker started")
-    print("output lines/s while the broker was away:", rates)
-    assert sum(rates.values()) < 10, rates
     assert "the broker lost the data" in stack.out()[mark:]
 
 
