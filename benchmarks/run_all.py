@@ -17,8 +17,10 @@ BENCHMARKS = [
     ["benchmarks.detection.latency"],  # --mix worst: every result a new region
     ["benchmarks.detection.latency", "--mix", "bc"],  # the Drug Checking BC export
     ["benchmarks.detection.backtest_bc"],
+    ["benchmarks.detection.sparse_burden"],  # false signals per area-month, sparse counts
     ["benchmarks.alerts.fanout"],
     ["benchmarks.referrals.matching"],
+    ["benchmarks.dashboard.sse_latency"],  # signals.v1 -> a connected SSE client
 ]
 
 

@@ -36,10 +36,21 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_seed(args: argparse.Namespace) -> int:
     from services.demo import seed_demo
 
-    demo = seed_demo(_settings())
+    settings = _settings()
+    demo = seed_demo(settings)
     print(f"demo region: {demo.region_id} ({demo.region_name})")
     print(f"demo API key: {demo.api_key}")
+    _seed_dashboard(settings)
     return 0
+
+
+def _seed_dashboard(settings: Settings) -> None:
+    from services.demo_data import seed_dashboard_data
+
+    data = seed_dashboard_data(settings)
+    if data.seeded:
+        print(f"dashboard demo data: {data.results} drug-checking results (three weeks of the "
+              f"Drug Checking BC export) and {data.reports} synthetic overdose reports")
 
 
 def cmd_sites_create(args: argparse.Namespace) -> int:
@@ -62,13 +73,15 @@ def cmd_sites_create(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from shared.kafka import ensure_topics, wait_for_broker
+    from shared.kafka import client_security, ensure_topics, wait_for_broker
 
     settings = _settings()
+    security = client_security(settings)
 
     async def go() -> list[str]:
-        await wait_for_broker(settings.bootstrap_servers)
-        return await ensure_topics(settings.bootstrap_servers)
+        await wait_for_broker(settings.bootstrap_servers, security=security)
+        return await ensure_topics(settings.bootstrap_servers, security,
+                                   settings.kafka_replication_factor)
 
     created = asyncio.run(go())
     print(f"topics created: {', '.join(created) or 'none (all exist)'}")
@@ -76,11 +89,14 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def _wait_for_broker(settings: Settings, timeout: float = 30) -> None:
-    from shared.kafka import ensure_topics, wait_for_broker
+    from shared.kafka import client_security, ensure_topics, wait_for_broker
+
+    security = client_security(settings)
 
     async def go() -> None:
-        await wait_for_broker(settings.bootstrap_servers, timeout)
-        await ensure_topics(settings.bootstrap_servers)
+        await wait_for_broker(settings.bootstrap_servers, timeout, security)
+        await ensure_topics(settings.bootstrap_servers, security,
+                            settings.kafka_replication_factor)
 
     asyncio.run(go())
 
@@ -270,7 +286,7 @@ def _banner(settings: Settings, api_key: str) -> str:
     alerts API     {alerts}/docs
     dev SMS outbox {alerts}/dev/outbox   (JSON: {alerts}/dev/outbox.json)
     referrals      {settings.service_url(settings.referrals_port)}/help   (API: /docs)
-    dashboard      {settings.service_url(settings.dashboard_port)}/healthz
+    dashboard      {settings.service_url(settings.dashboard_port)}/   (live: /stream)
     broker         {broker}
     database       {settings.sqlalchemy_url}
     demo API key   {api_key}
@@ -313,6 +329,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings()
     cmd_db_upgrade(args)
     demo = seed_demo(settings)
+    _seed_dashboard(settings)
     supervisor = Supervisor(env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=str(REPO_ROOT),
                             grace=STOP_GRACE_SECONDS,
                             backoff_initial=settings.run_restart_backoff_seconds,
@@ -347,6 +364,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         _wait_for_broker(settings)
     except TimeoutError:
+        supervisor.stop_all()
+        raise
+    from services.demo_data import publish_draft_signal
+
+    try:
+        asyncio.run(publish_draft_signal(settings))  # its draft waits in the review queue
+    except BaseException:
         supervisor.stop_all()
         raise
     print(_banner(settings, demo.api_key), flush=True)

@@ -54,3 +54,16 @@ def new_api_key() -> str:
 def hash_api_key(key: str) -> str:
     """API keys are 256-bit random tokens, so a plain SHA-256 is enough to store them."""
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def webhook_secret(secret_key: str, owner: str) -> str:
+    """The secret one receiver (a provider's service id) checks our webhook signatures with,
+    derived from `LOOKOUT_SECRET_KEY`, so nothing more is stored (rotating the key rotates
+    every receiver's secret)."""
+    return "whsec_" + _derive(secret_key, b"webhook:" + owner.encode()).hex()
+
+
+def sign_webhook(secret: str, timestamp: int, body: bytes) -> str:
+    """`v1=` HMAC-SHA256 of "<timestamp>.<body>" (the `Lookout-Signature` header)."""
+    mac = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256)
+    return "v1=" + mac.hexdigest()

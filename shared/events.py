@@ -164,6 +164,15 @@ class SmsReceivedV1(Event):
     received_at: AwareDatetime
 
 
+class ContactStoppedV1(Event):
+    """A contact texted STOP (or another word of `shared.keywords.STOP_WORDS`): nothing more
+    is to be texted to it, and whatever is open for it (a referral conversation) ends as
+    stopped; topic `contacts.stops.v1`, key contact_ref."""
+
+    contact_ref: uuid.UUID
+    stopped_at: AwareDatetime
+
+
 ReferralStatus = Literal["requested", "options_sent", "chosen", "provider_notified", "connected",
                          "declined", "no_response", "stopped"]
 

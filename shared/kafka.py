@@ -5,21 +5,40 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner
 
 from shared.settings import Settings
 from shared.topics import ALL_TOPICS
 
 log = logging.getLogger(__name__)
+Security = Mapping[str, Any]
 
 
-async def broker_answers(bootstrap: str) -> bool:
+def client_security(settings: Settings) -> dict[str, Any]:
+    """aiokafka's connection options for the cluster's listener: TLS and SASL credentials
+    from the settings (nothing for PLAINTEXT, the embedded broker's)."""
+    protocol = settings.kafka_security_protocol
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(cafile=settings.kafka_ca_file or None)
+    if protocol.startswith("SASL_"):
+        options.update(sasl_mechanism=settings.kafka_sasl_mechanism,
+                       sasl_plain_username=settings.kafka_username,
+                       sasl_plain_password=settings.kafka_password)
+    return options
+
+
+async def broker_answers(bootstrap: str, security: Security | None = None) -> bool:
     """True when the broker answers a Kafka metadata request."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000,
+                                **(security or {}))
     try:
         await admin.start()
         await admin.list_topics()
@@ -30,17 +49,19 @@ async def broker_answers(bootstrap: str) -> bool:
         await admin.close()
 
 
-async def wait_for_broker(bootstrap: str, within: float = 30.0) -> None:
+async def wait_for_broker(bootstrap: str, within: float = 30.0,
+                          security: Security | None = None) -> None:
     deadline = time.monotonic() + within
-    while not await broker_answers(bootstrap):
+    while not await broker_answers(bootstrap, security):
         if time.monotonic() > deadline:
             raise TimeoutError(f"no Kafka broker answered at {bootstrap} within {within:.0f}s")
         await asyncio.sleep(0.2)
 
 
-async def ensure_topics(bootstrap: str) -> list[str]:
+async def ensure_topics(bootstrap: str, security: Security | None = None,
+                        replication_factor: int = 1) -> list[str]:
     """Create every registered topic and its dead-letter topic; return the ones created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -48,7 +69,7 @@ async def ensure_topics(bootstrap: str) -> list[str]:
         for topic in ALL_TOPICS:
             for name in (topic.name, topic.dlq):
                 if name not in existing:
-                    wanted.append(NewTopic(name, topic.partitions, 1))
+                    wanted.append(NewTopic(name, topic.partitions, replication_factor))
         for new in wanted:
             try:
                 await admin.create_topics([new])
@@ -91,4 +112,5 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         linger_ms=5,
         request_timeout_ms=10000,
         partitioner=CachedPartitioner(),
+        **client_security(settings),
     )

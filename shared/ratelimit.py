@@ -5,6 +5,9 @@ shared by every process of a service and kept across restarts."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import ipaddress
 import threading
 import time
 from datetime import datetime, timedelta
@@ -18,6 +21,19 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from shared.db import UTCDateTime
 
 
+def client_key(secret_key: str, address: str) -> str:
+    """The key a client is limited under: its IPv4 address or IPv6 /64 (one subscriber line
+    gets a whole /64), keyed-hashed so that no address is stored or logged in clear."""
+    try:
+        ip = ipaddress.ip_address(address)
+        net = str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 \
+            else str(ip)
+    except ValueError:
+        net = address
+    return hmac.new(secret_key.encode(), f"client:{net}".encode(),
+                    hashlib.sha256).hexdigest()[:32]
+
+
 class TokenBucket:
     def __init__(self, rate: float, capacity: float | None = None) -> None:
         self.rate = rate
@@ -29,6 +45,13 @@ class TokenBucket:
         now = time.monotonic()
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
+
+    def wait(self) -> float:
+        """Seconds until there is a token (0: there is one); takes nothing."""
+        if self.rate <= 0:
+            return 0.0
+        self._refill()
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
 
     def try_take(self) -> float:
         """Take a token if there is one and return 0; else return seconds until there is."""
@@ -77,9 +100,7 @@ class KeyedRateLimiter:
         if self.rate <= 0:
             return 0.0
         with self._lock:
-            bucket = self._bucket(key)
-            bucket._refill()
-            return 0.0 if bucket.tokens >= 1 else (1 - bucket.tokens) / self.rate
+            return self._bucket(key).wait()
 
 
 class WindowCounterMixin:
@@ -100,7 +121,8 @@ def take_in_window(session: Session, model: Any, key: str, limit: int, window: t
     there; False (nothing counted) when the limit is reached. Atomic across processes and
     concurrent transactions: a conditional UPDATE (the row is locked until commit). Counted
     with the caller's transaction: a rolled-back one counts nothing. Fixed windows: up to
-    twice `limit` can pass around a window's boundary."""
+    twice `limit` can pass around a window's boundary. Past windows are deleted, so a table
+    holds one window length."""
     seconds = window.total_seconds()
     start = datetime.fromtimestamp(now.timestamp() // seconds * seconds, now.tzinfo)
     dialect = session.get_bind().dialect.name
@@ -110,5 +132,5 @@ def take_in_window(session: Session, model: Any, key: str, limit: int, window: t
     counted = session.execute(update(model).where(
         model.key == key, model.window_start == start, model.count < limit)
         .values(count=model.count + 1).execution_options(synchronize_session=False))
-    session.execute(delete(model).where(model.key == key, model.window_start < start))
+    session.execute(delete(model).where(model.window_start < start))  # past windows
     return bool(getattr(counted, "rowcount", 0))

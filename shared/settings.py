@@ -18,6 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEV_SECRET_KEY = "dev-only-secret-key-change-me"  # noqa: S105 - refused outside dev
 DEV_ADMIN_TOKEN = "dev-admin-token"  # noqa: S105 - refused outside dev
 DEV_TWILIO_AUTH_TOKEN = "dev-twilio-auth-token"  # noqa: S105 - refused outside dev
+MIN_SECRET_BYTES = 32  # outside dev: the secret key and the admin token
 
 
 class InsecureSettingsError(ValueError):
@@ -40,6 +41,18 @@ class Settings(BaseSettings):
     # Tansu's memory storage does not implement InitProducerId; real Kafka does.
     # None means: on for an external cluster, off for the embedded broker.
     kafka_idempotent_producer: bool | None = None
+    # Partitions of every topic of the registry (`shared.topics`), and per topic by name
+    # (JSON, e.g. {"overdose.reports.v1": 12}); a topic's DLQ has its topic's count.
+    kafka_partitions: int = Field(default=4, ge=1)
+    kafka_topic_partitions: dict[str, int] = Field(default_factory=dict)
+    # How clients authenticate to a cluster (one Kafka user per service, docs/scaling.md).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_username: str = ""
+    kafka_password: str = ""
+    kafka_ca_file: str = ""  # the cluster's CA (PEM) for SSL / SASL_SSL; empty: system CAs
+    kafka_replication_factor: int = Field(default=1, ge=1)  # of the topics Lookout creates
 
     # HTTP ports (all on `http_host`).
     http_host: str = "127.0.0.1"
@@ -50,12 +63,25 @@ class Settings(BaseSettings):
     detection_metrics_port: int = 9101
     alerts_worker_metrics_port: int = 9102
     relay_metrics_port: int = 9103
-    # Base URL at which Twilio can reach the alerts service (status callbacks); empty: none.
+    # Base URL at which Twilio reaches the alerts service (status callbacks; webhook
+    # signatures are checked against it); required outside dev and test.
     public_alerts_url: str = ""
+    # Every HTTP service (shared/edge.py): a request body over this many bytes is refused
+    # (413) before it is read (ingest's own limits below); the API docs (/docs, /redoc,
+    # /openapi.json) and /metrics, None: on except in prod; with a metrics token set,
+    # /metrics answers only to `Authorization: Bearer <token>` (and is on in prod too).
+    max_body_bytes: int = Field(default=1_000_000, ge=1)
+    docs_enabled: bool | None = None
+    metrics_enabled: bool | None = None
+    metrics_token: str = ""
 
     # Secrets.
     secret_key: str = DEV_SECRET_KEY
     admin_token: str = DEV_ADMIN_TOKEN
+    # Failed admin-token attempts per client (token bucket per process): a burst, then this
+    # many a minute; past it 429 without the token being looked at.
+    admin_failures_per_minute: float = Field(default=10.0, gt=0)
+    admin_failures_burst: int = Field(default=10, ge=1)
 
     # SMS.
     sms_backend: Literal["outbox", "twilio"] = "outbox"
@@ -143,9 +169,16 @@ class Settings(BaseSettings):
     referrals_retention_days: float = 30.0  # then contact_ref, free text, phone are purged
     referrals_tick_seconds: float = 15.0  # how often the worker looks for due follow-ups
     referrals_public_url: str = ""  # base URL for providers' signed links; empty: local
+    referrals_link_days: float = Field(default=14.0, gt=0)  # a provider's link expires then
+    # Provider link requests per client address (a token bucket: per minute, burst).
+    referrals_link_rate_per_minute: float = Field(default=30.0, ge=0)
+    referrals_link_burst: float = Field(default=10.0, ge=1)
     referrals_smtp_host: str = ""  # e-mail notices to providers; empty: e-mail disabled
     referrals_smtp_port: int = 25
     referrals_smtp_from: str = "referrals@lookout.invalid"
+    # Provider webhooks may reach private and loopback addresses (a local test receiver);
+    # refused in prod. Outside dev and test, webhooks must be https.
+    referrals_webhook_allow_private: bool = False
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
@@ -163,10 +196,32 @@ class Settings(BaseSettings):
                 f"{', '.join(left)} left at the development default; set them when "
                 f"LOOKOUT_ENV={self.env}"
             )
+        short = [name for name, value in (
+            ("LOOKOUT_SECRET_KEY", self.secret_key), ("LOOKOUT_ADMIN_TOKEN", self.admin_token),
+        ) if len(value.encode()) < MIN_SECRET_BYTES]
+        if short:
+            raise InsecureSettingsError(
+                f"{', '.join(short)} shorter than {MIN_SECRET_BYTES} bytes; when "
+                f"LOOKOUT_ENV={self.env} use e.g. `openssl rand -hex 32`")
         if self.twilio_skip_signature_check:
             raise InsecureSettingsError(
                 "LOOKOUT_TWILIO_SKIP_SIGNATURE_CHECK is only allowed in dev or test"
             )
+        if self.sms_backend == "outbox":
+            raise InsecureSettingsError(
+                f"LOOKOUT_SMS_BACKEND=outbox keeps texts in the database (dev only); set "
+                f"twilio when LOOKOUT_ENV={self.env}")
+        if not self.public_alerts_url:
+            raise InsecureSettingsError(
+                f"LOOKOUT_PUBLIC_ALERTS_URL is required when LOOKOUT_ENV={self.env}: Twilio's "
+                "webhook signatures are checked against it")
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_private_webhooks_in_prod(self) -> Settings:
+        if self.env == "prod" and self.referrals_webhook_allow_private:
+            raise InsecureSettingsError(
+                "LOOKOUT_REFERRALS_WEBHOOK_ALLOW_PRIVATE is only allowed in dev or test")
         return self
 
     @property
@@ -185,7 +240,13 @@ class Settings(BaseSettings):
 
     @property
     def sqlalchemy_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.var_dir / 'lookout.db'}"
+        """The database URL for SQLAlchemy: a plain `postgresql://` URI (as CloudNativePG and
+        most providers hand it out) is driven by psycopg 3, the driver Lookout ships."""
+        url = self.database_url or f"sqlite:///{self.var_dir / 'lookout.db'}"
+        for plain in ("postgresql://", "postgres://"):
+            if url.startswith(plain):
+                return "postgresql+psycopg://" + url.removeprefix(plain)
+        return url
 
     def service_url(self, port: int) -> str:
         return f"http://{self.http_host}:{port}"

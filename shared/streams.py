@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import aiokafka
 import faust
+from aiokafka.helpers import create_ssl_context
 from faust.transport.consumer import RecordMap
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, TransportT
@@ -26,8 +27,8 @@ T = TypeVar("T")
 HANDLER_ATTEMPTS = 3
 
 
-async def fetched_end_offsets(bootstrap: str | list[str],
-                              listed: Mapping[TP, int]) -> dict[TP, int]:
+async def fetched_end_offsets(bootstrap: str | list[str], listed: Mapping[TP, int],
+                              security: Mapping[str, Any] | None = None) -> dict[TP, int]:
     """The end offset of each partition as a fetch reports it (its high watermark), given
     the end offsets ListOffsets gave (`listed`).
 
@@ -39,7 +40,8 @@ async def fetched_end_offsets(bootstrap: str | list[str],
     if not listed:
         return {}
     probe = aiokafka.AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                      enable_auto_commit=False, fetch_max_wait_ms=10)
+                                      enable_auto_commit=False, fetch_max_wait_ms=10,
+                                      **(security or {}))
     await probe.start()
     try:
         tps = {tp: aiokafka.TopicPartition(tp.topic, tp.partition) for tp in listed}
@@ -68,6 +70,7 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     end offsets are read from a fetch."""
 
     _bootstrap: list[str] = []
+    _security: Mapping[str, Any] = {}
 
     def _create_worker_consumer(
         self, transport: faust_aiokafka.Transport
@@ -76,6 +79,9 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         wait = getattr(self.consumer.app, "fetch_max_wait_ms", 1500)
         consumer._fetch_max_wait_ms = int(wait)  # read when the fetcher starts
         self._bootstrap = faust_aiokafka.server_list(transport.url, transport.default_port)
+        conf = self.consumer.app.conf
+        self._security = faust_aiokafka.credentials_to_aiokafka_auth(conf.broker_credentials,
+                                                                     conf.ssl_context)
         return consumer
 
     async def _fetch_records(
@@ -101,7 +107,7 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         listed = await super()._highwaters(partitions)
         if self.consumer.in_transaction:  # last stable offsets, not the ends
             return listed
-        return await fetched_end_offsets(self._bootstrap, listed)
+        return await fetched_end_offsets(self._bootstrap, listed, self._security)
 
 
 class _Consumer(faust_aiokafka.Consumer):
@@ -120,6 +126,21 @@ class _App(faust.App):
         return _Transport(self.conf.broker_consumer, self)
 
 
+def faust_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """The same TLS / SASL settings as `shared.kafka.client_security`, as Faust takes them."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = create_ssl_context(cafile=settings.kafka_ca_file or None)
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    return faust.SASLCredentials(username=settings.kafka_username,
+                                 password=settings.kafka_password, ssl_context=context,
+                                 mechanism=settings.kafka_sasl_mechanism)
+
+
 def make_faust_app(name: str, settings: Settings) -> faust.App:
     brokers = ";".join(f"kafka://{s}" for s in settings.bootstrap_servers.split(","))
     datadir = Path(settings.var_dir) / "faust" / name
@@ -128,8 +149,9 @@ def make_faust_app(name: str, settings: Settings) -> faust.App:
         f"lookout-{name}",
         broker=brokers,
         web_enabled=False,
-        topic_partitions=4,
-        topic_replication_factor=1,
+        topic_partitions=settings.kafka_partitions,
+        topic_replication_factor=settings.kafka_replication_factor,
+        broker_credentials=faust_credentials(settings),
         datadir=str(datadir),
         store="memory://",
         producer_acks=-1,

@@ -3,25 +3,52 @@
 from __future__ import annotations
 
 import hmac
+import logging
+import math
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi_offline import FastAPIOffline
+from prometheus_client import Counter
 from sqlalchemy.orm import Session
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.db import get_engine, session_scope
+from shared.edge import BodyLimit, LimitOf, OpsExposure, SecurityHeaders, default_limit
 from shared.metrics import instrument_app
 from shared.problems import ProblemError, install_problem_handlers
+from shared.ratelimit import KeyedRateLimiter, client_key
 from shared.settings import Settings, get_settings
 
+log = logging.getLogger(__name__)
+ADMIN_FAILURES = Counter("lookout_admin_auth_failures_total",
+                         "Failed admin-token attempts: refused (a wrong token) or throttled "
+                         "(429, the token not looked at)", ["outcome"])
 
-def create_app(service: str, *, title: str, description: str = "") -> FastAPI:
+
+def create_app(service: str, *, title: str, description: str = "",
+               body_limit: LimitOf = default_limit,
+               on_body_refused: Callable[[str], None] | None = None) -> FastAPI:
+    """A service's app: problem+json errors, metrics, /healthz, and the edge of
+    shared/edge.py (body limit `body_limit(path, settings)`, /metrics and docs exposure,
+    security headers)."""
     # Swagger UI and ReDoc from the fastapi-offline package, not from a CDN: /docs works
     # without internet (FastAPI's own /docs page loads its JavaScript from jsdelivr).
     app = FastAPIOffline(title=title, description=description, version="0.1.0")
     install_problem_handlers(app)
+
+    def settings() -> Settings:
+        override: Callable[[], Settings] = app.dependency_overrides.get(get_settings,
+                                                                       get_settings)
+        return override()
+
+    # innermost first: the metrics middleware (outermost) counts what the edge refuses
+    app.add_middleware(BodyLimit, settings=settings, limit=body_limit,
+                       on_refused=on_body_refused)
+    app.add_middleware(OpsExposure, settings=settings)
+    app.add_middleware(SecurityHeaders)
     instrument_app(app, service)
 
     @app.get("/healthz", tags=["ops"])
@@ -73,12 +100,51 @@ def bearer_token(authorization: str | None) -> str:
     return authorization[7:].strip()
 
 
+def _admin_failures(app: FastAPI, settings: Settings) -> KeyedRateLimiter:
+    """The app's limiter of failed admin-token attempts per client (made on first use)."""
+    rate = settings.admin_failures_per_minute / 60
+    limiter: KeyedRateLimiter | None = getattr(app.state, "admin_failures", None)
+    if limiter is None or (limiter.rate, limiter.capacity) != \
+            (rate, settings.admin_failures_burst):
+        limiter = KeyedRateLimiter(rate, settings.admin_failures_burst)
+        app.state.admin_failures = limiter
+    return limiter
+
+
 def require_admin(
-    settings: AppSettings, authorization: Annotated[str | None, Header()] = None
+    request: Request, settings: AppSettings,
+    authorization: Annotated[str | None, Header()] = None,
 ) -> None:
+    """The admin token, with failed attempts throttled per client: past
+    `LOOKOUT_ADMIN_FAILURES_BURST`, `LOOKOUT_ADMIN_FAILURES_PER_MINUTE` a minute; a throttled
+    client gets 429 without its token being looked at. Each failure is logged and counted."""
     token = bearer_token(authorization)
-    if not hmac.compare_digest(token, settings.admin_token):
-        raise ProblemError(403, "Forbidden", "Admin token required.")
+    client = client_key(settings.secret_key, request.client.host if request.client else "")
+    limiter = _admin_failures(request.app, settings)
+    wait = limiter.wait_for(client)
+    if wait > 0:
+        ADMIN_FAILURES.labels("throttled").inc()
+        raise ProblemError(429, "Too many requests",
+                           "Too many failed admin-token attempts; try again later.",
+                           headers={"Retry-After": str(math.ceil(wait))})
+    if hmac.compare_digest(token, settings.admin_token):
+        return
+    limiter.try_take(client)
+    ADMIN_FAILURES.labels("refused").inc()
+    throttled = limiter.wait_for(client) > 0
+    log.warning("admin token refused%s", "; client throttled" if throttled else "",
+                extra={"fields": {"client": client[:12], "path": request.url.path}})
+    raise ProblemError(403, "Forbidden", "Admin token required.")
 
 
 AdminOnly = Depends(require_admin)
+
+
+def require_dev(settings: AppSettings) -> None:
+    """Development-only routes (`/dev/*`) do not exist outside dev and test: 404, as for any
+    unknown path."""
+    if settings.env not in ("dev", "test"):
+        raise StarletteHTTPException(404)
+
+
+DevOnly = Depends(require_dev)

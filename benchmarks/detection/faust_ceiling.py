@@ -5,9 +5,10 @@
 
 The ceiling under the detection worker's throughput targets (issue #4: 5,000 overdose
 reports/s through one worker). On one fresh Tansu broker, for each consumer below, a new
-4-partition topic gets N messages of 300 bytes keyed over 200 keys (as the relay keys by
-region), published before the consumer starts; the consumer then reads them all, doing
-nothing with them, in a process of its own, and reports messages/s and its CPU time per
+topic (`LOOKOUT_KAFKA_PARTITIONS`, 4) gets N messages of 300 bytes keyed over 200 keys (as
+the relay keys by region), published before the consumer starts; the consumer then
+reads them all, doing nothing with them, in a process of its own, and reports messages/s
+and its CPU time per
 message (the figure that moves least with the machine's load):
 
 - `faust-agent`: a Faust agent on the topic iterating `stream.events()` (how the detection
@@ -44,6 +45,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from shared.broker import free_port, start_tansu
 from shared.kafka import wait_for_broker
+from shared.settings import get_settings
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 CONSUMERS = ["faust-agent", "faust-take", "faust-channel", "aiokafka"]
@@ -66,7 +68,8 @@ def faust_consumer(kind: str, bootstrap: str, topic_name: str, n: int, var_dir: 
 
     app = make_faust_app(f"ceiling-{topic_name}",
                          Settings(kafka_bootstrap=bootstrap, var_dir=var_dir))
-    topic = app.topic(topic_name, value_serializer="raw", key_serializer="raw", partitions=4)
+    topic = app.topic(topic_name, value_serializer="raw", key_serializer="raw",
+                      partitions=app.conf.topic_partitions)
     clock: dict[str, float] = {}
     count = 0
 
@@ -132,7 +135,7 @@ async def publish(bootstrap: str, topic: str, n: int) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, 4, 1)])
+        await admin.create_topics([NewTopic(topic, get_settings().kafka_partitions, 1)])
     finally:
         await admin.close()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)

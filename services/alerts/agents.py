@@ -39,7 +39,7 @@ from shared.events import (
     signal_adapter,
 )
 from shared.gsm import segment_count
-from shared.kafka import make_producer
+from shared.kafka import client_security, make_producer
 from shared.metrics import AGENT_MESSAGES
 from shared.settings import get_settings
 from shared.streams import _dead_letter, process_each
@@ -285,6 +285,7 @@ def _job_consumer() -> AIOKafkaConsumer:
         heartbeat_interval_ms=int(settings.stream_heartbeat_interval * 1000),
         rebalance_timeout_ms=int(settings.stream_session_timeout * 1000),
         fetch_max_wait_ms=max(settings.stream_fetch_max_wait_ms, 100),
+        **client_security(settings),
     )
 
 

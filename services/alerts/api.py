@@ -35,7 +35,7 @@ from shared import csrf
 from shared.db import session_scope, utcnow
 from shared.problems import ProblemError
 from shared.settings import Settings
-from shared.web import AdminOnly, AppSettings, DbSession, create_app
+from shared.web import AdminOnly, AppSettings, DbSession, DevOnly, create_app
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 router = APIRouter()
@@ -152,16 +152,20 @@ async def sms_inbound(request: Request, settings: AppSettings,
         phone = contacts.normalize_phone(form.get("From", ""), strict=False)
     except contacts.InvalidPhoneError as exc:
         raise ProblemError(422, "Invalid sender", "From is not a phone number.") from exc
-    text = await asyncio.to_thread(_handle_inbound, settings, phone, form.get("Body", ""))
+    text = await asyncio.to_thread(_handle_inbound, settings, phone, form.get("Body", ""),
+                                   form.get("MessageSid", ""))
     twiml = MessagingResponse()
     if text:
         twiml.message(text)
     return Response(str(twiml), media_type="application/xml")
 
 
-def _handle_inbound(settings: Settings, phone: str, body: str) -> str:
-    # Its own unit of work so that the reply is only sent for a committed change.
+def _handle_inbound(settings: Settings, phone: str, body: str, sid: str) -> str:
+    # Its own unit of work so that the reply is only sent for a committed change; a
+    # MessageSid handled already (a retry, a replay) changes nothing and gets no reply.
     with session_scope(settings.sqlalchemy_url) as session:
+        if sid and not inbound.first_delivery(session, sid):
+            return ""
         reply = inbound.handle_inbound(session, settings, phone, body)
     if parse_keyword(body).kind == "stop":
         _wait_for_sends_in_flight(settings, phone)
@@ -187,8 +191,14 @@ async def _signed_form(request: Request, settings: Settings, path: str,
                        signature: str | None) -> dict[str, str]:
     form = {k: str(v) for k, v in (await request.form()).items()}
     if not settings.twilio_skip_signature_check:
-        url = settings.public_alerts_url.rstrip("/") + path \
-            if settings.public_alerts_url else str(request.url)
+        # Checked against the public URL Twilio was given, never one built from the Host
+        # header (settings refuse an empty one outside dev and test).
+        if settings.public_alerts_url:
+            url = settings.public_alerts_url.rstrip("/") + path
+        elif settings.env in ("dev", "test"):
+            url = str(request.url)
+        else:
+            raise ProblemError(403, "Forbidden", "No public URL to check signatures against.")
         validator = RequestValidator(settings.twilio_auth_token)
         if not signature or not validator.validate(url, form, signature):
             raise ProblemError(403, "Forbidden", "Missing or invalid Twilio signature.")
@@ -446,7 +456,7 @@ def _signup_confirm(settings: Settings, signup_id: uuid.UUID, code: str) -> tupl
         return contact is not None, left
 
 
-@router.get("/dev/outbox.json", tags=["dev"])
+@router.get("/dev/outbox.json", dependencies=[DevOnly], tags=["dev"], include_in_schema=False)
 def outbox_json(session: DbSession,
                 limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[dict[str, Any]]:
     rows = session.scalars(select(DevOutboxMessage).order_by(DevOutboxMessage.id.desc())
@@ -455,7 +465,8 @@ def outbox_json(session: DbSession,
              "created_at": m.created_at.isoformat()} for m in rows]
 
 
-@router.get("/dev/outbox", response_class=HTMLResponse, tags=["dev"])
+@router.get("/dev/outbox", response_class=HTMLResponse, dependencies=[DevOnly], tags=["dev"],
+            include_in_schema=False)
 def outbox_page(request: Request, session: DbSession) -> HTMLResponse:
     rows = list(session.scalars(select(DevOutboxMessage).order_by(DevOutboxMessage.id.desc())
                                 .limit(100)))

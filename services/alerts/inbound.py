@@ -10,21 +10,27 @@ import uuid
 from datetime import timedelta
 
 from prometheus_client import Counter
+from sqlalchemy import delete
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from services.alerts import contacts
 from services.alerts.keywords import Command, parse, scrub_free_text
-from services.alerts.models import OutboxMessage, Subscriber
+from services.alerts.models import InboundMessage, OutboxMessage, Subscriber
 from shared.db import utcnow
-from shared.events import OverdoseReportV1, ReferralRequestedV1, SmsReceivedV1
+from shared.events import ContactStoppedV1, OverdoseReportV1, ReferralRequestedV1, SmsReceivedV1
 from shared.outbox import outbox_row
 from shared.regions import Region, RegionNotFoundError
 from shared.settings import Settings
-from shared.topics import OVERDOSE_REPORTS, REFERRAL_REQUESTS, SMS_INBOUND
+from shared.topics import CONTACT_STOPS, OVERDOSE_REPORTS, REFERRAL_REQUESTS, SMS_INBOUND
 
 PRODUCER = "alerts"
 CONVERSATION = timedelta(days=14)
+SEEN_FOR = timedelta(days=30)  # how long a MessageSid is remembered
 INBOUND = Counter("lookout_alerts_sms_inbound_total", "Inbound SMS by keyword", ["keyword"])
+DUPLICATES = Counter("lookout_alerts_sms_inbound_duplicates_total",
+                     "Inbound SMS whose MessageSid was handled already (retries, replays)")
 
 REPLIES: dict[str, dict[str, str]] = {
     "confirm_join": {
@@ -161,6 +167,22 @@ def _resolve(areas: list[str]) -> tuple[list[Region], str | None]:
     return regions, None
 
 
+def first_delivery(session: Session, sid: str) -> bool:
+    """Record `sid` as handled; False if it was already (then nothing is to be done). In the
+    caller's transaction: a concurrent delivery of the same SID waits for it on the unique
+    key, and a rolled-back one is retried by Twilio."""
+    now = utcnow()
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    recorded = session.scalar(insert(InboundMessage).values(sid=sid, received_at=now)
+                              .on_conflict_do_nothing().returning(InboundMessage.sid))
+    session.execute(delete(InboundMessage).where(InboundMessage.received_at < now - SEEN_FOR))
+    if recorded is not None:
+        return True
+    DUPLICATES.inc()
+    return False
+
+
 def handle_inbound(session: Session, settings: Settings, phone: str, body: str) -> str:
     """Apply one inbound message from `phone` (E.164); return the reply ('' for none)."""
     command = parse(body)
@@ -179,6 +201,9 @@ def handle_inbound(session: Session, settings: Settings, phone: str, body: str) 
             return ""  # already stopped: one confirmation only
         contact.status, contact.stopped_at = "stopped", now
         contact.conversation_until = None
+        # The other services end what they have open for the contact (a referral).
+        stopped = ContactStoppedV1(producer=PRODUCER, contact_ref=contact.id, stopped_at=now)
+        session.add(outbox_row(OutboxMessage, CONTACT_STOPS, str(contact.id), stopped))
         return reply("stopped", language)
 
     if command.kind == "start":

@@ -7,11 +7,10 @@ The STOP family wins whenever the first word is one of its words: when in doubt,
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass, field
 
-STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE",
-              "ALTO", "PARAR", "CANCELAR", "ARRET", "ARRETER", "DESABONNER"}
+from shared.keywords import STOP_WORDS, fold
+
 START_WORDS = {"START", "UNSTOP", "OPTIN"}
 HELP_WORDS = {"HELP", "INFO", "AIDE"}
 JOIN_WORDS = {"JOIN", "SUBSCRIBE", "UNIRSE", "ALTA", "INSCRIRE"}
@@ -38,14 +37,8 @@ class Command:
     language: str | None = None  # the language the keyword implies, if any
 
 
-def _fold(text: str) -> str:
-    """Upper case without accents: 'Arrêt' -> 'ARRET'."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).upper()
-
-
 def _words(text: str) -> list[str]:
-    return re.findall(r"[A-Z0-9]+(?:-[A-Z0-9]+)*", _fold(text))
+    return re.findall(r"[A-Z0-9]+(?:-[A-Z0-9]+)*", fold(text))
 
 
 def parse(body: str) -> Command:
@@ -85,7 +78,7 @@ def parse(body: str) -> Command:
 def _after_keyword(body: str, keyword: str) -> str:
     """The original text after the first word (which folds to `keyword`)."""
     match = re.match(r"\W*\S+", body)
-    rest = body[match.end():] if match and _fold(match.group()).strip(" .,!?:;") == keyword \
+    rest = body[match.end():] if match and fold(match.group()).strip(" .,!?:;") == keyword \
         else body
     return rest.strip(" \t\r\n.,!?:;")
 

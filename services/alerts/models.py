@@ -187,6 +187,17 @@ class EarlyStatus(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class InboundMessage(Base):
+    """The MessageSid of every inbound SMS handled (Twilio retries a webhook, and a signed one
+    can be replayed): a second delivery of one SID changes nothing. Kept
+    `inbound.SEEN_FOR` (30 days)."""
+
+    __tablename__ = "alerts_inbound_messages"
+
+    sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
 class DevOutboxMessage(DevOutboxMixin, Base):
     """The dev SMS backend: what would have been texted, shown on /dev/outbox."""
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import logging
 import secrets
 import uuid
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from prometheus_client import Counter
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from services.alerts import contacts
@@ -25,7 +24,7 @@ from services.alerts.inbound import _confirm
 from services.alerts.models import RateWindow, SignupRequest, Subscriber
 from shared.crypto import encrypt_phone, phone_lookup_hash
 from shared.problems import ProblemError
-from shared.ratelimit import take_in_window
+from shared.ratelimit import client_key, take_in_window
 from shared.regions import RegionNotFoundError, get_region
 from shared.settings import Settings
 
@@ -51,6 +50,7 @@ CODE_TEXT = {
 }
 RESEND_AFTER = timedelta(seconds=60)
 HOUR = timedelta(hours=1)
+KEEP_REQUESTS = timedelta(days=1)
 # Contacts that must not be texted a code (a stopped number texts START to come back).
 NOT_TEXTED = {"stopped", "invalid", "erased"}
 log = logging.getLogger(__name__)
@@ -71,19 +71,6 @@ class CodeToSend:
 def _code_hash(settings: Settings, signup_id: uuid.UUID, code: str) -> str:
     key = hashlib.sha256(b"lookout:signup-code:" + settings.secret_key.encode()).digest()
     return hmac.new(key, f"{signup_id}:{code}".encode(), hashlib.sha256).hexdigest()
-
-
-def client_key(settings: Settings, address: str) -> str:
-    """The key a client's codes are counted under: its IPv4 address or IPv6 /64 (one
-    subscriber line gets a whole /64), keyed-hashed (no address is stored)."""
-    try:
-        ip = ipaddress.ip_address(address)
-        net = str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 \
-            else str(ip)
-    except ValueError:
-        net = address
-    return hmac.new(settings.secret_key.encode(), f"signup-client:{net}".encode(),
-                    hashlib.sha256).hexdigest()[:32]
 
 
 def _cap(session: Session, key: str, limit: int, reason: str, now: datetime) -> None:
@@ -125,7 +112,7 @@ def start(session: Session, settings: Settings, client: str, phone_raw: str, are
             SignupRequest.created_at > now - RESEND_AFTER).limit(1)) is not None:
         raise ProblemError(429, "Too many requests", "A code was just sent; wait a minute.",
                            headers={"Retry-After": "60"})
-    _cap(session, "signup:client:" + client_key(settings, client),
+    _cap(session, "signup:client:" + client_key(settings.secret_key, client),
          settings.signup_codes_per_client_per_hour, "client_cap", now)
     _cap(session, "signup:all", settings.signup_codes_per_hour, "global_cap", now)
     contact = contacts.find(session, settings, phone)
@@ -137,6 +124,8 @@ def start(session: Session, settings: Settings, client: str, phone_raw: str, are
     code = f"{secrets.randbelow(1_000_000):06d}"
     request.code_hash = _code_hash(settings, request.id, code)
     session.add(request)
+    # Requests a day past their creation are of no use (codes live minutes): dropped.
+    session.execute(delete(SignupRequest).where(SignupRequest.created_at < now - KEEP_REQUESTS))
     return CodeToSend(request.id, phone, CODE_TEXT[language].format(code=code),
                       send=contact is None or contact.status not in NOT_TEXTED)
 

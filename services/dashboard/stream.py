@@ -140,11 +140,15 @@ async def _events(request: Request, hub: ChangeHub, after: int | None) -> AsyncI
             except TimeoutError:
                 yield b": keep-alive\n\n"
                 continue
-            if item is None:
+            items = [item]
+            while not queue.empty():  # everything waiting goes out as one write
+                items.append(queue.get_nowait())
+            chunk = b"".join(sse(i) for i in items
+                             if i is not None and (after is None or i[0] > after))
+            if chunk:
+                yield chunk
+            if None in items:  # the hub dropped this stream (too far behind)
                 return
-            if after is not None and item[0] <= after:
-                continue
-            yield sse(item)
     finally:
         hub.unsubscribe(queue)
 

@@ -27,7 +27,7 @@ from services.detection.tablecache import WriteBehind
 from shared.events import DrugCheckResultV1, OverdoseReportV1
 from shared.settings import get_settings
 from shared.streams import dead_letter, handle_with_retries
-from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS, SIGNALS
+from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS, SIGNALS, Topic
 
 log = logging.getLogger(__name__)
 RELEASE_INTERVAL = 0.2  # s between checks for held messages a caught-up partition freed
@@ -44,13 +44,15 @@ reports_dlq = _raw_topic(OVERDOSE_REPORTS.dlq, OVERDOSE_REPORTS.partitions)
 signals_topic = _raw_topic(SIGNALS.name, SIGNALS.partitions)
 
 
-def _table(name: str, help_: str) -> WriteBehind:
-    return WriteBehind(app.Table(name, partitions=4, use_partitioner=True, key_type=str,
-                                 help=help_))
+def _table(name: str, help_: str, partitions: int = DRUGCHECK_RESULTS.partitions
+           ) -> WriteBehind:
+    return WriteBehind(app.Table(name, partitions=partitions, use_partitioner=True,
+                                 key_type=str, help=help_))
 
 
 tables = Tables(
-    spike_counts=_table("spike-areas", "overdose reports per area: counts per event-time bucket"),
+    spike_counts=_table("spike-areas", "overdose reports per area: counts per event-time bucket",
+                        OVERDOSE_REPORTS.partitions),
     marks=_table("marks", "newest event-time day per region (contamination)"),
     episodes=_table("episodes", "open signal per (region, kind, substance)"),
     seen=_table("substances-seen", "last time each substance was seen per region"),
@@ -70,22 +72,23 @@ class _Committed(Mapping[int, "int | None"]):
     """The consumer's committed offset (the next to read) per partition of a source topic:
     undo entries below it are never read again (`asof`)."""
 
-    def __init__(self, topic: str) -> None:
-        self.topic = topic
+    def __init__(self, topic: Topic) -> None:
+        self.topic = topic.name
+        self.partitions = topic.partitions
 
     def __getitem__(self, partition: int) -> int | None:
         offsets = getattr(app.consumer, "_committed_offset", {})
         return offsets.get(TP(self.topic, partition))
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(4))
+        return iter(range(self.partitions))
 
     def __len__(self) -> int:
-        return 4
+        return self.partitions
 
 
-processor.committed_reports = _Committed(OVERDOSE_REPORTS.name)
-processor.committed_results = _Committed(DRUGCHECK_RESULTS.name)
+processor.committed_reports = _Committed(OVERDOSE_REPORTS)
+processor.committed_results = _Committed(DRUGCHECK_RESULTS)
 
 
 class _Ordered:
@@ -129,10 +132,10 @@ class _Ordered:
                 except (ValidationError, ValueError) as exc:
                     await dead_letter(self.dlq, message, raw, f"undecodable: {exc}",
                                       "detection", self.agent)
-                    await self._ack(self.merge.skip(message.partition, message.offset, event))
-                    continue
-                self.merge.add(Held(self.at(parsed), str(parsed.event_id), message.partition,
-                                    message.offset, parsed, event))
+                    self.merge.skip(message.partition, message.offset, event)
+                else:
+                    self.merge.add(Held(self.at(parsed), str(parsed.event_id),
+                                        message.partition, message.offset, parsed, event))
                 await self._release()
 
     async def release(self) -> None:
@@ -144,23 +147,21 @@ class _Ordered:
     async def _release(self) -> None:
         for held in self.merge.ready(self.partitions(), self.caught_up):
             event = held.event
-            _current_event.set(weakref.ref(event))  # table writes and sends belong to it
-            raw = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
+            if held.item is not None:
+                _current_event.set(weakref.ref(event))  # table writes and sends belong to it
+                raw = event.value if isinstance(event.value, bytes) else \
+                    bytes(event.value or b"")
 
-            async def handle(parsed: Any, held: Held = held) -> None:
-                try:
-                    await self.handle(parsed, held.partition, held.offset)
-                finally:
-                    tables.flush()
+                async def handle(parsed: Any, held: Held = held) -> None:
+                    try:
+                        await self.handle(parsed, held.partition, held.offset)
+                    finally:
+                        tables.flush()
 
-            await handle_with_retries(event.message, raw, held.item, service="detection",
-                                      agent=self.agent, handle=handle, dlq=self.dlq)
-            await self._ack(self.merge.handled(held))
-
-    async def _ack(self, done: list[Held]) -> None:
-        for held in done:
-            if held.event is not None:
-                await self.stream.ack(held.event)
+                await handle_with_retries(event.message, raw, held.item, service="detection",
+                                          agent=self.agent, handle=handle, dlq=self.dlq)
+            if event is not None:
+                await self.stream.ack(event)
 
     def forget(self, revoked: set[TP]) -> None:
         self.merge.forget(tp.partition for tp in revoked if tp.topic == self.topic)

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from shared.broker import free_port, running_tansu
 from shared.events import DrugCheckResultV1, OverdoseReportV1
 from shared.settings import REPO_ROOT
-from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS, SIGNALS
+from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS, SIGNALS, partitions_of
 
 tansu = running_tansu  # a fresh broker on a free port, topics created
 __all__ = ["free_port", "tansu"]
@@ -139,7 +139,7 @@ async def send_raw(bootstrap: str, topic: str, value: bytes, key: bytes) -> None
 
 
 async def committed(bootstrap: str, topics: Iterable[str], group: str = "lookout-detection",
-                    partitions: int = 4) -> int:
+                    partitions: int | None = None) -> int:
     """How many messages of `topics` the group has committed (sum of committed offsets)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
                                 enable_auto_commit=False)
@@ -147,7 +147,7 @@ async def committed(bootstrap: str, topics: Iterable[str], group: str = "lookout
     try:
         total = 0
         for topic in topics:
-            for p in range(partitions):
+            for p in range(partitions_of(topic) if partitions is None else partitions):
                 offset = await consumer.committed(TopicPartition(topic, p))
                 total += offset or 0
         return total

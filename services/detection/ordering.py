@@ -2,15 +2,19 @@
 
 A county or state area gathers postal codes from several partitions, and partitions are
 consumed at different paces: in a backfill or a drained backlog one partition can run weeks
-ahead of another. So the agents do not handle messages as they arrive: they hold them here
-and handle them in event-time order (time, then event id), releasing a message only when no
-partition can still bring an older one. A partition is bounded by the newest event time
-received from it (each partition carries its keys' events in time order, as the producers
-publish them), and it does not hold anything back once everything up to its high watermark
-has been received (caught up): see docs/detection.md, "Event time, not arrival order".
+ahead of another. So the agents do not handle messages as they arrive: they hold them here,
+one queue per partition in offset order, and take them as a merge of those queues by event
+time (time, then event id): the oldest head goes first, once every partition whose queue
+is empty has nothing more to bring (it is caught up: everything up to its high watermark
+was received). Each partition carries its keys' events in time order (as the producers
+publish them), so no partition can then still bring an older message. A partition's
+messages always come out in its offset order: the processors' per-partition offset marks
+(a redelivery is not counted twice) rely on it. See docs/detection.md, "Event time, not
+arrival order". At most `HELD_MAX` messages are held: beyond, the oldest head is taken
+anyway (a partition far behind then gives late events, as without the merge).
 
-Held messages are acknowledged only once handled, and in offset order per partition, so a
-commit never covers a message still held (after a crash they are delivered again).
+Held messages are acknowledged once handled, in offset order per partition, so a commit
+never covers a message still held (after a crash they are delivered again).
 """
 
 from __future__ import annotations
@@ -19,90 +23,81 @@ import heapq
 import math
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+HELD_MAX = 50_000  # messages held before the oldest is taken anyway (memory bound)
 # (partition, next offset to receive, or None if nothing received) -> caught up?
 CaughtUp = Callable[[int, "int | None"], bool]
 
 
-@dataclass(order=True)
+@dataclass
 class Held:
     at: float  # event time, epoch seconds
-    tiebreak: str  # the event id: events of the same time are taken in this order
+    tiebreak: str  # the event id: heads of the same time are taken in this order
     partition: int
     offset: int
-    item: Any = field(compare=False)  # the parsed event
-    event: Any = field(compare=False, default=None)  # the faust event (acknowledged later)
-    done: bool = field(compare=False, default=False)
+    item: Any  # the parsed event (None: not handled, only acknowledged in its turn)
+    event: Any = None  # the faust event (acknowledged once handled)
 
 
 class EventTimeMerge:
-    def __init__(self) -> None:
-        self._heap: list[Held] = []
-        self._newest: dict[int, float] = {}  # newest event time received per partition
+    def __init__(self, held_max: int = HELD_MAX) -> None:
+        self.held_max = held_max
+        self._queues: dict[int, deque[Held]] = {}
+        self._heads: list[tuple[float, str, int]] = []  # (at, tiebreak, partition)
         self._next: dict[int, int] = {}  # next offset to receive per partition
-        self._unacked: dict[int, deque[Held]] = {}  # received, not yet acknowledged
-        self._held: set[tuple[int, int]] = set()
+        self._count = 0
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return self._count
+
+    def next_offset(self, partition: int) -> int | None:
+        return self._next.get(partition)
 
     def add(self, held: Held) -> None:
-        """Hold a received message (a message delivered again while held is ignored)."""
-        key = (held.partition, held.offset)
-        if key in self._held:
-            return
-        self._held.add(key)
-        heapq.heappush(self._heap, held)
+        """Hold a received message (one received already is ignored)."""
         p = held.partition
-        self._newest[p] = max(self._newest.get(p, -math.inf), held.at)
-        self._next[p] = max(self._next.get(p, 0), held.offset + 1)
-        self._unacked.setdefault(p, deque()).append(held)
+        if held.offset < self._next.get(p, 0):
+            return
+        self._next[p] = held.offset + 1
+        queue = self._queues.setdefault(p, deque())
+        queue.append(held)
+        self._count += 1
+        if len(queue) == 1:
+            heapq.heappush(self._heads, (held.at, held.tiebreak, p))
 
-    def skip(self, partition: int, offset: int, event: Any = None) -> list[Held]:
-        """A message that is not held (undecodable): acknowledged in its turn."""
-        held = Held(-math.inf, "", partition, offset, None, event)
-        self._next[partition] = max(self._next.get(partition, 0), offset + 1)
-        self._unacked.setdefault(partition, deque()).append(held)
-        return self.handled(held)
-
-    def bound(self, partitions: Iterable[int], caught_up: CaughtUp) -> float:
-        """No partition can still bring a message older than this."""
-        out = math.inf
-        for p in partitions:
-            if not caught_up(p, self._next.get(p)):
-                out = min(out, self._newest.get(p, -math.inf))
-        return out
+    def skip(self, partition: int, offset: int, event: Any = None) -> None:
+        """A message that is not handled (undecodable): acknowledged in its turn."""
+        self.add(Held(-math.inf, "", partition, offset, None, event))
 
     def ready(self, partitions: Iterable[int], caught_up: CaughtUp) -> list[Held]:
-        """The held messages that can be handled now, in event-time order."""
-        bound = self.bound(partitions, caught_up)
+        """The held messages that can be taken now, in order (those with `item` None are
+        only to be acknowledged)."""
+        blocking = {p for p in partitions
+                    if not self._queues.get(p) and not caught_up(p, self._next.get(p))}
         out = []
-        while self._heap and self._heap[0].at <= bound:
-            held = heapq.heappop(self._heap)
-            self._held.discard((held.partition, held.offset))
-            out.append(held)
-        return out
-
-    def handled(self, held: Held) -> list[Held]:
-        """Mark a released message handled; the messages now to acknowledge, in offset
-        order per partition (every message before them in the partition is handled)."""
-        held.done = True
-        queue = self._unacked.get(held.partition)
-        out = []
-        while queue and queue[0].done:
+        while self._heads:
+            _, _, p = self._heads[0]
+            if blocking and (len(blocking) > 1 or p not in blocking) \
+                    and self._count <= self.held_max:
+                break
+            heapq.heappop(self._heads)
+            queue = self._queues[p]
             out.append(queue.popleft())
+            self._count -= 1
+            if queue:
+                head = queue[0]
+                heapq.heappush(self._heads, (head.at, head.tiebreak, p))
+            elif not caught_up(p, self._next.get(p)):
+                blocking.add(p)
         return out
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop what is held of partitions this worker no longer owns (a rebalance): they
         are delivered again from the committed offset, here or to another worker."""
-        gone = set(partitions)
-        self._heap = [h for h in self._heap if h.partition not in gone]
-        heapq.heapify(self._heap)
-        self._held = {k for k in self._held if k[0] not in gone}
-        for p in gone:
-            self._newest.pop(p, None)
+        for p in set(partitions):
+            self._count -= len(self._queues.pop(p, ()))
             self._next.pop(p, None)
-            self._unacked.pop(p, None)
+        self._heads = [h for h in self._heads if h[2] in self._queues and self._queues[h[2]]]
+        heapq.heapify(self._heads)

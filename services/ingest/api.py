@@ -3,11 +3,12 @@ submissions, the CSV upload page, and the admin API for sites and keys."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -15,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ValidationError
@@ -23,7 +24,6 @@ from pydantic.json_schema import models_json_schema
 from pydantic_core import to_json
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.ingest import metrics, service
 from services.ingest.csv_import import parse_csv
@@ -48,9 +48,9 @@ from services.ingest.schemas import (
 )
 from services.ingest.writer import writer_for
 from shared.db import get_engine, session_scope, write_session
-from shared.problems import ProblemError, problem_response
+from shared.problems import ProblemError
 from shared.ratelimit import KeyedRateLimiter
-from shared.settings import Settings, get_settings
+from shared.settings import Settings
 from shared.web import AdminOnly, AppSettings, DbSession, bearer_token, create_app, settings_of
 
 CSV_CHUNK = 1000  # rows per transaction in a CSV import
@@ -162,11 +162,14 @@ def _item_errors(exc: ValidationError) -> list[dict[str, str]]:
 def _parse_json(raw: bytes, kind: metrics.Kind) -> Any:
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: arrays or objects nested deeper than the parser goes (~1,000)
+        message = "nested too deeply" if isinstance(exc, RecursionError) else "invalid JSON"
         metrics.count(kind, "rejected", "malformed")
-        raise ProblemError(400, "Malformed JSON", "The request body is not valid JSON.",
-                           errors=[{"field": "/", "in": "body", "message": "invalid JSON",
-                                    "type": "json_invalid"}]) from None
+        raise ProblemError(400, "Malformed JSON", f"The request body is not valid JSON: "
+                           f"{message}.", errors=[{"field": "/", "in": "body",
+                                                   "message": message,
+                                                   "type": "json_invalid"}]) from None
 
 
 def _split_batch(data: Any, wrapper: str, kind: metrics.Kind) -> list[Any] | None:
@@ -329,11 +332,12 @@ async def _store_drug_checks(settings: Settings, caller: service.Caller,
 _OLDEST = datetime.min.replace(tzinfo=UTC)
 
 
-def import_csv(settings: Settings, caller: service.Caller, text: str,
-               province: str) -> CsvImportOut:
+def import_csv(settings: Settings, caller: service.Caller, text: str, province: str,
+               progress: Callable[[int, int], None] | None = None) -> CsvImportOut:
     """Import a CSV file, one transaction per chunk of rows, oldest rows first: exports
     are often newest first, and detection takes each partition in the order it comes
-    (docs/detection.md, "Event time, not arrival order")."""
+    (docs/detection.md, "Event time, not arrival order"). `progress(done, total)` is called
+    after each chunk's commit."""
     fmt, parsed = parse_csv(text, province)
     rows = sorted(parsed, key=lambda r: r.body.collected_at if r.body else _OLDEST)
     counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
@@ -353,15 +357,12 @@ def import_csv(settings: Settings, caller: service.Caller, text: str,
                     line=row.line, reason=reason,
                     errors=[ItemError(**e) for e in (row.errors or outcome.errors)]))
 
-    chunk: list[Any] = []
-    for row in rows:
-        total += 1
-        chunk.append(row)
-        if len(chunk) >= CSV_CHUNK:
-            flush(chunk)
-            chunk = []
-    if chunk:
+    for start in range(0, len(rows), CSV_CHUNK):
+        chunk = rows[start:start + CSV_CHUNK]
         flush(chunk)
+        total += len(chunk)
+        if progress is not None:
+            progress(total, len(rows))
     rejected.sort(key=lambda r: r.line)
     return CsvImportOut(format=fmt, rows=total, rejected_rows=rejected, **counts)
 
@@ -506,32 +507,79 @@ def upload_page(request: Request) -> HTMLResponse:
     return templates.TemplateResponse(request, "upload.html", {"result": None})
 
 
-@router.post("/upload", response_class=HTMLResponse, include_in_schema=False)
-async def upload_submit(request: Request, settings: AppSettings) -> HTMLResponse:
-    """The page's form: the site's API key, the file; the result rendered in the page."""
-    error, status, result = "", 200, None
+async def _upload_form(request: Request, settings: Settings
+                       ) -> tuple[service.Caller, str, str]:
+    """The upload page's form, checked: (caller, CSV text, province)."""
     form = await request.form(max_part_size=settings.ingest_max_csv_bytes)
     api_key, upload = str(form.get("api_key") or "").strip(), form.get("file")
     province = str(form.get("province") or "BC").strip()[:50] or "BC"
+    if not isinstance(upload, UploadFile) or not upload.filename:
+        raise ProblemError(422, "No file", "Choose a CSV file to upload.")
+
+    def auth() -> service.Caller:
+        with session_scope(settings.sqlalchemy_url) as session:
+            return _check_caller(session, settings, request, f"Bearer {api_key}", "results")
+
+    caller = await run_in_threadpool(auth)
+    from services.ingest.csv_import import decode
+
+    return caller, decode(await upload.read()), province
+
+
+@router.post("/upload", response_class=HTMLResponse, include_in_schema=False)
+async def upload_submit(request: Request, settings: AppSettings) -> HTMLResponse:
+    """The page's form without JavaScript: the result rendered in the page when done."""
+    error, status, result, province = "", 200, None, "BC"
     try:
-        if not isinstance(upload, UploadFile) or not upload.filename:
-            raise ProblemError(422, "No file", "Choose a CSV file to upload.")
-
-        def auth() -> service.Caller:
-            with session_scope(settings.sqlalchemy_url) as session:
-                return _check_caller(session, settings, request, f"Bearer {api_key}",
-                                     "results")
-
-        caller = await run_in_threadpool(auth)
-        from services.ingest.csv_import import decode
-
-        text = decode(await upload.read())
+        caller, text, province = await _upload_form(request, settings)
         result = await run_in_threadpool(import_csv, settings, caller, text, province)
     except ProblemError as exc:
         error, status = f"{exc.title}: {exc.detail}", exc.status
     return templates.TemplateResponse(
         request, "upload.html", {"result": result, "error": error, "province": province},
         status_code=status)
+
+
+@router.post("/upload/stream", include_in_schema=False)
+async def upload_stream(request: Request, settings: AppSettings) -> Response:
+    """The page's form with JavaScript (upload.js): NDJSON lines as the import goes,
+    {"done", "total"} after each committed chunk, then {"result"} (or {"error"})."""
+    try:
+        caller, text, province = await _upload_form(request, settings)
+    except ProblemError as exc:
+        return JSONResponse({"error": f"{exc.title}: {exc.detail}"}, status_code=exc.status)
+    return StreamingResponse(_import_lines(settings, caller, text, province),
+                             media_type="application/x-ndjson")
+
+
+async def _import_lines(settings: Settings, caller: service.Caller, text: str,
+                        province: str) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    def put(line: dict[str, Any] | None) -> None:
+        loop.call_soon_threadsafe(lines.put_nowait, None if line is None else to_json(line) + b"\n")
+
+    def run() -> None:
+        try:
+            result = import_csv(settings, caller, text, province,
+                                lambda done, total: put({"done": done, "total": total}))
+            put({"result": result.model_dump(mode="json")})
+        except ProblemError as exc:
+            put({"error": f"{exc.title}: {exc.detail}"})
+        finally:
+            put(None)
+
+    task = loop.run_in_executor(None, run)
+    while (line := await lines.get()) is not None:
+        yield line
+    await task
+
+
+@router.get("/upload.js", include_in_schema=False)
+def upload_script() -> Response:
+    return Response((Path(__file__).parent / "templates" / "upload.js").read_bytes(),
+                    media_type="text/javascript")
 
 
 # --- admin: sites and keys ---------------------------------------------------------------
@@ -588,66 +636,22 @@ def rotate_key(site_id: uuid.UUID, key_id: uuid.UUID, session: DbSession) -> Api
 # --- body size limit ---------------------------------------------------------------------
 
 
-class BodyLimit:
-    """Refuses bodies over the limit with 413 problem+json before the app reads them: the
-    JSON limit everywhere, the (larger) CSV limit on the CSV endpoints."""
+def _body_limit(path: str, settings: Settings) -> int:
+    """The JSON limit everywhere, the (larger) CSV limit on the CSV endpoints (shared/edge.py
+    refuses a larger body with 413 before it is read)."""
+    return (settings.ingest_max_csv_bytes
+            if path.endswith("/csv") or path in ("/upload", "/upload/stream")
+            else settings.ingest_max_json_bytes)
 
-    def __init__(self, app: ASGIApp, settings: Callable[[], Settings]) -> None:
-        self.app = app
-        self.settings = settings
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            await self.app(scope, receive, send)
-            return
-        settings = self.settings()
-        path = scope["path"]
-        limit = (settings.ingest_max_csv_bytes if path.endswith("/csv") or path == "/upload"
-                 else settings.ingest_max_json_bytes)
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None:
-            if not length.isdigit() or int(length) > limit:
-                await self._too_large(scope, receive, send, limit)
-                return
-            await self.app(scope, receive, send)
-            return
-        # No Content-Length (chunked): read up to the limit, then replay to the app.
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-            if size > limit:
-                await self._too_large(scope, receive, send, limit)
-                return
-        body = b"".join(chunks)
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        metrics.count(_kind_of(scope["path"]), "rejected", "too_large")
-        response = problem_response(413, "Content too large",
-                                    f"The body must be at most {limit} bytes.",
-                                    instance=scope["path"])
-        await response(scope, receive, send)
+def _count_too_large(path: str) -> None:
+    metrics.count(_kind_of(path), "rejected", "too_large")
 
 
 app = create_app("ingest", title="Lookout ingest",
-                 description="Drug-checking results and overdose reports from sites.")
+                 description="Drug-checking results and overdose reports from sites.",
+                 body_limit=_body_limit, on_body_refused=_count_too_large)
 app.include_router(router)
-app.add_middleware(BodyLimit, settings=lambda: app.dependency_overrides.get(
-    get_settings, get_settings)())
 
 
 def _openapi() -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Referrals agents: SMS requests and replies in, options/details/follow-ups out (through
+"""Referrals agents: SMS requests, replies and STOPs in, options/details/follow-ups out (through
 the outbox), provider notices, a timer for follow-ups, silence and the purge, and the
 replica of the site keys that may refer (ingest's `sites.keys.v1`)."""
 
@@ -12,18 +12,19 @@ from typing import Any
 
 from services.referrals import service
 from services.referrals.app import app
-from services.referrals.notify import ChannelNotifier, ProviderNotifier
+from services.referrals.notify import ChannelNotifier, NoticeQueue, ProviderNotifier
 from shared.db import session_scope, utcnow
-from shared.events import ReferralRequestedV1, SiteKeyChangedV1, SmsReceivedV1
+from shared.events import ContactStoppedV1, ReferralRequestedV1, SiteKeyChangedV1, SmsReceivedV1
 from shared.settings import get_settings
 from shared.streams import process_each
-from shared.topics import REFERRAL_REQUESTS, SITE_KEYS, SMS_INBOUND
+from shared.topics import CONTACT_STOPS, REFERRAL_REQUESTS, SITE_KEYS, SMS_INBOUND
 
 log = logging.getLogger(__name__)
 settings = get_settings()
 # Injectable for tests: the clock and the provider notifier.
 clock: Callable[[], datetime] = utcnow
 notifier: ProviderNotifier = ChannelNotifier(settings)
+notices = NoticeQueue()
 
 requests_topic = app.topic(REFERRAL_REQUESTS.name, value_serializer="raw", key_serializer="raw",
                            partitions=REFERRAL_REQUESTS.partitions)
@@ -33,6 +34,10 @@ inbound_topic = app.topic(SMS_INBOUND.name, value_serializer="raw", key_serializ
                           partitions=SMS_INBOUND.partitions)
 inbound_dlq = app.topic(SMS_INBOUND.dlq, value_serializer="raw", key_serializer="raw",
                         partitions=SMS_INBOUND.partitions)
+stops_topic = app.topic(CONTACT_STOPS.name, value_serializer="raw", key_serializer="raw",
+                        partitions=CONTACT_STOPS.partitions)
+stops_dlq = app.topic(CONTACT_STOPS.dlq, value_serializer="raw", key_serializer="raw",
+                      partitions=CONTACT_STOPS.partitions)
 keys_topic = app.topic(SITE_KEYS.name, value_serializer="raw", key_serializer="raw",
                        partitions=SITE_KEYS.partitions)
 keys_dlq = app.topic(SITE_KEYS.dlq, value_serializer="raw", key_serializer="raw",
@@ -49,21 +54,21 @@ def _request(event: ReferralRequestedV1) -> None:
 
 def run_hand_off(handoff: service.HandOff) -> str:
     """Notify the provider outside any transaction, then record it (second transaction)."""
-    with session_scope(settings.sqlalchemy_url) as session:
-        channel, address, notice = service.prepare_notice(session, settings, handoff)
-    status, error = service.deliver_notice(notifier, channel, address, notice)
-    with session_scope(settings.sqlalchemy_url) as session:
-        service.record_notice(session, settings, handoff, channel, notice, status, error,
-                              clock())
-    log.info("referral %s: provider notice %s", handoff.referral_id, status)
-    return status
+    return service.notify_and_record(settings, notifier, handoff, clock)
 
 
 def _reply(event: SmsReceivedV1) -> None:
     with session_scope(settings.sqlalchemy_url) as session:
         handoff = service.handle_reply(session, settings, event, clock())
-    if handoff is not None:
-        run_hand_off(handoff)
+    if handoff is not None:  # a slow provider must not hold the next replies
+        notices.submit(run_hand_off, handoff)
+
+
+def _stop(event: ContactStoppedV1) -> None:
+    with session_scope(settings.sqlalchemy_url) as session:
+        ended = service.handle_stop(session, event, clock())
+    if ended:
+        log.info("STOP: %d referral(s) of a contact stopped", ended)
 
 
 def _site_key(event: SiteKeyChangedV1) -> None:
@@ -95,6 +100,10 @@ async def handle_reply(event: SmsReceivedV1) -> None:
     await asyncio.to_thread(_reply, event)
 
 
+async def handle_stop(event: ContactStoppedV1) -> None:
+    await asyncio.to_thread(_stop, event)
+
+
 async def handle_site_key(event: SiteKeyChangedV1) -> None:
     await asyncio.to_thread(_site_key, event)
 
@@ -111,6 +120,13 @@ async def replies(stream: Any) -> None:
     await process_each(stream, service="referrals", agent="replies",
                        parse=SmsReceivedV1.model_validate_json, handle=handle_reply,
                        dlq=inbound_dlq)
+
+
+@app.agent(stops_topic, concurrency=1)
+async def stops(stream: Any) -> None:
+    await process_each(stream, service="referrals", agent="stops",
+                       parse=ContactStoppedV1.model_validate_json, handle=handle_stop,
+                       dlq=stops_dlq)
 
 
 @app.agent(keys_topic, concurrency=1)

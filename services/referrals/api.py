@@ -7,6 +7,9 @@ The SMS conversation runs in the `referrals-worker` process (`services.referrals
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+import math
 import re
 import uuid
 from pathlib import Path
@@ -23,7 +26,7 @@ from services.referrals import models as m
 from services.referrals import service
 from services.referrals.geo import centroid, resolve_place
 from services.referrals.matching import SERVICE_TYPES
-from services.referrals.notify import ChannelNotifier, ProviderNotifier
+from services.referrals.notify import ChannelNotifier, NoticeQueue, ProviderNotifier
 from services.referrals.schemas import (
     ChoiceIn,
     OptionOut,
@@ -33,15 +36,22 @@ from services.referrals.schemas import (
     StaffReferralIn,
     StatusIn,
 )
+from shared.crypto import webhook_secret
 from shared.db import utcnow
+from shared.outbound import RefusedURLError, check_url, is_public
 from shared.problems import ProblemError
+from shared.ratelimit import KeyedRateLimiter
 from shared.regions import RegionNotFoundError, get_region
 from shared.settings import Settings
-from shared.web import AdminOnly, AppSettings, DbSession, bearer_token, create_app
+from shared.web import AdminOnly, AppSettings, DbSession, DevOnly, bearer_token, create_app
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 router = APIRouter()
 E164 = re.compile(r"\+[1-9]\d{7,14}")
+log = logging.getLogger(__name__)
+LINK_THROTTLED = Counter("lookout_referrals_link_throttled_total",
+                         "Provider link requests refused by the per-client limit")
+NOTICES = NoticeQueue()  # provider notices, sent after the choice is answered
 REFERRALS = Counter("lookout_referrals_requests_total", "Referral requests", ["source"])
 WEB_CONSENT = ("Lookout keeps this request for {days:g} days to count how many people asked "
                "for help, then deletes it. Nothing you enter here is sent to a provider: you "
@@ -65,6 +75,11 @@ Staff = Annotated[service.StaffCaller, Depends(_staff)]
 def _notifier(request: Request, settings: Settings) -> ProviderNotifier:
     found = getattr(request.app.state, "notifier", None)
     return found if found is not None else ChannelNotifier(settings)
+
+
+def _notices(request: Request) -> NoticeQueue:
+    found = getattr(request.app.state, "notices", None)
+    return found if found is not None else NOTICES
 
 
 def _region_for(body_postal: str | None, region_id: str | None) -> str:
@@ -154,8 +169,9 @@ def choose_option(referral_id: uuid.UUID, body: ChoiceIn, request: Request,
     referral = _get(session, referral_id, caller)
     now = utcnow()
     handoff = service.choose(session, referral, body.option, "staff", now)
-    session.commit()  # the choice stands; no transaction is held while the provider is told
-    service.hand_off(session, settings, _notifier(request, settings), handoff, now)
+    session.commit()  # the choice stands; the provider is told in the background
+    _notices(request).submit(service.notify_and_record, settings,
+                             _notifier(request, settings), handoff, lambda: utcnow())
     return _referral_out(session, referral, full=True)
 
 
@@ -170,27 +186,56 @@ def update_status(referral_id: uuid.UUID, body: StatusIn, session: DbSession,
     return _referral_out(session, referral)
 
 
+# The token is in the address: no Referer may carry it elsewhere, no cache may keep it.
+LINK_HEADERS = {"Referrer-Policy": "no-referrer", "Cache-Control": "no-store",
+                "X-Robots-Tag": "noindex"}
+_link_limiters: dict[tuple[float, float], KeyedRateLimiter] = {}
+
+
+def _throttle_links(request: Request, settings: Settings) -> None:
+    """Provider links are capability URLs: each client address gets a token bucket, so
+    nobody can try tokens (or referral ids) quickly."""
+    key = (settings.referrals_link_rate_per_minute / 60, settings.referrals_link_burst)
+    limiter = _link_limiters.setdefault(key, KeyedRateLimiter(*key))
+    wait = limiter.try_take(request.client.host if request.client else "")
+    if wait > 0:
+        LINK_THROTTLED.inc()
+        log.warning("provider link requests throttled for a client")
+        raise ProblemError(429, "Too many requests", "Try again later.",
+                           headers={"Retry-After": str(math.ceil(wait)), **LINK_HEADERS})
+
+
+def _link_problem(exc: ProblemError) -> ProblemError:
+    exc.headers = {**(exc.headers or {}), **LINK_HEADERS}
+    return exc
+
+
 @router.get("/r/{referral_id}", response_class=HTMLResponse, include_in_schema=False)
 def provider_page(request: Request, referral_id: uuid.UUID, session: DbSession,
                   settings: AppSettings, t: Annotated[str, Query(max_length=64)] = ""
                   ) -> HTMLResponse:
     """The signed link in a provider's notice: see the referral's status and update it."""
-    referral = _get(session, referral_id)
-    expected = service.link_token(settings, referral.id, referral.chosen_service_id or "")
-    if not referral.chosen_service_id or not service.hmac.compare_digest(t, expected):
-        raise ProblemError(403, "Forbidden", "the link is not valid for this referral")
+    _throttle_links(request, settings)
+    try:
+        referral = service.check_link(session, settings, referral_id, t, utcnow())
+    except ProblemError as exc:
+        raise _link_problem(exc) from None
     return templates.TemplateResponse(request, "provider.html", {
-        "referral": referral, "token": t, "done": None})
+        "referral": referral, "token": t, "done": None}, headers=LINK_HEADERS)
 
 
 @router.post("/r/{referral_id}", response_class=HTMLResponse, include_in_schema=False)
 def provider_post(request: Request, referral_id: uuid.UUID, session: DbSession,
                   settings: AppSettings, t: Annotated[str, Form(max_length=64)],
                   status: Annotated[str, Form(max_length=20)]) -> HTMLResponse:
-    referral = service.provider_update(session, settings, referral_id, status, "provider",
-                                       utcnow(), token=t)
+    _throttle_links(request, settings)
+    try:
+        referral = service.provider_update(session, settings, referral_id, status,
+                                           "provider", utcnow(), token=t)
+    except ProblemError as exc:
+        raise _link_problem(exc) from None
     return templates.TemplateResponse(request, "provider.html", {
-        "referral": referral, "token": t, "done": status})
+        "referral": referral, "token": t, "done": status}, headers=LINK_HEADERS)
 
 
 @router.get("/help", response_class=HTMLResponse, tags=["public"])
@@ -246,26 +291,30 @@ def help_submit(
         settings, options=options, form=form, region=region.name))
 
 
-def _service_out(session: Session, svc: m.Service) -> ServiceOut:
+def _service_out(session: Session, svc: m.Service, settings: Settings) -> ServiceOut:
     caps = list(session.scalars(select(m.ServiceCapacity.available).where(
         m.ServiceCapacity.service_id == svc.id)))
     return ServiceOut(
         id=svc.id, name=svc.name, organization_id=svc.organization_id, status=svc.status,
         service_types=svc.service_types, payment_options=svc.payment_options,
         accepting=svc.accepting, capacity_available=sum(caps) if caps else None,
-        notify_channel=svc.notify_channel)
+        notify_channel=svc.notify_channel,
+        webhook_secret=webhook_secret(settings.secret_key, svc.id)
+        if svc.notify_channel == "webhook" else None)
 
 
 @router.get("/v1/providers/services", dependencies=[AdminOnly], tags=["directory"])
-def list_services(session: DbSession, service_type: str | None = None) -> list[ServiceOut]:
-    return [_service_out(session, svc)
+def list_services(session: DbSession, settings: AppSettings,
+                  service_type: str | None = None) -> list[ServiceOut]:
+    return [_service_out(session, svc, settings)
             for svc in session.scalars(select(m.Service).order_by(m.Service.name))
             if not service_type or service_type in svc.service_types]
 
 
 @router.patch("/v1/providers/services/{service_id}", dependencies=[AdminOnly],
               tags=["directory"])
-def update_service(service_id: str, body: ServiceUpdateIn, session: DbSession) -> ServiceOut:
+def update_service(service_id: str, body: ServiceUpdateIn, session: DbSession,
+                   settings: AppSettings) -> ServiceOut:
     """Availability and capacity (and where hand-off notices go)."""
     svc = session.get(m.Service, service_id)
     if svc is None:
@@ -282,6 +331,8 @@ def update_service(service_id: str, body: ServiceUpdateIn, session: DbSession) -
                                "an SMS channel needs a number in E.164 form (+12065550101)",
                                errors=[{"field": "/notify_address",
                                         "message": "not an E.164 number"}])
+        if body.notify_channel == "webhook":
+            _check_webhook(settings, body.notify_address)
         svc.notify_channel, svc.notify_address = body.notify_channel, body.notify_address
     if body.capacity_available is not None:
         rows = list(session.scalars(select(m.ServiceCapacity).where(
@@ -300,10 +351,33 @@ def update_service(service_id: str, body: ServiceUpdateIn, session: DbSession) -
     svc.updated_at = now
     session.flush()
     service.invalidate_directory()
-    return _service_out(session, svc)
+    return _service_out(session, svc, settings)
 
 
-@router.get("/dev/outbox.json", dependencies=[AdminOnly], tags=["dev"])
+def _check_webhook(settings: Settings, url: str) -> None:
+    """What can be told before sending: the scheme, and a literal address. Names are
+    resolved and checked again at every send (`shared.outbound`)."""
+    try:
+        _scheme, host, _port, _path = check_url(url, require_https=settings.env == "prod")
+        literal = host.strip("[]")
+        if not settings.referrals_webhook_allow_private and _is_ip(literal) \
+                and not is_public(literal):
+            raise RefusedURLError("a private, loopback or link-local address")
+    except RefusedURLError as exc:
+        raise ProblemError(422, "Invalid notify_address", f"a webhook needs a public URL: {exc}",
+                           errors=[{"field": "/notify_address", "message": str(exc)}]) from None
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+@router.get("/dev/outbox.json", dependencies=[DevOnly, AdminOnly], tags=["dev"],
+            include_in_schema=False)
 def dev_outbox(session: DbSession,
                limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[dict[str, Any]]:
     """Texts to providers kept by the dev SMS backend (`LOOKOUT_SMS_BACKEND=outbox`)."""

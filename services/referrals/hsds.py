@@ -43,12 +43,13 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "service_at_location": (("id", "service_id", "location_id", "description"),
                             ("id", "service_id", "location_id")),
     "phone": (("id", "service_id", "location_id", "organization_id", "service_at_location_id",
-               "number", "extension", "type", "description"), ("id", "number")),
+               "contact_id", "number", "extension", "type", "description"), ("id", "number")),
     "schedule": (("id", "service_id", "location_id", "service_at_location_id", "freq", "byday",
                   "opens_at", "closes_at", "valid_from", "valid_to", "description"),
                  ("id", "opens_at", "closes_at")),
-    "language": (("id", "service_id", "location_id", "name", "code"), ("id",)),
-    "service_area": (("id", "service_id", "name", "description"), ("id", "service_id")),
+    "language": (("id", "service_id", "location_id", "phone_id", "name", "code"), ("id",)),
+    "service_area": (("id", "service_id", "service_at_location_id", "name", "description"),
+                     ("id",)),
     "unit": (("id", "name"), ("id",)),
     "service_capacity": (("id", "service_id", "unit_id", "available", "maximum",
                           "description", "updated"), ("id", "service_id", "available")),
@@ -58,6 +59,11 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "attribute": (("id", "link_id", "link_entity", "taxonomy_term_id", "value", "label"),
                   ("id", "link_id", "taxonomy_term_id")),
 }
+# HSDS tables Lookout does not keep: their records are counted and reported, not imported.
+UNUSED_TABLES = ("contact", "program", "funding", "accessibility", "required_document",
+                 "organization_identifier", "url", "metadata", "meta_table_description",
+                 "taxonomy")
+UNUSED_REASON = "not used by Lookout's directory"
 TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)(?::[0-5]\d)?(Z|[+-]\d{2}:?\d{2})?$")
 SERVICE_STATUS = {"active", "inactive", "defunct", "temporarily closed"}
 
@@ -71,16 +77,39 @@ class Rejected:
 
 @dataclass
 class ImportReport:
+    """What an import did: records imported per table, records imported with a change
+    (`changed`), records deliberately not imported (`skipped`) and rejected ones, each
+    with its reason."""
+
     imported: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     rejected: list[Rejected] = field(default_factory=list)
+    changed: list[Rejected] = field(default_factory=list)
+    skipped: list[Rejected] = field(default_factory=list)
 
     def reject(self, table: str, row: dict[str, Any], reason: str) -> None:
         self.rejected.append(Rejected(table, str(row.get("id") or "?"), reason))
 
+    def change(self, table: str, row: dict[str, Any], reason: str) -> None:
+        self.changed.append(Rejected(table, str(row.get("id") or "?"), reason))
+
+    def skip(self, table: str, row: dict[str, Any], reason: str) -> None:
+        self.skipped.append(Rejected(table, str(row.get("id") or "?"), reason))
+
     def summary(self) -> str:
         parts = [f"{n} {t}" for t, n in self.imported.items() if n]
-        lines = [f"imported: {', '.join(parts) or 'nothing'}",
-                 f"rejected: {len(self.rejected)}"]
+        lines = [f"imported: {', '.join(parts) or 'nothing'}"]
+        if self.changed:
+            lines.append(f"imported with a change: {len(self.changed)}")
+            lines += [f"  {r.table} {r.id}: {r.reason}" for r in self.changed]
+        if self.skipped:
+            groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+            for r in self.skipped:
+                groups[(r.table, r.reason)].append(r.id)
+            lines.append(f"not imported: {len(self.skipped)}")
+            for (table, reason), ids in groups.items():
+                shown = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+                lines.append(f"  {len(ids)} {table} ({shown}): {reason}")
+        lines.append(f"rejected: {len(self.rejected)}")
         lines += [f"  {r.table} {r.id}: {r.reason}" for r in self.rejected]
         return "\n".join(lines)
 
@@ -88,13 +117,17 @@ class ImportReport:
 # ---------------------------------------------------------------------------- reading input
 
 def _table_name(name: str) -> str | None:
+    """The HSDS table a CSV file or resource name stands for (singular or plural)."""
     stem = name.lower().removesuffix(".csv")
-    for table in TABLES:
+    irregular = {"service_capacities": "service_capacity", "taxonomy_terms": "taxonomy_term",
+                 "addresses": "address", "taxonomies": "taxonomy",
+                 "accessibilities": "accessibility", "service_at_locations":
+                 "service_at_location"}
+    if stem in irregular:
+        return irregular[stem]
+    for table in (*TABLES, *UNUSED_TABLES):
         if stem in (table, table + "s", table.replace("_", "") + "s", table + "es"):
             return table
-    if stem in ("service_capacities", "taxonomy_terms", "addresses"):
-        return {"service_capacities": "service_capacity", "taxonomy_terms": "taxonomy_term",
-                "addresses": "address"}[stem]
     return None
 
 
@@ -104,8 +137,18 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
                  for k, v in row.items() if k} for row in csv.DictReader(fh)]
 
 
-def read_package(path: Path) -> dict[str, list[dict[str, Any]]]:
-    """Rows per HSDS table from a package directory, a .zip of one, or a JSON file."""
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path.name}: not valid JSON ({exc})") from None
+
+
+def read_package(path: Path, problems: list[Rejected] | None = None
+                 ) -> dict[str, list[dict[str, Any]]]:
+    """Rows per HSDS table from a package directory, a .zip of one, or a JSON file.
+    What cannot be read as HSDS records is added to `problems` (or dropped)."""
+    problems = [] if problems is None else problems
     if path.is_file() and path.suffix.lower() == ".zip":
         with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(path) as archive:
             for member in archive.namelist():
@@ -114,9 +157,9 @@ def read_package(path: Path) -> dict[str, list[dict[str, Any]]]:
             archive.extractall(tmp)
             root = Path(tmp)
             found = list(root.rglob("datapackage.json"))
-            return read_package(found[0].parent if found else root)
+            return read_package(found[0].parent if found else root, problems)
     if path.is_file() and path.suffix.lower() == ".json":
-        return flatten_services(json.loads(path.read_text(encoding="utf-8")))
+        return flatten_json(_read_json(path), path.name, problems)
     if path.is_file() and path.suffix.lower() == ".csv":
         table = _table_name(path.name)
         if table is None:
@@ -126,83 +169,163 @@ def read_package(path: Path) -> dict[str, list[dict[str, Any]]]:
         raise FileNotFoundError(path)
     rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
     descriptor = path / "datapackage.json"
+    package: Any = None
     if descriptor.exists():
-        package = json.loads(descriptor.read_text(encoding="utf-8"))
-        for resource in package.get("resources", []):
+        try:
+            package = _read_json(descriptor)
+        except ValueError as exc:
+            problems.append(Rejected("file", "datapackage.json",
+                                     f"{exc}; the CSV files were read by their names"))
+    if isinstance(package, dict) and isinstance(package.get("resources"), list):
+        for resource in package["resources"]:
+            if not isinstance(resource, dict):
+                continue
             table = _table_name(str(resource.get("name", ""))) or _table_name(
                 Path(str(resource.get("path", ""))).name)
             file = path / str(resource.get("path", ""))
             if table and file.is_file() and file.suffix.lower() == ".csv":
                 rows[table] += _read_csv(file)
+            elif file.is_file():
+                problems.append(Rejected("file", file.name, "not an HSDS table"))
     else:
         for file in sorted(path.glob("*.csv")):
             table = _table_name(file.name)
             if table:
                 rows[table] += _read_csv(file)
+            else:
+                problems.append(Rejected("file", file.name, "not an HSDS table name"))
         for file in sorted(path.glob("*.json")):
-            for table, more in flatten_services(
-                    json.loads(file.read_text(encoding="utf-8"))).items():
+            if file.name == "datapackage.json":
+                continue
+            try:
+                data = _read_json(file)
+            except ValueError as exc:
+                problems.append(Rejected("file", file.name, str(exc)))
+                continue
+            for table, more in flatten_json(data, file.name, problems).items():
                 rows[table] += more
     return rows
 
 
-# Nested HSDS keys -> (table, the foreign key the child gets from its parent).
-CHILDREN: dict[str, tuple[str, str | None]] = {
-    "phones": ("phone", None), "schedules": ("schedule", None), "languages": ("language", None),
-    "service_areas": ("service_area", "service_id"), "capacities": ("service_capacity",
-                                                                    "service_id"),
-    "cost_options": ("cost_option", "service_id"), "addresses": ("address", "location_id"),
-    "attributes": ("attribute", "link_id"), "service_at_locations": ("service_at_location",
-                                                                     "service_id"),
+# Nested HSDS keys (lists) -> the table of their records; a child gets its parent's id as
+# `<parent table>_id` (an attribute: `link_id` and `link_entity`).
+CHILDREN: dict[str, str] = {
+    "phones": "phone", "schedules": "schedule", "languages": "language",
+    "service_areas": "service_area", "capacities": "service_capacity",
+    "cost_options": "cost_option", "addresses": "address", "attributes": "attribute",
+    "service_at_locations": "service_at_location", "services": "service",
+    "locations": "location", "contacts": "contact", "funding": "funding",
+    "accessibility": "accessibility", "programs": "program",
+    "required_documents": "required_document",
+    "organization_identifiers": "organization_identifier", "metadata": "metadata",
+    "additional_urls": "url", "additional_websites": "url",
 }
-SHARED_OBJECTS = ("organization", "location", "unit", "taxonomy_term")
-PARENT_KEY = {"service": "service_id", "location": "location_id",
-              "organization": "organization_id", "service_at_location": "service_at_location_id"}
+# Nested HSDS keys (one object) -> its table; the parent gets `<table>_id`.
+REFERENCED: dict[str, str] = {
+    "organization": "organization", "location": "location", "service": "service",
+    "unit": "unit", "taxonomy_term": "taxonomy_term", "program": "program",
+    "taxonomy_detail": "taxonomy",
+}
+LINK_KEYS = ("link_id", "link_entity")
 
 
-def flatten_services(data: Any) -> dict[str, list[dict[str, Any]]]:
-    """HSDS JSON service objects (with nested records) -> rows per table."""
-    if isinstance(data, dict) and "contents" in data:
-        data = data["contents"]
-    services = data if isinstance(data, list) else [data]
+def hsds_kind(obj: dict[str, Any]) -> str | None:
+    """Which HSDS object a top-level JSON object is, by its shape (None: not one)."""
+    keys = set(obj)
+    if "id" not in keys:
+        return None
+    if isinstance(obj.get("service"), dict) or isinstance(obj.get("location"), dict) or (
+            {"service_id", "location_id"} <= keys and "name" not in keys):
+        return "service_at_location"
+    if keys & {"services", "legal_status", "tax_status", "tax_id", "year_incorporated",
+               "website", "parent_organization_id", "logo", "organization_identifiers",
+               "additional_websites"} and "status" not in keys:
+        return "organization"
+    if keys & {"status", "organization", "organization_id", "service_at_locations",
+               "program", "eligibility_description", "fees_description"}:
+        return "service"
+    if keys & {"location_type", "latitude", "longitude", "addresses", "transportation"}:
+        return "location"
+    if keys & {"code", "term_uri", "parent_id", "taxonomy", "taxonomy_id"}:
+        return "taxonomy_term"
+    if {"name", "version"} <= keys:
+        return "taxonomy"
+    return None
+
+
+def flatten_json(data: Any, source: str = "JSON",
+                 problems: list[Rejected] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """HSDS JSON (one object, a list, an API page `{"contents": [...]}`, or the tabular
+    form `{"services.csv": [...]}`) -> rows per table. Nested records are taken once per
+    id: the same phone under a service, its location and its service_at_location is one
+    phone with all three parents."""
+    problems = [] if problems is None else problems
     rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    shared_seen: dict[str, set[str]] = defaultdict(set)
+    by_id: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
 
-    def add(table: str, obj: dict[str, Any], parent: tuple[str, str, str] | None) -> None:
+    def keep(table: str, row: dict[str, Any]) -> dict[str, Any]:
+        ident = row.get("id")
+        if _blank(ident) or isinstance(ident, (dict, list)):
+            rows[table].append(row)  # rejected on import: no id
+            return row
+        first = by_id[table].get(str(ident))
+        if first is None:
+            by_id[table][str(ident)] = row
+            rows[table].append(row)
+            return row
+        for key, value in row.items():  # the same record again: its parents add up
+            if _blank(first.get(key)):
+                first[key] = value
+            elif key.endswith("_id") or key in LINK_KEYS or _blank(value):
+                continue
+            elif str(first[key]) != str(value):
+                problems.append(Rejected(table, str(ident), f"nested twice with different "
+                                         f"{key} ({first[key]!r}, {value!r}): the first kept"))
+        return first
+
+    def add(table: str, obj: dict[str, Any], parent: tuple[str, str] | None) -> None:
         row = {k: v for k, v in obj.items() if not isinstance(v, (list, dict))}
         if parent is not None:
-            key, value, parent_table = parent
-            row.setdefault(key, value)
+            parent_table, parent_id = parent
             if table == "attribute":
+                row.setdefault("link_id", parent_id)
                 row.setdefault("link_entity", parent_table)
+            else:
+                row.setdefault(f"{parent_table}_id", parent_id)
         for key, value in obj.items():
-            if key == "organization" and isinstance(value, dict):
-                add("organization", value, None)
-                row.setdefault("organization_id", value.get("id"))
-            elif key == "location" and isinstance(value, dict):
-                add("location", value, None)
-                row.setdefault("location_id", value.get("id"))
-            elif key == "unit" and isinstance(value, dict):
-                add("unit", value, None)
-                row.setdefault("unit_id", value.get("id"))
-            elif key == "taxonomy_term" and isinstance(value, dict):
-                add("taxonomy_term", value, None)
-                row.setdefault("taxonomy_term_id", value.get("id"))
-            elif key in CHILDREN and isinstance(value, list):
-                child_table, fk = CHILDREN[key]
+            if key in REFERENCED and isinstance(value, dict):
+                add(REFERENCED[key], value, None)
+                row.setdefault(f"{REFERENCED[key]}_id", value.get("id"))
+        keep(table, row)
+        own_id = str(obj.get("id"))
+        for key, value in obj.items():
+            if key in CHILDREN and isinstance(value, list):
                 for child in value:
                     if isinstance(child, dict):
-                        add(child_table, child,
-                            (fk or PARENT_KEY[table], str(obj.get("id")), table))
-        if table in SHARED_OBJECTS and row.get("id") is not None:
-            if str(row["id"]) in shared_seen[table]:
-                return  # the same organization (say) nested under several services
-            shared_seen[table].add(str(row["id"]))
-        rows[table].append(row)
+                        add(CHILDREN[key], child, (table, own_id))
 
-    for service in services:
-        if isinstance(service, dict):
-            add("service", service, None)
+    if isinstance(data, dict) and isinstance(data.get("contents"), list):
+        data = data["contents"]
+    if isinstance(data, dict) and data and all(str(k).endswith(".csv") for k in data):
+        for name, records in data.items():  # the standard's tabular JSON
+            table = _table_name(str(name))
+            if table is None or not isinstance(records, list):
+                problems.append(Rejected("file", f"{source}:{name}", "not an HSDS table"))
+                continue
+            for record in records:
+                if isinstance(record, dict):
+                    keep(table, dict(record))
+        return rows
+    objects = data if isinstance(data, list) else [data]
+    for number, obj in enumerate(objects, start=1):
+        kind = hsds_kind(obj) if isinstance(obj, dict) else None
+        if kind is None:
+            ident = obj.get("id") if isinstance(obj, dict) else None
+            problems.append(Rejected("file", f"{source}#{number}" + (f" {ident}" if ident else ""),
+                                     "not an HSDS service, organization, location, "
+                                     "service_at_location or taxonomy term"))
+            continue
+        add(kind, obj, None)
     return rows
 
 
@@ -257,6 +380,11 @@ class _Loader:
         self.known: dict[type[Any], set[str]] = defaultdict(set)
         self.units: dict[str, str | None] = {}
         self.terms: dict[str, dict[str, Any]] = {}
+        # Units and terms are kept only on the capacities and attributes that use them.
+        self.unit_rows: dict[str, dict[str, Any]] = {}
+        self.term_rows: dict[str, dict[str, Any]] = {}
+        self.used_units: set[str] = set()
+        self.used_terms: set[str] = set()
         self.attributes: dict[str, list[dict[str, Any]]] = defaultdict(list)
 
     def exists(self, model: type[Any], ident: Any) -> bool:
@@ -279,6 +407,17 @@ class _Loader:
             raise ValueError(f"{key} is missing")
         if not self.exists(model, value):
             raise ValueError(f"{key} {value!r} does not exist")
+        return str(value)
+
+    def maybe(self, model: type[Any], table: str, r: dict[str, Any], key: str) -> str | None:
+        """An optional reference: kept if it resolves; one that does not is dropped, and
+        the record imported without it (and reported)."""
+        value = r.get(key)
+        if _blank(value):
+            return None
+        if not self.exists(model, value):
+            self.report.change(table, r, f"{key} {value!r} does not exist: imported without it")
+            return None
         return str(value)
 
     def put(self, table: str, model: type[Any], values: dict[str, Any]) -> None:
@@ -316,20 +455,21 @@ class _Loader:
         self.put("service", m.Service, values)
 
     def location(self, r: dict[str, Any]) -> None:
-        self.need(m.Organization, r, "organization_id", optional=True)
+        organization_id = self.maybe(m.Organization, "location", r, "organization_id")
         lat = _number(r.get("latitude"), "latitude")
         lon = _number(r.get("longitude"), "longitude")
         if (lat is None) != (lon is None):
             raise ValueError("latitude and longitude must be given together")
-        if lat is not None and not -90 <= lat <= 90:
-            raise ValueError(f"latitude out of range: {lat}")
-        if lon is not None and not -180 <= lon <= 180:
-            raise ValueError(f"longitude out of range: {lon}")
+        if lat is not None and lon is not None and not (-90 <= lat <= 90
+                                                        and -180 <= lon <= 180):
+            self.report.change("location", r, f"latitude/longitude {lat:g}, {lon:g} is outside "
+                               "the globe: imported without coordinates")
+            lat = lon = None
         kind = (_text(r.get("location_type")) or "physical").lower()
         if kind not in ("physical", "postal", "virtual"):
             raise ValueError(f"location_type {kind!r} is not physical, postal or virtual")
         self.put("location", m.Location, {
-            "id": str(r["id"]), "organization_id": _text(r.get("organization_id")),
+            "id": str(r["id"]), "organization_id": organization_id,
             "location_type": kind, "name": _text(r.get("name")),
             "description": _text(r.get("description")),
             "transportation": _text(r.get("transportation")), "latitude": lat,
@@ -338,8 +478,10 @@ class _Loader:
     def address(self, r: dict[str, Any]) -> None:
         location_id = self.need(m.Location, r, "location_id")
         kind = (_text(r.get("address_type")) or "physical").lower()
-        if kind != "physical":
-            return  # postal/virtual addresses do not place a service
+        if kind != "physical":  # a postal (mailing) address does not place a service
+            self.report.skip("address", r, f"a {kind} address: only the physical address "
+                             "of a location is kept")
+            return
         location = self.session.get(m.Location, location_id)
         assert location is not None
         postal = _text(r.get("postal_code"))
@@ -370,6 +512,8 @@ class _Loader:
         if "service_at_location_id" in r:
             owners["service_at_location_id"] = self.need(
                 m.ServiceAtLocation, r, "service_at_location_id", optional=True)
+        if "phone_id" in r:
+            owners["phone_id"] = self.need(m.Phone, r, "phone_id", optional=True)
         if not any(owners.values()) and not allow_none:
             raise ValueError("belongs to no service, location or service_at_location")
         return owners
@@ -378,13 +522,16 @@ class _Loader:
         owners = self._owner(r, allow_none=True)
         org = self.need(m.Organization, r, "organization_id", optional=True)
         if not any(owners.values()) and org is None:
+            if not _blank(r.get("contact_id")):
+                raise ValueError("belongs only to a contact (contacts are not imported)")
             raise ValueError("belongs to no organization, service or location")
-        digits = re.sub(r"\D", "", str(r["number"]))
+        number = str(r["number"]).strip().strip('"').strip()  # the standard's '"+44 ..."'
+        digits = re.sub(r"\D", "", number)
         if len(digits) < 7:
             raise ValueError(f"number is not a phone number: {r['number']!r}")
         ext = _text(r.get("extension"))
         self.put("phone", m.Phone, {
-            "id": str(r["id"]), **owners, "organization_id": org, "number": str(r["number"]),
+            "id": str(r["id"]), **owners, "organization_id": org, "number": number,
             "extension": ext.removesuffix(".0") if ext else None, "type": _text(r.get("type")),
             "description": _text(r.get("description"))})
 
@@ -414,16 +561,27 @@ class _Loader:
             raise ValueError(f"code is not an ISO 639 code: {code!r}")
         self.put("language", m.Language, {
             "id": str(r["id"]), "service_id": owners["service_id"],
-            "location_id": owners["location_id"], "name": _text(r.get("name")), "code": code})
+            "location_id": owners["location_id"], "phone_id": owners.get("phone_id"),
+            "name": _text(r.get("name")), "code": code})
 
     def service_area(self, r: dict[str, Any]) -> None:
+        service_id = _text(r.get("service_id"))
+        sal_id = self.maybe(m.ServiceAtLocation, "service_area", r, "service_at_location_id") \
+            if service_id else self.need(m.ServiceAtLocation, r, "service_at_location_id",
+                                         optional=True)
+        if service_id is None and sal_id is not None:  # the area of a service at a location
+            sal = self.session.get(m.ServiceAtLocation, sal_id)
+            service_id = sal.service_id if sal is not None else None
+        if service_id is None:
+            raise ValueError("belongs to no service or service_at_location")
         self.put("service_area", m.ServiceArea, {
-            "id": str(r["id"]), "service_id": self.need(m.Service, r, "service_id"),
+            "id": str(r["id"]), "service_id": self.need(m.Service, {"service_id": service_id},
+                                                       "service_id"),
             "name": _text(r.get("name")), "description": _text(r.get("description"))})
 
     def unit(self, r: dict[str, Any]) -> None:
         self.units[str(r["id"])] = _text(r.get("name"))
-        self.report.imported["unit"] += 1
+        self.unit_rows[str(r["id"])] = r
 
     def service_capacity(self, r: dict[str, Any]) -> None:
         available = _number(r["available"], "available")
@@ -444,6 +602,8 @@ class _Loader:
             "id": str(r["id"]), "service_id": self.need(m.Service, r, "service_id"),
             "unit": self.units.get(unit_id) if unit_id else None, "available": available,
             "maximum": maximum, "description": _text(r.get("description")), "updated": when})
+        if unit_id:
+            self.used_units.add(unit_id)
 
     def cost_option(self, r: dict[str, Any]) -> None:
         currency = _text(r.get("currency"))
@@ -460,12 +620,14 @@ class _Loader:
             raise ValueError("taxonomy term has neither code nor name")
         self.terms[str(r["id"])] = {"code": _text(r.get("code")), "name": _text(r.get("name")),
                                     "taxonomy": _text(r.get("taxonomy"))}
-        self.report.imported["taxonomy_term"] += 1
+        self.term_rows[str(r["id"])] = r
 
     def attribute(self, r: dict[str, Any]) -> None:
         entity = (_text(r.get("link_entity")) or "service").lower()
         if entity != "service":
-            return  # only service attributes carry what matching needs
+            self.report.skip("attribute", r, f"an attribute of a {entity!r}: only service "
+                             "attributes are used (service types, payment)")
+            return
         service_id = str(r["link_id"])
         if not self.exists(m.Service, service_id):
             raise ValueError(f"link_id {service_id!r} is not a known service")
@@ -478,11 +640,23 @@ class _Loader:
                              "payment option")
         self.attributes[service_id].append({"id": str(r["id"]), "term_id": str(
             r["taxonomy_term_id"]), **term, "value": _text(r.get("value"))})
+        self.used_terms.add(str(r["taxonomy_term_id"]))
         self.report.imported["attribute"] += 1
 
     def finish(self) -> None:
         """Derive service types and payment options from the imported attributes, and mark
-        the directory changed (matching caches it by the services' latest `updated_at`)."""
+        the directory changed (matching caches it by the services' latest `updated_at`).
+        Units and taxonomy terms count as imported when a capacity or an attribute uses
+        them (they are kept there); the others are reported."""
+        for table, rows, used, user in (
+                ("unit", self.unit_rows, self.used_units, "capacity"),
+                ("taxonomy_term", self.term_rows, self.used_terms, "service attribute")):
+            if used & set(rows):
+                self.report.imported[table] += len(used & set(rows))
+            for ident, row in rows.items():
+                if ident not in used:
+                    self.report.skip(table, row, f"used by no imported {user} (kept only "
+                                     f"with the {user}s that use it)")
         if any(self.report.imported.values()):
             self.session.execute(update(m.Service).values(updated_at=utcnow()))
         for service_id, attributes in self.attributes.items():
@@ -497,12 +671,20 @@ class _Loader:
 def import_rows(session: Session, rows: dict[str, list[dict[str, Any]]]) -> ImportReport:
     report = ImportReport()
     loader = _Loader(session, report)
+    for table, records in rows.items():
+        if table not in TABLES:
+            reason = UNUSED_REASON if table in UNUSED_TABLES else "not an HSDS table"
+            for row in records:
+                report.skip(table, row, reason)
     for table, (fields, required) in TABLES.items():
         seen: set[str] = set()
         for row in rows.get(table, []):
             missing = [f for f in required if _blank(row.get(f))]
             if missing:
                 report.reject(table, row, f"missing required field(s): {', '.join(missing)}")
+                continue
+            if isinstance(row["id"], (dict, list)):
+                report.reject(table, {}, "id is not a string")
                 continue
             if str(row["id"]) in seen:
                 report.reject(table, row, "duplicate id in this package")
@@ -513,8 +695,9 @@ def import_rows(session: Session, rows: dict[str, list[dict[str, Any]]]) -> Impo
             try:  # every check runs before the record touches the session
                 getattr(loader, table)({k: row.get(k) for k in fields if k in row}
                                        | {"id": row["id"]})
-            except ValueError as exc:
-                report.reject(table, row, str(exc))
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                report.reject(table, row, str(exc) if isinstance(exc, ValueError)
+                              else f"not a valid record ({exc.__class__.__name__}: {exc})")
         session.flush()
     loader.finish()
     session.flush()
@@ -522,9 +705,18 @@ def import_rows(session: Session, rows: dict[str, list[dict[str, Any]]]) -> Impo
 
 
 def import_path(session: Session, path: Path) -> ImportReport:
+    """Import a file or package; a file that cannot be read is a report, not an error."""
     from services.referrals.service import invalidate_directory
 
-    report = import_rows(session, read_package(path))
+    problems: list[Rejected] = []
+    try:
+        rows = read_package(path, problems)
+    except (ValueError, OSError, zipfile.BadZipFile, csv.Error) as exc:
+        report = ImportReport()
+        report.rejected.append(Rejected("file", path.name, f"cannot be read: {exc}"))
+        return report
+    report = import_rows(session, rows)
+    report.rejected[:0] = problems
     invalidate_directory()
     return report
 

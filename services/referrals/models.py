@@ -131,6 +131,7 @@ class Language(Base):
     id: Mapped[str] = mapped_column(HSDS_ID, primary_key=True)
     service_id: Mapped[str | None] = mapped_column(String(64), index=True)
     location_id: Mapped[str | None] = mapped_column(String(64))
+    phone_id: Mapped[str | None] = mapped_column(String(64))  # a language a phone line speaks
     name: Mapped[str | None] = mapped_column(String(80))
     code: Mapped[str | None] = mapped_column(String(8))
 

@@ -10,16 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import smtplib
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from email.message import EmailMessage
 from typing import Any, Protocol
 
 import httpx
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from services.referrals.models import DevSmsMessage
 from services.referrals.texts import provider_notice_text
+from shared.crypto import sign_webhook, webhook_secret
+from shared.outbound import RefusedURLError, post_pinned, public_target
 from shared.settings import Settings
 from shared.sms import SmsError, make_backend
+
+log = logging.getLogger(__name__)
+WEBHOOK_FAILED = "webhook delivery failed"
 
 
 class NotifierError(RuntimeError):
@@ -30,20 +42,65 @@ class ProviderNotifier(Protocol):
     def send(self, channel: str, address: str, notice: dict[str, Any]) -> None: ...
 
 
-class WebhookNotifier:
-    """POSTs the notice as JSON to the provider's URL; any non-2xx answer is a failure."""
+class _Retryable(NotifierError):
+    """A failure worth another attempt: no connection, a timeout, a 5xx or 429 answer."""
 
-    def __init__(self, timeout: float = 5.0) -> None:
-        self.timeout = timeout
+
+class WebhookNotifier:
+    """POSTs the notice as JSON, signed, to the provider's URL (docs/referrals.md).
+
+    The URL must be https (`require_https`, outside dev) and its host must resolve only to
+    public addresses (`shared.outbound`); the request goes to the address that was checked.
+    Headers: `Lookout-Signature: v1=<hex HMAC-SHA256 of "<timestamp>.<body>">` with the
+    provider's own secret (`shared.crypto.webhook_secret` of its service id),
+    `Lookout-Timestamp` (Unix seconds) and `Lookout-Delivery` (the same on every attempt).
+    Unreachable, timed-out, 5xx and 429 answers are retried (`attempts`, exponential
+    backoff); any non-2xx is a failure. The recorded error is always the same generic text
+    (it is shown to site staff: it must not tell a scanner which ports answer); the reason
+    goes to the log."""
+
+    def __init__(self, secret_key: str, *, require_https: bool = True,
+                 allow_private: bool = False, timeout: float = 5.0, attempts: int = 3,
+                 backoff: float = 1.0) -> None:
+        self.secret_key = secret_key
+        self.require_https, self.allow_private = require_https, allow_private
+        self.timeout, self.attempts, self.backoff = timeout, attempts, backoff
 
     def send(self, channel: str, address: str, notice: dict[str, Any]) -> None:
+        service_id = str(notice.get("service_id", ""))
+        body = json.dumps(notice, separators=(",", ":"), ensure_ascii=False).encode()
+        delivery = f"{notice.get('referral_id', '')}:{service_id}"
+        retrying = Retrying(retry=retry_if_exception_type(_Retryable),
+                            stop=stop_after_attempt(self.attempts),
+                            wait=wait_exponential(multiplier=self.backoff, max=30),
+                            reraise=True)
         try:
-            response = httpx.post(address, json=notice, timeout=self.timeout,
-                                  headers={"User-Agent": "lookout-referrals/1"})
+            for attempt in retrying:
+                with attempt:
+                    self._attempt(address, service_id, body, delivery)
+        except NotifierError as exc:
+            log.warning("webhook notice for service %s failed: %s", service_id, exc)
+            raise NotifierError(WEBHOOK_FAILED) from exc
+
+    def _attempt(self, address: str, service_id: str, body: bytes, delivery: str) -> None:
+        try:
+            target = public_target(address, require_https=self.require_https,
+                                   allow_private=self.allow_private)
+        except RefusedURLError as exc:
+            raise NotifierError(f"address refused: {exc}") from exc
+        timestamp = int(time.time())
+        headers = {"Content-Type": "application/json", "User-Agent": "lookout-referrals/1",
+                   "Lookout-Delivery": delivery, "Lookout-Timestamp": str(timestamp),
+                   "Lookout-Signature": sign_webhook(
+                       webhook_secret(self.secret_key, service_id), timestamp, body)}
+        try:
+            response = post_pinned(target, body, headers, self.timeout)
         except httpx.HTTPError as exc:
-            raise NotifierError(f"webhook unreachable: {exc.__class__.__name__}") from exc
+            raise _Retryable(f"unreachable: {exc.__class__.__name__}") from exc
+        if response.status_code >= 500 or response.status_code == 429:
+            raise _Retryable(f"answered {response.status_code}")
         if not 200 <= response.status_code < 300:
-            raise NotifierError(f"webhook answered {response.status_code}")
+            raise NotifierError(f"answered {response.status_code}")
 
 
 class EmailNotifier:
@@ -97,7 +154,10 @@ class ChannelNotifier:
 
     def __init__(self, settings: Settings) -> None:
         self.by_channel: dict[str, ProviderNotifier] = {
-            "webhook": WebhookNotifier(), "email": EmailNotifier(settings),
+            "webhook": WebhookNotifier(
+                settings.secret_key, require_https=settings.env == "prod",
+                allow_private=settings.referrals_webhook_allow_private),
+            "email": EmailNotifier(settings),
             "sms": SmsNotifier(settings)}
 
     def send(self, channel: str, address: str, notice: dict[str, Any]) -> None:
@@ -118,3 +178,36 @@ class FakeNotifier:
         if self.fail:
             raise NotifierError("fake failure")
         self.sent.append((channel, address, notice))
+
+
+class NoticeQueue:
+    """Provider notices delivered in background threads, so a slow provider holds neither a
+    request nor the worker's conversation. A notice lost with its process (stopped before it
+    was recorded) is sent again by the worker's timer (`service.stuck_hand_offs`)."""
+
+    def __init__(self, workers: int = 4) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers,
+                                        thread_name_prefix="referrals-notice")
+        self._pending: set[Future[Any]] = set()
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        future = self._pool.submit(fn, *args)
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._pending.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            log.error("provider notice failed", exc_info=future.exception())
+
+    def join(self, timeout: float = 30.0) -> None:
+        """Wait for every notice submitted so far (tests, shutdown)."""
+        with self._lock:
+            pending = set(self._pending)
+        _done, left = wait_futures(pending, timeout)
+        if left:
+            raise TimeoutError(f"{len(left)} provider notices still running after {timeout}s")

@@ -98,3 +98,5 @@ class ServiceOut(BaseModel):
     accepting: bool
     capacity_available: float | None
     notify_channel: str | None
+    # For a webhook: the secret the provider checks our signatures with (docs/referrals.md).
+    webhook_secret: str | None = None

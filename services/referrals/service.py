@@ -12,6 +12,7 @@ import logging
 import re
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,7 +37,9 @@ from services.referrals.matching import (
 from services.referrals.matching import match as match_entries
 from services.referrals.notify import NotifierError, ProviderNotifier
 from shared.crypto import decrypt_phone, encrypt_phone, hash_api_key
+from shared.db import session_scope
 from shared.events import (
+    ContactStoppedV1,
     ReferralEventV1,
     ReferralRequestedV1,
     SiteKeyChangedV1,
@@ -55,8 +58,6 @@ STATUS_CHANGES = Counter("lookout_referrals_status_changes_total",
                          "Referral status changes", ["status", "source"])
 OPEN = ("requested", "options_sent", "chosen", "provider_notified")
 FINAL = ("connected", "declined", "no_response", "stopped")
-STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "ALTO", "PARAR",
-              "ARRET", "ARRETER"}
 YES_WORDS = {"YES", "Y", "SI", "OUI"}
 NO_WORDS = {"NO", "N", "NON"}
 # Fields a person may agree to share with the provider they choose.
@@ -416,18 +417,27 @@ def choose(session: Session, referral: m.Referral, number: int, actor: str,
     return HandOff(referral.id, option["service_id"])
 
 
+def handle_stop(session: Session, event: ContactStoppedV1, now: datetime) -> int:
+    """The contact texted STOP (alerts' `contacts.stops.v1`): its open referrals end as
+    `stopped`, and nothing more is texted (alerts would not send it anyway). Idempotent on
+    the event id; returns how many referrals ended."""
+    if _seen(session, event.event_id, now):
+        return 0
+    open_referrals = _open_for(session, event.contact_ref)
+    for referral in open_referrals:
+        set_status(session, referral, "stopped", "person", now, check=False)
+    return len(open_referrals)
+
+
 def handle_reply(session: Session, settings: Settings, event: SmsReceivedV1,
                  now: datetime) -> HandOff | None:
-    """A reply in a conversation (1/2/3, a ZIP, STOP). Idempotent on the event id."""
+    """A reply in a conversation (1/2/3, a ZIP). Idempotent on the event id. (A STOP never
+    comes here: alerts handles it and announces it, `handle_stop`.)"""
     if _seen(session, event.event_id, now):
         return None
     body = event.body.strip()
-    word = texts.gsm(body).upper().rstrip(".! ")  # "Sí", "Arrêt" -> "SI", "ARRET"
+    word = texts.gsm(body).upper().rstrip(".! ")  # "Sí" -> "SI"
     open_referrals = _open_for(session, event.contact_ref)
-    if word in STOP_WORDS:
-        for referral in open_referrals:
-            set_status(session, referral, "stopped", "person", now, check=False)
-        return None  # no reply: alerts texts nothing after STOP
     if not open_referrals:
         log.info("reply with no open referral; ignored")
         return None
@@ -472,14 +482,39 @@ def handle_reply(session: Session, settings: Settings, event: SmsReceivedV1,
 
 # ---------------------------------------------------------------------------- hand-off
 
-def link_token(settings: Settings, referral_id: uuid.UUID, service_id: str) -> str:
-    message = f"referral-link:{referral_id}:{service_id}".encode()
-    return hmac.new(settings.secret_key.encode(), message, hashlib.sha256).hexdigest()[:32]
+def link_token(settings: Settings, referral_id: uuid.UUID, service_id: str,
+               expires: int) -> str:
+    """`<expiry, Unix seconds>.<HMAC of the referral, the provider and the expiry>`."""
+    message = f"referral-link:{referral_id}:{service_id}:{expires}".encode()
+    mac = hmac.new(settings.secret_key.encode(), message, hashlib.sha256).hexdigest()[:32]
+    return f"{expires}.{mac}"
 
 
-def provider_link(settings: Settings, referral_id: uuid.UUID, service_id: str) -> str:
+def provider_link(settings: Settings, referral_id: uuid.UUID, service_id: str,
+                  issued: datetime) -> str:
     base = settings.referrals_public_url or settings.service_url(settings.referrals_port)
-    return f"{base.rstrip('/')}/r/{referral_id}?t={link_token(settings, referral_id, service_id)}"
+    expires = int((issued + timedelta(days=settings.referrals_link_days)).timestamp())
+    token = link_token(settings, referral_id, service_id, expires)
+    return f"{base.rstrip('/')}/r/{referral_id}?t={token}"
+
+
+def check_link(session: Session, settings: Settings, referral_id: uuid.UUID, token: str,
+               now: datetime) -> m.Referral:
+    """The referral a provider's link opens. An unknown referral and a wrong token get the
+    same answer (nothing tells which referral ids exist); a genuine link past its expiry
+    says so (410)."""
+    referral = session.get(m.Referral, referral_id)
+    stamp, _dot, _mac = token.partition(".")
+    expires = int(stamp) if stamp.isdigit() and len(stamp) <= 12 else 0
+    expected = link_token(settings, referral_id,
+                          (referral.chosen_service_id if referral else None) or "", expires)
+    if not hmac.compare_digest(token.encode(), expected.encode()) or referral is None \
+            or not referral.chosen_service_id:
+        raise ProblemError(404, "Not found", "This link is not valid.")
+    if now.timestamp() >= expires:
+        raise ProblemError(410, "Link expired",
+                           "This link has expired: please contact the referral's staff.")
+    return referral
 
 
 def notice_for(settings: Settings, referral: m.Referral, consent: m.Consent,
@@ -487,7 +522,7 @@ def notice_for(settings: Settings, referral: m.Referral, consent: m.Consent,
     """What the provider is told: the referral, the link, and only the consented fields."""
     notice: dict[str, Any] = {
         "referral_id": str(referral.id), "service_id": service.id, "service_name": service.name,
-        "status_link": provider_link(settings, referral.id, service.id),
+        "status_link": provider_link(settings, referral.id, service.id, referral.updated_at),
         "consent": {"shared_fields": list(consent.shared_fields),
                     "retain_until": consent.retain_until.isoformat()},
     }
@@ -511,6 +546,19 @@ def notice_for(settings: Settings, referral: m.Referral, consent: m.Consent,
         notice["callback_phone"] = decrypt_phone(settings.secret_key,
                                                  referral.callback_phone_encrypted)
     return notice
+
+
+PHONE_REFERENCE = "referral.callback_phone_encrypted"
+
+
+def stored_notice(notice: dict[str, Any]) -> dict[str, Any]:
+    """The notice as kept in `referrals_provider_notices`: the callback number is not
+    stored again (in clear) but referred to; it stays encrypted on the referral."""
+    if "callback_phone" not in notice:
+        return dict(notice)
+    kept = {k: v for k, v in notice.items() if k != "callback_phone"}
+    kept["callback_phone_ref"] = PHONE_REFERENCE
+    return kept
 
 
 def prepare_notice(session: Session, settings: Settings, handoff: HandOff
@@ -544,7 +592,8 @@ def record_notice(session: Session, settings: Settings, handoff: HandOff, channe
     referral = session.get(m.Referral, handoff.referral_id)
     assert referral is not None
     session.add(m.ProviderNotice(referral_id=referral.id, service_id=handoff.service_id,
-                                 channel=channel or "manual", payload=notice, status=status,
+                                 channel=channel or "manual", payload=stored_notice(notice),
+                                 status=status,
                                  error=error, created_at=now))
     if status != "failed" and referral.status == "chosen":
         set_status(session, referral, "provider_notified", "system", now)
@@ -566,15 +615,28 @@ def hand_off(session: Session, settings: Settings, notifier: ProviderNotifier,
     return status
 
 
+def notify_and_record(settings: Settings, notifier: ProviderNotifier, handoff: HandOff,
+                      clock: Callable[[], datetime]) -> str:
+    """The hand-off of a committed choice, each side in its own transaction and no
+    transaction held while the provider is told (API and worker, off their request path)."""
+    with session_scope(settings.sqlalchemy_url) as session:
+        channel, address, notice = prepare_notice(session, settings, handoff)
+    status, error = deliver_notice(notifier, channel, address, notice)
+    with session_scope(settings.sqlalchemy_url) as session:
+        record_notice(session, settings, handoff, channel, notice, status, error, clock())
+    log.info("referral %s: provider notice %s", handoff.referral_id, status)
+    return status
+
+
 def provider_update(session: Session, settings: Settings, referral_id: uuid.UUID,
                     status: str, actor: str, now: datetime, token: str | None = None) -> m.Referral:
-    referral = session.get(m.Referral, referral_id)
-    if referral is None:
-        raise ProblemError(404, "Not found", "no such referral")
     if token is not None:
-        expected = link_token(settings, referral.id, referral.chosen_service_id or "")
-        if not referral.chosen_service_id or not hmac.compare_digest(token, expected):
-            raise ProblemError(403, "Forbidden", "the link is not valid for this referral")
+        referral = check_link(session, settings, referral_id, token, now)
+    else:
+        found = session.get(m.Referral, referral_id)
+        if found is None:
+            raise ProblemError(404, "Not found", "no such referral")
+        referral = found
     if status not in ("connected", "declined", "no_response"):
         raise ProblemError(422, "Unknown status", "connected, declined or no_response")
     set_status(session, referral, status, actor, now)

@@ -4,6 +4,7 @@ it publishes through the alerts outbox, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
@@ -37,9 +38,11 @@ def client(public_settings: Settings) -> Iterator[TestClient]:
     app.dependency_overrides.clear()
 
 
-def text(client: TestClient, settings: Settings, body: str, phone: str = PHONE) -> str:
+def text(client: TestClient, settings: Settings, body: str, phone: str = PHONE,
+         sid: str | None = None) -> str:
     """Send one SMS to the webhook, signed like Twilio; return the TwiML reply's text."""
-    params = {"From": phone, "To": "+15005550006", "Body": body, "MessageSid": "SM" + "9" * 32,
+    params = {"From": phone, "To": "+15005550006", "Body": body,
+              "MessageSid": sid or "SM" + uuid.uuid4().hex,
               "AccountSid": settings.twilio_account_sid, "NumMedia": "0"}
     signature = RequestValidator(settings.twilio_auth_token).compute_signature(
         f"{PUBLIC}/v1/sms/inbound", params)
@@ -229,3 +232,28 @@ def test_signature_with_the_wrong_token_is_refused(client: TestClient,
         f"{PUBLIC}/v1/sms/inbound", params)
     assert client.post("/v1/sms/inbound", data=params,
                        headers={"X-Twilio-Signature": signature}).status_code == 403
+
+
+def test_a_replayed_message_sid_makes_one_report(client: TestClient,
+                                                  public_settings: Settings) -> None:
+    sid = "SM" + "7" * 32
+    replies = [text(client, public_settings, "OD 98104 bad batch at the park", sid=sid)
+               for _ in range(25)]
+    assert "thank you" in replies[0] and replies[1:] == [""] * 24
+    assert [topic for topic, _k, _e in outbox(public_settings)] == ["overdose.reports.v1"]
+    # Another message (another SID) with the same words is another report.
+    text(client, public_settings, "OD 98104 bad batch at the park")
+    assert len(outbox(public_settings)) == 2
+
+
+def test_signatures_are_checked_against_the_public_url_not_the_host_header(
+    client: TestClient, public_settings: Settings
+) -> None:
+    params = {"From": PHONE, "To": "+15005550006", "Body": "OD 98104",
+              "MessageSid": "SM" + uuid.uuid4().hex}
+    validator = RequestValidator(public_settings.twilio_auth_token)
+    for host in ("evil.example", "testserver"):  # signed for the URL the Host header makes
+        forged = validator.compute_signature(f"http://{host}/v1/sms/inbound", params)
+        assert client.post("/v1/sms/inbound", data=params, headers={
+            "Host": host, "X-Twilio-Signature": forged}).status_code == 403
+    assert outbox(public_settings) == []

@@ -19,10 +19,10 @@ from sqlalchemy import select
 from services.alerts import inbound
 from services.alerts.api import app
 from services.alerts.models import SignupRequest, Subscriber
-from services.alerts.signup import client_key
 from shared.crypto import phone_lookup_hash
 from shared.db import session_scope
 from shared.fakes.twilio_server import FakeTwilioServer
+from shared.ratelimit import client_key
 from shared.settings import Settings, get_settings
 from tests.alerts.test_service import add_subscriber
 from tests.alerts.test_signup_admin import SID, TOKEN, _confirm, _csrf, _start
@@ -103,10 +103,10 @@ def test_caps_per_client_and_in_all_trip_with_a_metric_and_a_log(
     tripped = [r.getMessage() for r in caplog.records if "signup refused" in r.getMessage()]
     assert tripped == ["signup refused: client_cap of 3 codes an hour reached"] * 2 + [
         "signup refused: global_cap of 5 codes an hour reached"]
-    assert client_key(use_settings, "2001:db8:1:2::10") == \
-        client_key(use_settings, "2001:db8:1:2:ffff::1")
-    assert client_key(use_settings, "2001:db8:1:3::10") != \
-        client_key(use_settings, "2001:db8:1:2::10")
+    assert client_key(use_settings.secret_key, "2001:db8:1:2::10") == \
+        client_key(use_settings.secret_key, "2001:db8:1:2:ffff::1")
+    assert client_key(use_settings.secret_key, "2001:db8:1:3::10") != \
+        client_key(use_settings.secret_key, "2001:db8:1:2::10")
 
 
 def test_the_form_needs_its_csrf_token(use_settings: Settings,

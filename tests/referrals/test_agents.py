@@ -41,6 +41,7 @@ def test_handlers_and_timer_with_simulated_time(settings: Settings,
     asyncio.run(agents.handle_request(requested(contact)))
     clock.now += timedelta(minutes=2)
     asyncio.run(agents.handle_reply(reply(contact, "1", clock.now)))
+    agents.notices.join()  # the notice goes off the conversation's path
     assert [n["service_id"] for _c, _a, n in notifier.sent] == ["svc-harbor-bup"]
     assert statuses(settings.sqlalchemy_url)[-1] == "provider_notified"
 

@@ -3,22 +3,28 @@ directory availability; the webhook notifier against a local HTTP server."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from unittest import mock
 
 import pytest
+from alembic import command
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from services.referrals import api as referrals_api
+from services.referrals import models as m
 from services.referrals import service
 from services.referrals.api import app
-from services.referrals.notify import FakeNotifier, NotifierError, WebhookNotifier
+from services.referrals.notify import FakeNotifier, NoticeQueue
+from shared.crypto import decrypt_phone
+from shared.db import get_engine, session_scope
+from shared.migrate import alembic_config, upgrade
 from shared.settings import Settings, get_settings
 from tests.referrals.helpers import TUESDAY_10AM, load_directory, statuses
-from tests.referrals.webhook_server import WebhookServer
 
 ADMIN = {"Authorization": "Bearer dev-admin-token"}
 CONSENT = "Staff read this to the person: we share what you tick with the place you pick."
@@ -29,13 +35,23 @@ def client(settings: Settings) -> Iterator[TestClient]:
     load_directory(settings.sqlalchemy_url)
     near = settings.model_copy(update={"referrals_max_distance_km": 20.0})
     app.dependency_overrides[get_settings] = lambda: near
-    app.state.notifier = FakeNotifier()
+    app.state.notifier, app.state.notices = FakeNotifier(), NoticeQueue()
+    referrals_api._link_limiters.clear()  # each test starts with full link buckets
     # The API stamps real time; pin it to a Tuesday morning so the sample clinics are open.
     with mock.patch.object(referrals_api, "utcnow", lambda: TUESDAY_10AM), \
             TestClient(app) as c:
         yield c
     app.dependency_overrides.clear()
-    app.state.notifier = None
+    app.state.notifier = app.state.notices = None
+
+
+def _choose(client: TestClient, referral_id: object) -> dict[str, object]:
+    """Pick option 1; the answer comes before the provider is told (in the background)."""
+    response = client.post(f"/v1/referrals/{referral_id}/choice", json={"option": 1},
+                           headers=ADMIN)
+    assert response.status_code == 200, response.text
+    app.state.notices.join()
+    return dict(response.json())
 
 
 def _staff(client: TestClient, **overrides: object) -> dict[str, object]:
@@ -59,10 +75,7 @@ def test_staff_referral_matches_and_the_notice_carries_only_consented_fields(
     assert [o["name"] for o in options] == ["Harbor Street Bupe Walk-in"]  # Federal Way: > 20 km
     assert "takes medicaid" in options[0]["reasons"]
 
-    response = client.post(f"/v1/referrals/{created['id']}/choice", json={"option": 1},
-                           headers=ADMIN)
-    assert response.status_code == 200, response.text
-    assert response.json()["status"] == "provider_notified"
+    assert _choose(client, created["id"])["status"] == "chosen"  # answered first
     [(_channel, _address, notice)] = app.state.notifier.sent
     assert notice["callback_phone"] == "+12065550177"  # consented
     assert notice["service_types"] == ["buprenorphine"] and notice["language"] == "en"
@@ -74,7 +87,7 @@ def test_staff_referral_matches_and_the_notice_carries_only_consented_fields(
 
 def test_without_consent_the_phone_is_not_shared(client: TestClient) -> None:
     created = _staff(client, consent={"shared_fields": ["service_type"], "wording": CONSENT})
-    client.post(f"/v1/referrals/{created['id']}/choice", json={"option": 1}, headers=ADMIN)
+    _choose(client, created["id"])
     [(_c, _a, notice)] = app.state.notifier.sent
     assert "callback_phone" not in notice and "language" not in notice
     assert "+12065550177" not in str(notice)
@@ -106,15 +119,17 @@ def test_staff_api_needs_the_admin_token_and_valid_input(client: TestClient) -> 
 def test_provider_updates_through_the_signed_link(client: TestClient,
                                                   settings: Settings) -> None:
     created = _staff(client)
-    client.post(f"/v1/referrals/{created['id']}/choice", json={"option": 1}, headers=ADMIN)
+    _choose(client, created["id"])
     [(_c, _a, notice)] = app.state.notifier.sent
     path = notice["status_link"].removeprefix("http://127.0.0.1:8002")
-    token = re.search(r"t=([0-9a-f]+)", path).group(1)  # type: ignore[union-attr]
+    token = re.search(r"t=([0-9.a-f]+)", path).group(1)  # type: ignore[union-attr]
     page = client.get(path)
     assert page.status_code == 200 and "provider notified" in page.text
-    assert client.get(f"/r/{created['id']}?t={'0' * 32}").status_code == 403
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert page.headers["Cache-Control"] == "no-store"
+    assert client.get(f"/r/{created['id']}?t={'0' * 32}").status_code == 404
     forged = client.post(f"/r/{created['id']}", data={"t": "0" * 32, "status": "connected"})
-    assert forged.status_code == 403
+    assert forged.status_code == 404
     done = client.post(f"/r/{created['id']}", data={"t": token, "status": "connected"})
     assert done.status_code == 200 and "recorded as connected" in done.text
     assert statuses(settings.sqlalchemy_url)[-1] == "connected"
@@ -125,7 +140,7 @@ def test_provider_updates_through_the_signed_link(client: TestClient,
 
 def test_provider_api_status_and_history(client: TestClient) -> None:
     created = _staff(client)
-    client.post(f"/v1/referrals/{created['id']}/choice", json={"option": 1}, headers=ADMIN)
+    _choose(client, created["id"])
     response = client.post(f"/v1/referrals/{created['id']}/status",
                            json={"status": "connected"}, headers=ADMIN)
     assert response.status_code == 200 and response.json()["status"] == "connected"
@@ -175,23 +190,104 @@ def test_help_page_shows_consent_and_matches(client: TestClient, settings: Setti
     assert statuses(settings.sqlalchemy_url) == ["requested", "options_sent"]
 
 
-def test_webhook_notifier_posts_json_to_the_provider() -> None:
-    notice = {"referral_id": str(uuid.uuid4()), "language": "es"}
-    with WebhookServer() as hook:
-        WebhookNotifier().send("webhook", hook.url, notice)
-    assert hook.received == [{"path": "/hook", "content_type": "application/json",
-                              "json": notice}]
-    with WebhookServer(status=500) as hook, pytest.raises(NotifierError, match="500"):
-        WebhookNotifier().send("webhook", hook.url, notice)
-    with pytest.raises(NotifierError, match="unreachable"):
-        WebhookNotifier(timeout=1).send("webhook", "http://127.0.0.1:9/hook", notice)
-
-
-def test_link_tokens_are_bound_to_referral_and_provider(settings: Settings) -> None:
-    rid = uuid.uuid4()
-    token = service.link_token(settings, rid, "svc-a")
-    assert token != service.link_token(settings, rid, "svc-b")
-    assert token != service.link_token(settings, uuid.uuid4(), "svc-a")
+def test_link_tokens_are_bound_to_referral_provider_and_expiry(settings: Settings) -> None:
+    rid, expires = uuid.uuid4(), 1_800_000_000
+    token = service.link_token(settings, rid, "svc-a", expires)
+    assert token.startswith(f"{expires}.")
+    assert token != service.link_token(settings, rid, "svc-b", expires)
+    assert token != service.link_token(settings, uuid.uuid4(), "svc-a", expires)
+    assert token != service.link_token(settings, rid, "svc-a", expires + 1)
     other = settings.model_copy(update={"secret_key": "another-secret"})
-    assert token != service.link_token(other, rid, "svc-a")
+    assert token != service.link_token(other, rid, "svc-a", expires)
     assert isinstance(TUESDAY_10AM, datetime)
+
+
+def _link(client: TestClient) -> tuple[str, str]:
+    """A referral handed off; (its id, the token of its provider's link)."""
+    created = _staff(client)
+    _choose(client, created["id"])
+    [(_c, _a, notice)] = app.state.notifier.sent
+    token = re.search(r"t=([0-9.a-f]+)", notice["status_link"]).group(1)  # type: ignore[union-attr]
+    return str(created["id"]), token
+
+
+def test_an_unknown_referral_and_a_wrong_token_get_the_same_answer(
+        client: TestClient) -> None:
+    rid, token = _link(client)
+    stamp = token.partition(".")[0]
+    answers = [client.get(f"/r/{uuid.uuid4()}?t={token}"),  # a real token, no such referral
+               client.get(f"/r/{rid}?t={stamp}.{'0' * 32}"),  # the referral, a forged token
+               client.get(f"/r/{rid}?t="),
+               client.post(f"/r/{uuid.uuid4()}", data={"t": token, "status": "connected"}),
+               client.post(f"/r/{rid}", data={"t": f"{stamp}.{'0' * 32}",
+                                               "status": "connected"})]
+    bodies = [{k: v for k, v in a.json().items() if k != "instance"} for a in answers]
+    assert [a.status_code for a in answers] == [404] * 5  # `instance` is the path asked
+    assert all(b == {"type": "about:blank", "title": "Not found", "status": 404,
+                     "detail": "This link is not valid."} for b in bodies), bodies
+    assert all(a.headers["Referrer-Policy"] == "no-referrer" for a in answers)
+
+
+def test_a_provider_link_expires(client: TestClient, settings: Settings) -> None:
+    rid, token = _link(client)
+    expires = datetime.fromtimestamp(int(token.partition(".")[0]), TUESDAY_10AM.tzinfo)
+    assert expires == TUESDAY_10AM + timedelta(days=settings.referrals_link_days)
+    with mock.patch.object(referrals_api, "utcnow", lambda: expires - timedelta(seconds=1)):
+        assert client.get(f"/r/{rid}?t={token}").status_code == 200
+    with mock.patch.object(referrals_api, "utcnow", lambda: expires):
+        late = client.get(f"/r/{rid}?t={token}")
+        assert late.status_code == 410 and "expired" in late.json()["detail"]
+        post = client.post(f"/r/{rid}", data={"t": token, "status": "connected"})
+        assert post.status_code == 410
+    # A token whose expiry was moved later no longer matches its signature.
+    moved = f"{int(expires.timestamp()) + 86400}.{token.partition('.')[2]}"
+    assert client.get(f"/r/{rid}?t={moved}").status_code == 404
+
+
+def test_provider_links_are_throttled_per_client(client: TestClient,
+                                                 settings: Settings) -> None:
+    rid, token = _link(client)
+    tight = settings.model_copy(update={"referrals_max_distance_km": 20.0,
+                                        "referrals_link_rate_per_minute": 0.01,
+                                        "referrals_link_burst": 5})
+    app.dependency_overrides[get_settings] = lambda: tight
+    forged = f"{token.partition('.')[0]}.{'0' * 32}"
+    codes = [client.get(f"/r/{rid}?t={forged}").status_code for _ in range(8)]
+    assert codes == [404] * 5 + [429] * 3
+    refused = client.get(f"/r/{rid}?t={token}")  # even the right token, while throttled
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+
+
+def test_the_callback_number_is_not_stored_in_clear_with_the_notice(
+        client: TestClient, settings: Settings) -> None:
+    created = _staff(client)
+    _choose(client, created["id"])
+    [(_c, _a, notice)] = app.state.notifier.sent
+    assert notice["callback_phone"] == "+12065550177"  # the provider is told
+    with session_scope(settings.sqlalchemy_url) as session:
+        stored = session.scalars(select(m.ProviderNotice)).one()
+        assert stored.payload is not None and "2065550177" not in json.dumps(stored.payload)
+        assert stored.payload["callback_phone_ref"] == service.PHONE_REFERENCE
+        referral = session.get(m.Referral, uuid.UUID(str(created["id"])))
+        assert referral is not None and referral.callback_phone_encrypted
+        assert decrypt_phone(settings.secret_key,
+                             referral.callback_phone_encrypted) == "+12065550177"
+
+
+def test_the_migration_takes_the_number_out_of_existing_notices(settings: Settings) -> None:
+    url = settings.sqlalchemy_url
+    command.downgrade(alembic_config(url), "referrals_0003")
+    with session_scope(url) as session:  # a notice stored by the code before this change
+        referral = service.create_referral(
+            session, settings, source="staff", now=TUESDAY_10AM, service_types=["naloxone"],
+            consent=service.ConsentIn(["callback_phone"], CONSENT, "staff"))
+        session.add(m.ProviderNotice(referral_id=referral.id, service_id="svc-a",
+                                     channel="webhook", status="sent",
+                                     payload={"referral_id": str(referral.id),
+                                              "callback_phone": "+12065550177"}))
+    get_engine(url).dispose()
+    upgrade(url)
+    with session_scope(url) as session:
+        [payload] = session.scalars(select(m.ProviderNotice.payload)).all()
+        assert payload is not None and "callback_phone" not in payload
+        assert payload["callback_phone_ref"] == service.PHONE_REFERENCE

@@ -6,15 +6,19 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 
+from services.alerts import inbound
+from services.alerts.models import OutboxMessage as AlertsOutbox
 from services.referrals import models as m
 from services.referrals import service
 from services.referrals.notify import FakeNotifier
 from shared.db import session_scope
 from shared.gsm import segment_count
 from shared.settings import Settings
+from shared.topics import CONTACT_STOPS, REFERRAL_REQUESTS, SMS_INBOUND, Topic
 from tests.referrals.helpers import (
     TUESDAY_10AM,
     load_directory,
@@ -161,17 +165,54 @@ def test_silence_becomes_no_response(settings: Settings) -> None:
     assert statuses(settings.sqlalchemy_url)[-1] == "no_response"
 
 
+def _text_alerts(settings: Settings, phone: str, body: str) -> None:
+    """An SMS the way production takes it: alerts' inbound handling, which writes the events
+    for referrals to its outbox."""
+    with session_scope(settings.sqlalchemy_url) as session:
+        inbound.handle_inbound(session, settings, phone, body)
+
+
+def _alerts_events(settings: Settings, topic: Topic) -> list[Any]:
+    assert topic.model is not None
+    with session_scope(settings.sqlalchemy_url) as session:
+        return [topic.model.model_validate_json(row.payload) for row in session.scalars(
+            select(AlertsOutbox).where(AlertsOutbox.topic == topic.name)
+            .order_by(AlertsOutbox.id))]
+
+
+def _stop_through_alerts(settings: Settings, phone: str, body: str) -> uuid.UUID:
+    """TREATMENT texted to alerts opens a referral, then the STOP word `body` goes the way
+    production takes it: alerts announces it (`contacts.stops.v1`), referrals handles it
+    (twice: a redelivery changes nothing). Returns the contact_ref."""
+    _text_alerts(settings, phone, "TRAITEMENT" if body == "Arrêt" else "TREATMENT")
+    [request] = _alerts_events(settings, REFERRAL_REQUESTS)[-1:]
+    with session_scope(settings.sqlalchemy_url) as session:
+        assert service.handle_request(session, settings, request, TUESDAY_10AM) is not None
+    _text_alerts(settings, phone, body)
+    # Alerts does not forward a STOP as a conversation reply: it tells referrals.
+    assert _alerts_events(settings, SMS_INBOUND) == []
+    [stopped] = [e for e in _alerts_events(settings, CONTACT_STOPS)
+                 if e.contact_ref == request.contact_ref]
+    for ended in (1, 0):
+        with session_scope(settings.sqlalchemy_url) as session:
+            assert service.handle_stop(session, stopped, TUESDAY_10AM + timedelta(minutes=1)) \
+                == ended
+    return request.contact_ref
+
+
 def test_stop_ends_the_conversation(settings: Settings) -> None:
     load_directory(settings.sqlalchemy_url)
-    contact = uuid.uuid4()
     notifier = FakeNotifier()
-    _request(settings, contact)
     sent_before = len(sms_bodies(settings.sqlalchemy_url))
-    assert _reply(settings, contact, "stop", notifier) is None
+    contact = _stop_through_alerts(settings, "+12065550190", "stop")
+    sent_after_request = len(sms_bodies(settings.sqlalchemy_url))
+    assert sent_after_request > sent_before  # the referral had texted (asked where)
     assert _reply(settings, contact, "1", notifier, minutes=2) is None
     assert notifier.sent == []
-    assert len(sms_bodies(settings.sqlalchemy_url)) == sent_before  # nothing after STOP
-    assert statuses(settings.sqlalchemy_url)[-1] == "stopped"
+    assert len(sms_bodies(settings.sqlalchemy_url)) == sent_after_request  # nothing after
+    assert statuses(settings.sqlalchemy_url) == ["requested", "stopped"]
+    events = outbox(settings.sqlalchemy_url, "referrals.events.v1")
+    assert events[-1]["actor"] == "person"
 
 
 def test_unknown_place_asks_for_a_zip_then_offers(settings: Settings) -> None:
@@ -301,9 +342,6 @@ def test_a_french_conversation_in_french_with_oui_and_arret(settings: Settings) 
     assert statuses(settings.sqlalchemy_url)[-1] == "connected"
     assert sms_bodies(settings.sqlalchemy_url)[-1].startswith("Lookout: tant mieux")
 
-    other = uuid.uuid4()  # an accented STOP word ends a French conversation too
-    with session_scope(settings.sqlalchemy_url) as session:
-        service.handle_request(session, settings, requested(other).model_copy(
-            update={"language": "fr"}), TUESDAY_10AM)
-    assert _reply(settings, other, "Arrêt", notifier) is None
+    # An accented STOP word ends a French conversation too.
+    _stop_through_alerts(settings, "+12065550191", "Arrêt")
     assert statuses(settings.sqlalchemy_url)[-1] == "stopped"

@@ -23,8 +23,6 @@ EXPECTED_REJECTIONS = {
     ("service", "svc-orphan"): "organization_id 'org-missing' does not exist",
     ("service", "svc-noname"): "missing required field(s): name",
     ("service", "svc-badstatus"): "status 'paused'",
-    ("location", "loc-bad"): "latitude out of range",
-    ("service_at_location", "sal-bad"): "location_id 'loc-bad' does not exist",
     ("phone", "ph-bad"): "not a phone number",
     ("schedule", "sch-bad-time"): "opens_at is not HH:MM",
     ("schedule", "sch-bad-day"): "unknown days: XX",
@@ -48,13 +46,16 @@ def test_csv_package_imports_good_records_and_reports_bad_ones(settings: Setting
         report = import_path(session, CSV_PACKAGE)
     assert report.imported["organization"] == 4
     assert report.imported["service"] == 5
-    assert report.imported["service_at_location"] == 5
+    assert report.imported["service_at_location"] == 6  # sal-bad: at loc-bad, now kept
     assert report.imported["schedule"] == 5
     rejected = {(r.table, r.id): r.reason for r in report.rejected}
     assert set(rejected) == set(EXPECTED_REJECTIONS)
     for key, fragment in EXPECTED_REJECTIONS.items():
         assert fragment in rejected[key], (key, rejected[key])
-    assert "rejected: 15" in report.summary()
+    assert "rejected: 13" in report.summary()
+    # A coordinate outside the globe: the location is kept without it, and said so.
+    assert [(r.table, r.id) for r in report.changed] == [("location", "loc-bad")]
+    assert "outside the globe: imported without coordinates" in report.summary()
 
     with session_scope(settings.sqlalchemy_url) as session:
         bup = session.get(m.Service, "svc-harbor-bup")
@@ -66,7 +67,8 @@ def test_csv_package_imports_good_records_and_reports_bad_ones(settings: Setting
         assert loc is not None
         assert (loc.region_id, loc.postal_code) == ("us/wa/king-county/98104", "98104")
         assert session.get(m.Service, "svc-orphan") is None
-        assert session.get(m.Location, "loc-bad") is None
+        bad = session.get(m.Location, "loc-bad")
+        assert bad is not None and (bad.latitude, bad.longitude) == (None, None)
         cap = session.get(m.ServiceCapacity, "cap-harbor-res")
         assert cap is not None and (cap.available, cap.unit) == (0, "bed")
         north = session.get(m.Schedule, "sch-north")

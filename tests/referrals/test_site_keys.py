@@ -27,7 +27,7 @@ from services.referrals import agents
 from services.referrals import api as referrals_api
 from services.referrals import models as m
 from services.referrals.api import app
-from services.referrals.notify import FakeNotifier
+from services.referrals.notify import FakeNotifier, NoticeQueue
 from shared.crypto import hash_api_key
 from shared.db import session_scope
 from shared.events import SiteKeyChangedV1
@@ -91,12 +91,12 @@ def client(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Test
     load_directory(settings.sqlalchemy_url)
     monkeypatch.setattr(agents, "settings", settings)
     app.dependency_overrides[get_settings] = lambda: settings
-    app.state.notifier = FakeNotifier()
+    app.state.notifier, app.state.notices = FakeNotifier(), NoticeQueue()
     with mock.patch.object(referrals_api, "utcnow", lambda: TUESDAY_10AM), \
             TestClient(app) as c:
         yield c
     app.dependency_overrides.clear()
-    app.state.notifier = None
+    app.state.notifier = app.state.notices = None
 
 
 def test_a_site_key_with_the_referrals_scope_refers_and_the_referral_records_the_site(
@@ -122,7 +122,8 @@ def test_a_site_key_with_the_referrals_scope_refers_and_the_referral_records_the
     path = f"/v1/referrals/{referral['id']}"
     assert client.get(path, headers=bearer(key)).json()["site_id"] == str(site_id)
     chosen = client.post(f"{path}/choice", json={"option": 1}, headers=bearer(key))
-    assert chosen.status_code == 200 and chosen.json()["status"] == "provider_notified"
+    assert chosen.status_code == 200 and chosen.json()["status"] == "chosen"
+    app.state.notices.join()  # the provider is told after the answer
     done = client.post(f"{path}/status", json={"status": "connected"}, headers=bearer(key))
     assert done.status_code == 200 and done.json()["status"] == "connected"
     history = client.get(path, headers=ADMIN).json()["history"]

@@ -112,6 +112,7 @@ def test_a_referral_over_sms_from_treatment_to_connected(own_broker: str,
             # Simulated time, the real-process way: a short follow-up delay, a quick tick.
             "LOOKOUT_REFERRALS_FOLLOWUP_DELAY_SECONDS": "3",
             "LOOKOUT_REFERRALS_TICK_SECONDS": "0.5",
+            "LOOKOUT_REFERRALS_WEBHOOK_ALLOW_PRIVATE": "true",  # the local provider server
         }
         run_lookout(env, "db", "upgrade")
         assert "rejected: 15" in run_lookout(env, "providers", "import", str(CSV_PACKAGE))

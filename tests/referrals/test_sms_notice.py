@@ -179,6 +179,7 @@ def test_the_worker_texts_the_provider_from_its_thread(settings: Settings,
         await agents.handle_reply(reply(contact, "1"))
 
     asyncio.run(conversation())
+    agents.notices.join()
     with session_scope(settings.sqlalchemy_url) as session:
         [row] = session.scalars(select(m.DevSmsMessage)).all()
         assert row.body.startswith("Lookout referral: a person chose Harbor Street Bupe")

@@ -35,7 +35,47 @@ def test_prod_with_real_secrets_and_an_external_cluster(monkeypatch: pytest.Monk
     monkeypatch.setenv("LOOKOUT_SECRET_KEY", "k" * 40)
     monkeypatch.setenv("LOOKOUT_ADMIN_TOKEN", "t" * 40)
     monkeypatch.setenv("LOOKOUT_KAFKA_BOOTSTRAP", "kafka-1:9092,kafka-2:9092")
+    monkeypatch.setenv("LOOKOUT_PUBLIC_ALERTS_URL", "https://alerts.example.org")
+    monkeypatch.setenv("LOOKOUT_SMS_BACKEND", "twilio")
+    monkeypatch.setenv("LOOKOUT_TWILIO_AUTH_TOKEN", "a" * 32)
     settings = Settings()
     assert not settings.embedded_broker
     assert settings.bootstrap_servers == "kafka-1:9092,kafka-2:9092"
     assert settings.idempotent_producer
+
+
+def test_a_plain_postgresql_uri_is_driven_by_psycopg() -> None:
+    uri = "postgresql://lookout:pw@lookout-db-rw:5432/lookout"  # CloudNativePG's `uri`
+    assert Settings(env="test", database_url=uri).sqlalchemy_url == (
+        "postgresql+psycopg://lookout:pw@lookout-db-rw:5432/lookout")
+    assert Settings(env="test", database_url="postgres://u@h/d").sqlalchemy_url == (
+        "postgresql+psycopg://u@h/d")
+    explicit = "postgresql+psycopg://u@h/d"
+    assert Settings(env="test", database_url=explicit).sqlalchemy_url == explicit
+
+
+@pytest.mark.parametrize(("field", "name"), [("secret_key", "LOOKOUT_SECRET_KEY"),
+                                             ("admin_token", "LOOKOUT_ADMIN_TOKEN")])
+def test_prod_refuses_secrets_shorter_than_32_bytes(field: str, name: str) -> None:
+    good = {"secret_key": "s" * 32, "admin_token": "a" * 32, "sms_backend": "twilio",
+            "twilio_auth_token": "t" * 32, "public_alerts_url": "https://alerts.example.org"}
+    assert Settings(env="prod", **good)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match=f"{name} shorter than 32 bytes"):
+        Settings(env="prod", **{**good, field: "a"})  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match=f"{name} shorter than 32 bytes"):
+        Settings(env="prod", **{**good, field: "x" * 31})  # type: ignore[arg-type]
+
+
+def test_prod_refuses_the_outbox_sms_backend() -> None:
+    with pytest.raises(ValidationError, match="LOOKOUT_SMS_BACKEND=outbox"):
+        Settings(env="prod", secret_key="s" * 32, admin_token="a" * 32,
+                 public_alerts_url="https://alerts.example.org")
+
+
+def test_prod_requires_the_public_alerts_url() -> None:
+    with pytest.raises(ValidationError, match="LOOKOUT_PUBLIC_ALERTS_URL"):
+        Settings(env="prod", secret_key="s" * 32, admin_token="a" * 32, sms_backend="twilio",
+                 twilio_auth_token="t" * 32)
+    assert Settings(env="prod", secret_key="s" * 32, admin_token="a" * 32,
+                    sms_backend="twilio", twilio_auth_token="t" * 32,
+                    public_alerts_url="https://alerts.example.org").public_alerts_url
