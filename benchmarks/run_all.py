@@ -21,6 +21,7 @@ BENCHMARKS = [
     ["benchmarks.alerts.fanout"],
     ["benchmarks.referrals.matching"],
     ["benchmarks.dashboard.sse_latency"],  # signals.v1 -> a connected SSE client
+    ["benchmarks.dashboard.pages"],  # each page with a year of data in the read model
 ]
 
 

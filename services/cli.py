@@ -37,10 +37,11 @@ def cmd_seed(args: argparse.Namespace) -> int:
     from services.demo import seed_demo
 
     settings = _settings()
+    if args.dashboard_data:
+        _seed_dashboard(settings)
     demo = seed_demo(settings)
     print(f"demo region: {demo.region_id} ({demo.region_name})")
-    print(f"demo API key: {demo.api_key}")
-    _seed_dashboard(settings)
+    print(f"demo API key: {demo.api_key}")  # the last line: scripts read the key from it
     return 0
 
 
@@ -69,6 +70,77 @@ def cmd_sites_create(args: argparse.Namespace) -> int:
     print(f"site {args.name!r} created: {site_id}; scopes {','.join(args.scopes)}")
     print("the API key is shown once; store it now:")
     print(key)
+    return 0
+
+
+def cmd_officials_create(args: argparse.Namespace) -> int:
+    from services.dashboard import accounts
+    from shared.db import session_scope
+    from shared.problems import ProblemError
+
+    settings = _settings()
+    try:
+        with session_scope(settings.sqlalchemy_url) as session:
+            new = accounts.create(session, settings, args.name, args.role, args.regions,
+                                  with_password=args.password)
+            accounts.audit(session, "cli", "account_create", target=new.account.name,
+                           role=args.role, regions=new.account.regions)
+            name, regions = new.account.name, new.account.regions
+    except ProblemError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 1
+    print(f"official {name!r} created: {args.role} of {', '.join(regions)}")
+    if new.password:
+        print("the password is shown once; give it to the official now:")
+        print(new.password)
+    else:
+        print("the one-time setup link (valid "
+              f"{settings.dashboard_setup_link_hours:g} h) is shown once:")
+        print(new.setup_url)
+    return 0
+
+
+def cmd_officials_list(args: argparse.Namespace) -> int:
+    from services.dashboard import accounts
+    from shared.db import session_scope
+
+    settings = _settings()
+    with session_scope(settings.sqlalchemy_url) as session:
+        rows = accounts.list_accounts(session)
+        print(f"{'name':24} {'role':9} {'status':14} {'totp':5} regions")
+        for a in rows:
+            status = "disabled" if a.disabled_at else \
+                "setup pending" if not a.password_hash else "active"
+            print(f"{a.name:24} {a.role:9} {status:14} {'on' if a.totp_enabled else 'off':5} "
+                  f"{','.join(a.regions)}")
+    return 0
+
+
+def cmd_officials_disable(args: argparse.Namespace) -> int:
+    from services.dashboard import accounts
+    from shared.db import session_scope
+    from shared.problems import ProblemError
+
+    settings = _settings()
+    try:
+        with session_scope(settings.sqlalchemy_url) as session:
+            accounts.disable(session, args.name)
+            accounts.audit(session, "cli", "account_disable", target=args.name)
+    except ProblemError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 1
+    print(f"official {args.name!r} disabled; their sessions are ended")
+    return 0
+
+
+def cmd_officials_keys(args: argparse.Namespace) -> int:
+    from shared.officials import new_key_pair
+
+    private, public = new_key_pair()
+    print("# the dashboard only:")
+    print(f"LOOKOUT_DASHBOARD_SIGNING_KEY='{private.strip()}'")
+    print("# every service that verifies officials (alerts):")
+    print(f"LOOKOUT_DASHBOARD_PUBLIC_KEY='{public.strip()}'")
     return 0
 
 
@@ -390,9 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("topics", help="create the registered topics").set_defaults(func=cmd_topics)
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
-    sub.add_parser("seed", help="create the demo site, subscriber and provider directory"
-                   ).set_defaults(
-        func=cmd_seed)
+    p = sub.add_parser("seed", help="create the demo site, subscriber and provider directory")
+    p.add_argument("--dashboard-data", action="store_true",
+                   help="also the dashboard's demo data (what `lookout run` seeds): three "
+                   "weeks of the Drug Checking BC export, synthetic overdose reports")
+    p.set_defaults(func=cmd_seed)
     sites = sub.add_parser("sites", help="drug-checking sites").add_subparsers(
         dest="sites_command", required=True)
     p = sites.add_parser("create", help="create a site; prints its API key on the last line")
@@ -400,6 +474,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scopes", nargs="+", choices=["results", "reports", "referrals"],
                    default=["results", "reports"])
     p.set_defaults(func=cmd_sites_create)
+    officials = sub.add_parser("officials", help="officials' dashboard accounts"
+                               ).add_subparsers(dest="officials_command", required=True)
+    p = officials.add_parser("create", help="create an account; prints a one-time setup "
+                             "link (or, --password, a password) on the last line")
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=["viewer", "reviewer", "admin"])
+    p.add_argument("--regions", required=True,
+                   help="region prefixes, comma-separated (us/wa,us/or; * for every region)")
+    p.add_argument("--password", action="store_true",
+                   help="print a generated password instead of a setup link")
+    p.set_defaults(func=cmd_officials_create)
+    officials.add_parser("list", help="list the accounts").set_defaults(func=cmd_officials_list)
+    p = officials.add_parser("disable", help="disable an account and end its sessions")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_officials_disable)
+    officials.add_parser("keys", help="print a new Ed25519 key pair for the review "
+                         "credential (LOOKOUT_DASHBOARD_SIGNING_KEY / _PUBLIC_KEY)"
+                         ).set_defaults(func=cmd_officials_keys)
     p = sub.add_parser("serve", help="run one HTTP service")
     p.add_argument("service", choices=["ingest", "alerts", "referrals", "dashboard"])
     p.set_defaults(func=cmd_serve)

@@ -23,6 +23,11 @@ def _derive(secret_key: str, purpose: bytes) -> bytes:
     return hkdf.derive(secret_key.encode())
 
 
+def derive_key(secret_key: str, purpose: str) -> bytes:
+    """32 bytes for `purpose`, derived from the secret key (HKDF-SHA256)."""
+    return _derive(secret_key, purpose.encode())
+
+
 @cache
 def _fernet(secret_key: str) -> Fernet:
     return Fernet(base64.urlsafe_b64encode(_derive(secret_key, b"phone-encryption")))

@@ -6,6 +6,7 @@ Each service owns its tables, named with its prefix (`ingest_`, `alerts_`, `refe
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import threading
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, MetaData, Table, create_engine, event
+from sqlalchemy import Connection, DateTime, MetaData, Table, create_engine, event, text
 from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -279,3 +280,16 @@ def _checkpoint(url: str) -> None:
             connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
     except Exception as exc:  # the next one will do it
         log.warning("WAL checkpoint failed: %r", exc)
+
+
+def try_job_lock(session: Session, job: str) -> bool:
+    """Whether this transaction may do `job`, a timer's work that every instance of a worker
+    schedules (expiry, follow-ups, purge): on PostgreSQL a transaction-scoped advisory lock,
+    one holder at a time, let go at commit or rollback, so the other instances skip this
+    round. SQLite has one writer at a time: a second transaction that read before the first
+    committed cannot write (SQLITE_BUSY_SNAPSHOT) and rolls back, so True there."""
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    digest = hashlib.blake2b(f"lookout.job.{job}".encode(), digest_size=8).digest()
+    key = int.from_bytes(digest, "big", signed=True)
+    return bool(session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": key}))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -87,10 +88,12 @@ def public_target(url: str, *, require_https: bool, allow_private: bool = False)
     return Target(scheme, host, port, path, addresses[0])
 
 
-def post_pinned(target: Target, body: bytes, headers: dict[str, str],
-                timeout: float) -> httpx.Response:
-    """POST to the checked address, as if to the URL's host."""
-    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+def post_pinned(target: Target, body: bytes, headers: dict[str, str], timeout: float,
+                verify: ssl.SSLContext | bool = True) -> httpx.Response:
+    """POST to the checked address, as if to the URL's host (`verify`: the trusted CAs,
+    the system's by default; the certificate must name the URL's host)."""
+    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False,
+                      verify=verify) as client:
         return client.post(target.pinned_url, content=body,
                            headers={**headers, "Host": target.host_header},
                            extensions={"sni_hostname": target.host})

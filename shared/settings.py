@@ -180,6 +180,23 @@ class Settings(BaseSettings):
     # refused in prod. Outside dev and test, webhooks must be https.
     referrals_webhook_allow_private: bool = False
 
+    # Dashboard: officials' sessions, login throttling, the review credential it signs for
+    # the alerts service (docs/dashboard.md). Keys: PEM; in dev/test, when unset, a pair is
+    # derived from secret_key (shared/officials.py); required in prod.
+    dashboard_session_idle_minutes: float = Field(default=30.0, gt=0)
+    dashboard_session_absolute_hours: float = Field(default=12.0, gt=0)
+    dashboard_login_max_failures: int = Field(default=5, ge=1)  # then the account is locked
+    dashboard_lockout_minutes: float = Field(default=15.0, gt=0)
+    dashboard_login_rate_per_minute: float = Field(default=20.0, ge=0)  # per client address
+    dashboard_setup_link_hours: float = Field(default=72.0, gt=0)
+    # TOTP second factor for reviewers and admins: None = required in prod only.
+    dashboard_totp_required: bool | None = None
+    dashboard_signing_key: str = ""
+    dashboard_public_key: str = ""
+    dashboard_credential_ttl_seconds: int = Field(default=60, ge=5, le=300)
+    dashboard_public_url: str = ""  # base of setup links; empty: http://http_host:port
+    dashboard_alerts_url: str = ""  # the alerts API the dashboard calls; empty: local
+
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
         if self.env in ("dev", "test"):

@@ -18,11 +18,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from shared.db import get_engine, session_scope
 from shared.edge import BodyLimit, LimitOf, OpsExposure, SecurityHeaders, default_limit
 from shared.metrics import instrument_app
+from shared.officials import CredentialError, Official, verify
 from shared.problems import ProblemError, install_problem_handlers
 from shared.ratelimit import KeyedRateLimiter, client_key
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+operators_log = logging.getLogger("lookout.operators")
 ADMIN_FAILURES = Counter("lookout_admin_auth_failures_total",
                          "Failed admin-token attempts: refused (a wrong token) or throttled "
                          "(429, the token not looked at)", ["outcome"])
@@ -114,10 +116,13 @@ def _admin_failures(app: FastAPI, settings: Settings) -> KeyedRateLimiter:
 def require_admin(
     request: Request, settings: AppSettings,
     authorization: Annotated[str | None, Header()] = None,
-) -> None:
-    """The admin token, with failed attempts throttled per client: past
-    `LOOKOUT_ADMIN_FAILURES_BURST`, `LOOKOUT_ADMIN_FAILURES_PER_MINUTE` a minute; a throttled
-    client gets 429 without its token being looked at. Each failure is logged and counted."""
+) -> str:
+    """Operators' endpoints (site keys, deliveries, subscriber erasure...): the shared admin
+    token (automation; `admin-token`) or the signed credential of an official with the
+    admin role (by name). Returns who, and every call is logged with it. Failed attempts
+    are throttled per client: past `LOOKOUT_ADMIN_FAILURES_BURST`,
+    `LOOKOUT_ADMIN_FAILURES_PER_MINUTE` a minute; a throttled client gets 429 without its
+    token being looked at. Each failure is logged and counted."""
     token = bearer_token(authorization)
     client = client_key(settings.secret_key, request.client.host if request.client else "")
     limiter = _admin_failures(request.app, settings)
@@ -127,8 +132,10 @@ def require_admin(
         raise ProblemError(429, "Too many requests",
                            "Too many failed admin-token attempts; try again later.",
                            headers={"Retry-After": str(math.ceil(wait))})
-    if hmac.compare_digest(token, settings.admin_token):
-        return
+    who = _operator(settings, token)
+    if who is not None:
+        operators_log.info("operator %s: %s %s", who, request.method, request.url.path)
+        return who
     limiter.try_take(client)
     ADMIN_FAILURES.labels("refused").inc()
     throttled = limiter.wait_for(client) > 0
@@ -137,7 +144,18 @@ def require_admin(
     raise ProblemError(403, "Forbidden", "Admin token required.")
 
 
+def _operator(settings: Settings, token: str) -> str | None:
+    if hmac.compare_digest(token.encode(), settings.admin_token.encode()):
+        return "admin-token"
+    try:
+        official = verify(settings, token)
+    except CredentialError:
+        return None
+    return f"official:{official.name}" if official.has_role("admin") else None
+
+
 AdminOnly = Depends(require_admin)
+Operator = Annotated[str, Depends(require_admin)]
 
 
 def require_dev(settings: AppSettings) -> None:
@@ -148,3 +166,47 @@ def require_dev(settings: AppSettings) -> None:
 
 
 DevOnly = Depends(require_dev)
+
+
+def verified_official(settings: Settings, authorization: str | None, role: str) -> Official:
+    """The official named by the dashboard's signed credential in `Authorization: Bearer`
+    (shared/officials.py), who must hold at least `role`: 401 when the credential is
+    missing, forged, expired or signed by another key; 403 when the role is too low."""
+    try:
+        official = verify(settings, bearer_token(authorization))
+    except CredentialError as exc:
+        raise ProblemError(exc.status, "Unauthorized", exc.detail,
+                           headers={"WWW-Authenticate": "Bearer"}) from exc
+    if not official.has_role(role):
+        raise ProblemError(403, "Forbidden",
+                           f"The official {official.name!r} is a {official.role}; this needs "
+                           f"a {role}.")
+    return official
+
+
+def require_reviewer(settings: AppSettings,
+                     authorization: Annotated[str | None, Header()] = None) -> Official:
+    return verified_official(settings, authorization, "reviewer")
+
+
+def require_official_admin(settings: AppSettings,
+                           authorization: Annotated[str | None, Header()] = None) -> Official:
+    return verified_official(settings, authorization, "admin")
+
+
+def require_viewer_or_operator(
+    request: Request, settings: AppSettings,
+    authorization: Annotated[str | None, Header()] = None,
+) -> str:
+    """Read-only views: any official's signed credential, or the operators' token (as
+    `require_admin`, throttled and logged)."""
+    token = bearer_token(authorization)
+    try:
+        return f"official:{verify(settings, token).name}"
+    except CredentialError:
+        return require_admin(request, settings, authorization)
+
+
+Reviewer = Annotated[Official, Depends(require_reviewer)]
+ViewerOrOperator = Depends(require_viewer_or_operator)
+OfficialAdmin = Annotated[Official, Depends(require_official_admin)]

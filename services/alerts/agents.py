@@ -30,7 +30,7 @@ from services.alerts.app import app
 from services.alerts.models import Alert, Delivery, Subscriber
 from services.alerts.sender import Sender
 from services.alerts.sms import SmsBackend, make_backend
-from shared.db import session_scope, utcnow
+from shared.db import session_scope, try_job_lock, utcnow
 from shared.events import (
     ContaminationSignalV1,
     SmsOutboundJobV1,
@@ -187,7 +187,9 @@ def _housekeeping() -> list[uuid.UUID]:
     """Expire due alerts, mark finished ones sent, apply early status callbacks, announce
     delivery counts that moved; return approved alerts to fan out."""
     with session_scope(settings.sqlalchemy_url) as session:
-        to_fan_out = []
+        to_fan_out: list[uuid.UUID] = []
+        if not try_job_lock(session, "alerts.housekeeping"):  # another worker's round
+            return to_fan_out
         for alert in session.scalars(select(Alert).where(
                 Alert.status.in_(("draft", "approved", "sending")))):
             if service.expire_if_due(alert):

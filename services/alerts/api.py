@@ -4,6 +4,7 @@ lifecycle for officials, subscribers' data for admins, the signup page and the d
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from pathlib import Path
@@ -33,10 +34,22 @@ from services.alerts.models import (
 from services.alerts.sms import SmsError, make_backend
 from shared import csrf
 from shared.db import session_scope, utcnow
+from shared.officials import Official
 from shared.problems import ProblemError
 from shared.settings import Settings
-from shared.web import AdminOnly, AppSettings, DbSession, DevOnly, create_app
+from shared.web import (
+    AdminOnly,
+    AppSettings,
+    DbSession,
+    DevOnly,
+    OfficialAdmin,
+    Operator,
+    Reviewer,
+    ViewerOrOperator,
+    create_app,
+)
 
+log = logging.getLogger(__name__)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 router = APIRouter()
 STATUS_CALLBACKS = Counter("lookout_alerts_sms_status_total", "Twilio status callbacks",
@@ -207,15 +220,8 @@ async def _signed_form(request: Request, settings: Settings, path: str,
 
 # ---- the alert lifecycle (officials) --------------------------------------------------------
 
-def _actor(x_actor: str | None, body_actor: str | None = None) -> str:
-    actor = (x_actor or body_actor or "").strip()
-    if not actor:
-        raise ProblemError(422, "Actor required",
-                           "Say who acts: an X-Actor header or an 'actor' field.")
-    return actor[:120]
-
-
-def _alert_out(session: Session, alert: Alert, with_audit: bool = False) -> dict[str, Any]:
+def _alert_out(session: Session, alert: Alert, with_audit: bool = False,
+               settings: Settings | None = None) -> dict[str, Any]:
     texts = alert.texts or {"en": alert.body_en}
     out: dict[str, Any] = {
         "id": str(alert.id), "kind": alert.kind,
@@ -229,6 +235,11 @@ def _alert_out(session: Session, alert: Alert, with_audit: bool = False) -> dict
         "approved_by": alert.approved_by,
         "expires_at": alert.expires_at.isoformat() if alert.expires_at else None,
     }
+    if settings is not None:
+        author, approvals = service.review_state(session, alert)
+        out["second_reviewer"] = service.needs_second_reviewer(settings, alert)
+        out["text_author"] = author
+        out["first_approvals"] = approvals if alert.status == "draft" else []
     if with_audit:
         counts = session.execute(select(Delivery.status, func.count())
                                  .where(Delivery.alert_id == alert.id)
@@ -243,8 +254,11 @@ def _alert_out(session: Session, alert: Alert, with_audit: bool = False) -> dict
 
 
 class ActionIn(BaseModel):
-    actor: str | None = None
+    """A review action. Who acts is the official of the signed credential (never a field
+    or header of the request); `reason` is kept in the audit."""
+
     force: bool = False
+    reason: str | None = Field(default=None, max_length=1000)
 
 
 class EditIn(ActionIn):
@@ -256,10 +270,16 @@ class FollowUpIn(ActionIn):
     texts: dict[str, str] | None = None
 
 
-XActor = Annotated[str | None, Header()]
+def _in_scope(session: Session, alert_id: uuid.UUID, official: Official) -> None:
+    """A reviewer acts only on alerts of their regions (403 otherwise)."""
+    alert = service.get_alert(session, alert_id)
+    if not official.covers(alert.region_id):
+        raise ProblemError(403, "Forbidden",
+                           f"{alert.region_id} is outside the regions of {official.name!r} "
+                           f"({', '.join(official.regions) or 'none'}).")
 
 
-@router.get("/v1/alerts", dependencies=[AdminOnly], tags=["alerts"])
+@router.get("/v1/alerts", dependencies=[ViewerOrOperator], tags=["alerts"])
 def alerts(session: DbSession, status: str | None = None,
            limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict[str, Any]]:
     """Alerts, newest first; `status=draft` is the review queue."""
@@ -269,64 +289,76 @@ def alerts(session: DbSession, status: str | None = None,
     return [_alert_out(session, a) for a in session.scalars(query)]
 
 
-@router.get("/v1/alerts/{alert_id}", dependencies=[AdminOnly], tags=["alerts"])
-def alert_detail(session: DbSession, alert_id: uuid.UUID) -> dict[str, Any]:
-    """One alert with its texts, segments, delivery counts and audit trail."""
-    return _alert_out(session, service.get_alert(session, alert_id), with_audit=True)
+@router.get("/v1/alerts/{alert_id}", dependencies=[ViewerOrOperator], tags=["alerts"])
+def alert_detail(session: DbSession, settings: AppSettings,
+                 alert_id: uuid.UUID) -> dict[str, Any]:
+    """One alert with its texts, segments, delivery counts, review state and audit trail."""
+    return _alert_out(session, service.get_alert(session, alert_id), with_audit=True,
+                      settings=settings)
 
 
-@router.post("/v1/alerts/{alert_id}/approve", dependencies=[AdminOnly], tags=["alerts"])
-def approve_alert(session: DbSession, alert_id: uuid.UUID, body: ActionIn | None = None,
-                  x_actor: XActor = None) -> dict[str, Any]:
+@router.post("/v1/alerts/{alert_id}/approve", tags=["alerts"])
+def approve_alert(session: DbSession, settings: AppSettings, official: Reviewer,
+                  alert_id: uuid.UUID, body: ActionIn | None = None) -> dict[str, Any]:
+    """Approve a draft (a reviewer of the alert's region, by the dashboard's signed
+    credential). A critical alert under a `second_reviewer` policy needs two reviewers."""
     body = body or ActionIn()
-    alert = service.approve(session, alert_id, _actor(x_actor, body.actor), body.force)
-    return _alert_out(session, alert)
+    _in_scope(session, alert_id, official)
+    alert = service.approve(session, alert_id, official.name, body.force, settings=settings,
+                            reason=body.reason)
+    return _alert_out(session, alert, settings=settings)
 
 
-@router.patch("/v1/alerts/{alert_id}", dependencies=[AdminOnly], tags=["alerts"])
-def edit_alert(session: DbSession, alert_id: uuid.UUID, body: EditIn,
-               x_actor: XActor = None) -> dict[str, Any]:
+@router.patch("/v1/alerts/{alert_id}", tags=["alerts"])
+def edit_alert(session: DbSession, settings: AppSettings, official: Reviewer,
+               alert_id: uuid.UUID, body: EditIn) -> dict[str, Any]:
     """Edit the text per language (segments re-counted; more than 2 GSM-7 segments is
-    refused unless `force`) or the expiry."""
-    alert = service.edit(session, alert_id, _actor(x_actor, body.actor), body.texts,
-                         body.force, body.expires_at)
-    return _alert_out(session, alert)
+    refused unless `force`) or the expiry. An approved alert that has not gone out goes
+    back to review."""
+    _in_scope(session, alert_id, official)
+    alert = service.edit(session, alert_id, official.name, body.texts, body.force,
+                         body.expires_at, reason=body.reason)
+    return _alert_out(session, alert, settings=settings)
 
 
-@router.post("/v1/alerts/{alert_id}/reject", dependencies=[AdminOnly], tags=["alerts"])
-def reject_alert(session: DbSession, alert_id: uuid.UUID, body: ActionIn | None = None,
-                 x_actor: XActor = None) -> dict[str, Any]:
+@router.post("/v1/alerts/{alert_id}/reject", tags=["alerts"])
+def reject_alert(session: DbSession, settings: AppSettings, official: Reviewer,
+                 alert_id: uuid.UUID, body: ActionIn | None = None) -> dict[str, Any]:
     body = body or ActionIn()
-    return _alert_out(session, service.reject(session, alert_id, _actor(x_actor, body.actor)))
+    _in_scope(session, alert_id, official)
+    return _alert_out(session, service.reject(session, alert_id, official.name,
+                                              reason=body.reason), settings=settings)
 
 
-@router.post("/v1/alerts/{alert_id}/cancel", dependencies=[AdminOnly], tags=["alerts"])
-def cancel_alert(session: DbSession, alert_id: uuid.UUID, body: ActionIn | None = None,
-                 x_actor: XActor = None) -> dict[str, Any]:
+@router.post("/v1/alerts/{alert_id}/cancel", tags=["alerts"])
+def cancel_alert(session: DbSession, settings: AppSettings, official: Reviewer,
+                 alert_id: uuid.UUID, body: ActionIn | None = None) -> dict[str, Any]:
     body = body or ActionIn()
-    return _alert_out(session, service.cancel(session, alert_id, _actor(x_actor, body.actor)))
+    _in_scope(session, alert_id, official)
+    return _alert_out(session, service.cancel(session, alert_id, official.name,
+                                              reason=body.reason), settings=settings)
 
 
-@router.post("/v1/alerts/{alert_id}/update", dependencies=[AdminOnly], tags=["alerts"],
-             status_code=201)
-def update_alert(session: DbSession, settings: AppSettings, alert_id: uuid.UUID,
-                 body: FollowUpIn | None = None, x_actor: XActor = None) -> dict[str, Any]:
+@router.post("/v1/alerts/{alert_id}/update", tags=["alerts"], status_code=201)
+def update_alert(session: DbSession, settings: AppSettings, official: Reviewer,
+                 alert_id: uuid.UUID, body: FollowUpIn | None = None) -> dict[str, Any]:
     """A follow-up alert (a new draft, kind `update`) for the same region."""
     body = body or FollowUpIn()
-    child = service.follow_up(session, settings, alert_id, _actor(x_actor, body.actor),
-                              "update", body.texts, body.force)
-    return _alert_out(session, child)
+    _in_scope(session, alert_id, official)
+    child = service.follow_up(session, settings, alert_id, official.name, "update",
+                              body.texts, body.force, reason=body.reason)
+    return _alert_out(session, child, settings=settings)
 
 
-@router.post("/v1/alerts/{alert_id}/all-clear", dependencies=[AdminOnly], tags=["alerts"],
-             status_code=201)
-def all_clear(session: DbSession, settings: AppSettings, alert_id: uuid.UUID,
-              body: FollowUpIn | None = None, x_actor: XActor = None) -> dict[str, Any]:
+@router.post("/v1/alerts/{alert_id}/all-clear", tags=["alerts"], status_code=201)
+def all_clear(session: DbSession, settings: AppSettings, official: Reviewer,
+              alert_id: uuid.UUID, body: FollowUpIn | None = None) -> dict[str, Any]:
     """An all-clear (a new draft, kind `all_clear`) for the same region."""
     body = body or FollowUpIn()
-    child = service.follow_up(session, settings, alert_id, _actor(x_actor, body.actor),
-                              "all_clear", body.texts, body.force)
-    return _alert_out(session, child)
+    _in_scope(session, alert_id, official)
+    child = service.follow_up(session, settings, alert_id, official.name, "all_clear",
+                              body.texts, body.force, reason=body.reason)
+    return _alert_out(session, child, settings=settings)
 
 
 # ---- subscribers' data (admin) --------------------------------------------------------------
@@ -342,18 +374,26 @@ def _contact_by_phone(session: Session, settings: Settings, phone: str) -> Subsc
     return contact
 
 
-@router.get("/v1/admin/subscribers/export", dependencies=[AdminOnly], tags=["admin"])
-def export_subscriber(session: DbSession, settings: AppSettings,
+@router.get("/v1/admin/subscribers/export", tags=["admin"])
+def export_subscriber(session: DbSession, settings: AppSettings, official: OfficialAdmin,
                       phone: str) -> dict[str, Any]:
-    """Everything held about one subscriber (the only place a number is shown)."""
-    return contacts.export(session, settings, _contact_by_phone(session, settings, phone))
+    """Everything held about one subscriber (the only place a number is shown, decrypted):
+    an admin action of a named official (the dashboard's signed credential), logged here and
+    in the dashboard's audit log."""
+    contact = _contact_by_phone(session, settings, phone)
+    log.info("subscriber %s exported by official %s (%s)", contact.id, official.name,
+             official.id)
+    return contacts.export(session, settings, contact)
 
 
-@router.delete("/v1/admin/subscribers", dependencies=[AdminOnly], tags=["admin"],
-               status_code=204)
-def erase_subscriber(session: DbSession, settings: AppSettings, phone: str) -> Response:
-    """Erase one subscriber's personal data (number, areas, consent wording)."""
-    contacts.erase(session, _contact_by_phone(session, settings, phone))
+@router.delete("/v1/admin/subscribers", tags=["admin"], status_code=204)
+def erase_subscriber(session: DbSession, settings: AppSettings, operator: Operator,
+                     phone: str) -> Response:
+    """Erase one subscriber's personal data (number, areas, consent wording); logged with
+    the operator who did it."""
+    contact = _contact_by_phone(session, settings, phone)
+    contacts.erase(session, contact)
+    log.info("subscriber %s erased by %s", contact.id, operator)
     return Response(status_code=204)
 
 

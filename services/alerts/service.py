@@ -59,22 +59,27 @@ class RegionPolicy:
       confirmatory method (`CONFIRMATORY_METHODS`); overdose spikes name no substance, so
       severity alone decides for them;
     as_sold_novel: a `novel_substance` signal for exactly what the sample was sold as
-      (cocaine in a sample sold as cocaine) may be approved too; by default it goes to review.
+      (cocaine in a sample sold as cocaine) may be approved too; by default it goes to review;
+    second_reviewer: a critical alert reviewed by officials needs the approvals of two
+      different reviewers, the second not the author of the last edit of its text.
     """
 
     severities: frozenset[str]
     lab_confirmed: bool = False
     as_sold_novel: bool = False
+    second_reviewer: bool = False
 
 
 def _region_policy(value: Any) -> RegionPolicy:
     if isinstance(value, dict):
-        unknown = set(value) - {"severities", "lab_confirmed", "as_sold_novel"}
+        unknown = set(value) - {"severities", "lab_confirmed", "as_sold_novel",
+                                "second_reviewer"}
         if unknown:
             raise ValueError(f"LOOKOUT_ALERT_POLICY_JSON: unknown option(s) {sorted(unknown)}")
         policy = RegionPolicy(frozenset(value.get("severities", ())),
                               bool(value.get("lab_confirmed", False)),
-                              bool(value.get("as_sold_novel", False)))
+                              bool(value.get("as_sold_novel", False)),
+                              bool(value.get("second_reviewer", False)))
     else:
         policy = RegionPolicy(frozenset(value))
     if not policy.severities <= set(SEVERITY_RANK):
@@ -164,17 +169,23 @@ def segments_of(texts: dict[str, str]) -> dict[str, int]:
 
 def snapshot(alert: Alert) -> dict[str, Any]:
     return {"status": alert.status, "severity": alert.severity, "texts": dict(alert.texts or {}),
-            "segments": alert.segments, "kind": alert.kind,
+            "segments": alert.segments, "kind": alert.kind, "approved_by": alert.approved_by,
             "expires_at": alert.expires_at.isoformat() if alert.expires_at else None,
             "signal_count": alert.signal_count}
 
 
 def audit(session: Session, alert: Alert, actor: str, action: str,
-          before: dict[str, Any] | None, review_reason: str | None = None) -> None:
-    """Record the change in `alerts_audit` and announce it on `alerts.events.v1`."""
+          before: dict[str, Any] | None, review_reason: str | None = None, *,
+          reason: str | None = None) -> None:
+    """Record the change in `alerts_audit` and announce it on `alerts.events.v1`
+    (`review_reason`: why it waits for review; `reason`: the official's, kept in the
+    audit's `after`)."""
     session.flush()
+    after = snapshot(alert)
+    if reason:
+        after["reason"] = reason[:1000]
     session.add(AlertAudit(alert_id=alert.id, actor=actor, action=action, at=utcnow(),
-                           before=before, after=snapshot(alert)))
+                           before=before, after=after))
     alert_changed(session, alert, action, actor, review_reason)
 
 
@@ -330,7 +341,15 @@ def fan_out_page(session: Session, alert: Alert,
     if alert.status not in ("approved", "sending"):
         return 0, None
     if alert.status == "approved":
-        alert.status = "sending"
+        # A guarded write, and the texts read after it: an edit committed meanwhile (which
+        # sends the alert back to review) makes this match nothing, and an edit that comes
+        # after it finds the alert `sending` and is refused; what goes out was approved.
+        moved = session.execute(
+            update(Alert).where(Alert.id == alert.id, Alert.status == "approved")
+            .values(status="sending").execution_options(synchronize_session=False))
+        session.refresh(alert)
+        if getattr(moved, "rowcount", 0) != 1:
+            return 0, None
         alert_changed(session, alert, "sending")
     texts = alert.texts or {"en": alert.body_en}
     regions = region_and_ancestors(alert.region_id)
@@ -483,20 +502,68 @@ def _check_segments(texts: dict[str, str], force: bool) -> None:
             "Shorten it or send force=true.", segments=segments_of(texts))
 
 
-def approve(session: Session, alert_id: uuid.UUID, actor: str, force: bool = False) -> Alert:
+TEXT_AUTHORING = ("create", "edit", "update", "all_clear")
+
+
+def needs_second_reviewer(settings: Settings | None, alert: Alert) -> bool:
+    return settings is not None and alert.severity == "critical" and \
+        policy_for(settings, alert.region_id).second_reviewer
+
+
+def review_state(session: Session, alert: Alert) -> tuple[str | None, list[str]]:
+    """The author of the alert's current text (None: the system) and the officials who
+    gave a first approval since it was written."""
+    rows = session.execute(select(AlertAudit.actor, AlertAudit.action)
+                           .where(AlertAudit.alert_id == alert.id)
+                           .order_by(AlertAudit.id)).all()
+    author: str | None = None
+    approvals: list[str] = []
+    for actor, action in rows:
+        if action in TEXT_AUTHORING:
+            author = None if actor == SYSTEM else actor
+            approvals = []
+        elif action == "approve_first":
+            approvals.append(actor)
+    return author, approvals
+
+
+def approve(session: Session, alert_id: uuid.UUID, actor: str, force: bool = False, *,
+            settings: Settings | None = None, reason: str | None = None) -> Alert:
+    """Approve a draft. Where the region's policy asks for a second reviewer (critical
+    alerts), the first approval is recorded (`approve_first`) and the alert stays a draft
+    until another official, not the author of the last edit, approves it too."""
     alert = get_alert(session, alert_id)
     _require(alert, ("draft",), "approve")
     if expire_if_due(alert):
         raise ProblemError(409, "Conflict", "The alert has expired.", status_now="expired")
     _check_segments(alert.texts or {"en": alert.body_en}, force)
     before = snapshot(alert)
-    _approve(alert, actor)
-    audit(session, alert, actor, "approve", before)
+    if needs_second_reviewer(settings, alert):
+        author, approvals = review_state(session, alert)
+        if not approvals:
+            alert.updated_at = utcnow()
+            audit(session, alert, actor, "approve_first", before, reason=reason)
+            return alert
+        if actor in approvals:
+            raise ProblemError(409, "Second reviewer required",
+                               f"{actor} approved already; a second, different reviewer "
+                               "must approve this critical alert.", approvals=approvals)
+        if actor == author:
+            raise ProblemError(409, "Second reviewer required",
+                               f"{actor} wrote the last edit of this text; another reviewer "
+                               "must give the second approval.", approvals=approvals)
+        _approve(alert, ", ".join([*approvals, actor])[:120])
+    else:
+        _approve(alert, actor)
+    audit(session, alert, actor, "approve", before, reason=reason)
     return alert
 
 
 def edit(session: Session, alert_id: uuid.UUID, actor: str, texts: dict[str, str],
-         force: bool = False, expires_at: Any = None) -> Alert:
+         force: bool = False, expires_at: Any = None, *, reason: str | None = None) -> Alert:
+    """Change the texts (or the expiry) of a draft, or of an approved alert that has not
+    started going out: that one goes back to review (its approval is cleared; the audit's
+    `before` keeps who had approved it)."""
     alert = get_alert(session, alert_id)
     _require(alert, ("draft", "approved"), "edit")
     unknown = set(texts) - set(LANGUAGES)
@@ -507,25 +574,38 @@ def edit(session: Session, alert_id: uuid.UUID, actor: str, texts: dict[str, str
         raise ProblemError(422, "Empty text", "A language's text is empty.")
     _check_segments(merged, force)
     before = snapshot(alert)
+    if alert.status == "approved":
+        # Guarded, as the fan-out's move to `sending` is: of the two, one wins.
+        moved = session.execute(
+            update(Alert).where(Alert.id == alert.id, Alert.status == "approved")
+            .values(status="draft", approved_at=None, approved_by=None)
+            .execution_options(synchronize_session=False))
+        session.refresh(alert)
+        if getattr(moved, "rowcount", 0) != 1:
+            raise ProblemError(409, "Conflict", f"Cannot edit an alert that is {alert.status}.",
+                               status_now=alert.status)
     _set_texts(alert, merged)
     if expires_at is not None:
         alert.expires_at = expires_at
     alert.updated_at = utcnow()
-    audit(session, alert, actor, "edit", before)
+    audit(session, alert, actor, "edit", before,
+          "edited after approval" if before["status"] == "approved" else None, reason=reason)
     return alert
 
 
-def reject(session: Session, alert_id: uuid.UUID, actor: str) -> Alert:
+def reject(session: Session, alert_id: uuid.UUID, actor: str, *,
+           reason: str | None = None) -> Alert:
     alert = get_alert(session, alert_id)
     _require(alert, ("draft",), "reject")
     before = snapshot(alert)
     alert.status = "rejected"
     alert.updated_at = utcnow()
-    audit(session, alert, actor, "reject", before)
+    audit(session, alert, actor, "reject", before, reason=reason)
     return alert
 
 
-def cancel(session: Session, alert_id: uuid.UUID, actor: str) -> Alert:
+def cancel(session: Session, alert_id: uuid.UUID, actor: str, *,
+           reason: str | None = None) -> Alert:
     """Stop an alert: nothing more is sent (pending messages are skipped)."""
     alert = get_alert(session, alert_id)
     _require(alert, ("draft", "approved", "sending"), "cancel")
@@ -535,12 +615,13 @@ def cancel(session: Session, alert_id: uuid.UUID, actor: str) -> Alert:
     session.execute(update(Delivery).where(Delivery.alert_id == alert.id,
                                            Delivery.status == "pending")
                     .values(status="skipped", updated_at=utcnow()))
-    audit(session, alert, actor, "cancel", before)
+    audit(session, alert, actor, "cancel", before, reason=reason)
     return alert
 
 
 def follow_up(session: Session, settings: Settings, alert_id: uuid.UUID, actor: str,
-              kind: str, texts: dict[str, str] | None, force: bool = False) -> Alert:
+              kind: str, texts: dict[str, str] | None, force: bool = False, *,
+              reason: str | None = None) -> Alert:
     """An update or an all-clear after an alert: a new draft alert (kind update/all_clear)
     for the same region, to approve like any other."""
     parent = get_alert(session, alert_id)
@@ -562,6 +643,6 @@ def follow_up(session: Session, settings: Settings, alert_id: uuid.UUID, actor: 
     _set_texts(child, new_texts)
     session.add(child)
     session.flush()
-    audit(session, child, actor, kind, None)
-    audit(session, parent, actor, f"{kind}_drafted", snapshot(parent))
+    audit(session, child, actor, kind, None, reason=reason)
+    audit(session, parent, actor, f"{kind}_drafted", snapshot(parent), reason=reason)
     return child

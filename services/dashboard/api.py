@@ -10,6 +10,7 @@ from shared.web import create_app
 
 app = create_app("dashboard", title="Lookout dashboard",
                  description="Officials' dashboard: signals, review, trends, drug supply.")
+auth.install(app)
 app.include_router(auth.router)
 app.include_router(pages.router)
 app.include_router(stream.router)

@@ -696,46 +696,65 @@ def _high_risk_ids(rows: Iterable[SampleRow]) -> set[str]:
 def drug_supply(session: Session, now: datetime, region_id: str | None = None,
                 days: int = 90, start: date | None = None, end: date | None = None,
                 bucket: Bucket = "week", line_limit: int = LINE_LIST_LIMIT) -> DrugSupply:
+    """The figures come from three columns of every sample of the range (plain rows, no ORM
+    objects: a year of a busy region is thousands of samples); full rows only for the line
+    list's latest `line_limit`."""
     end = end or now.date()
     start = start or end - timedelta(days=days - 1)
-    results = session.scalars(select(models.Result).where(
-        _not_canary(models.Result), _within(region_id, models.Result.region_id),
-        models.Result.collected_at >= datetime.combine(start, datetime.min.time(),
-                                                       tzinfo=now.tzinfo),
-        models.Result.collected_at < datetime.combine(end + timedelta(days=1),
-                                                      datetime.min.time(), tzinfo=now.tzinfo))
-        .order_by(models.Result.collected_at.desc()))
-    sites = _sites(session)
-    rows = [_sample_row(r, sites) for r in results]
-    groups: dict[str | None, list[SampleRow]] = defaultdict(list)
-    for row in rows:
-        groups[row.sold_as_id].append(row)
-    by_sold_as = []
-    for sold_as_id, group in groups.items():
-        found: Counter[str] = Counter()
-        for row in group:
-            found.update({s.name for s in row.substances})
-        matched = sum(1 for r in group if r.sold_as_matched)
-        by_sold_as.append(SoldAsRow(
-            sold_as_id=sold_as_id,
-            sold_as=substance_name(sold_as_id) if sold_as_id else "unknown / not given",
-            samples=len(group), matched=matched,
-            match_rate=matched / len(group) if sold_as_id else None,
-            found=found.most_common(),
-            high_risk_samples=sum(1 for r in group if _high_risk_ids([r]))))
-    by_sold_as.sort(key=lambda r: -r.samples)
+    where = (_not_canary(models.Result), _within(region_id, models.Result.region_id),
+             models.Result.collected_at >= datetime.combine(start, datetime.min.time(),
+                                                            tzinfo=now.tzinfo),
+             models.Result.collected_at < datetime.combine(end + timedelta(days=1),
+                                                           datetime.min.time(),
+                                                           tzinfo=now.tzinfo))
+    names: dict[str, str] = {}
+
+    def name_of(found: dict[str, Any]) -> str:
+        sid = found.get("substance_id")
+        if not sid:
+            return str(found.get("raw", ""))
+        if sid not in names:
+            names[sid] = substance_name(sid)
+        return names[sid]
+
+    samples = 0
+    per_sold_as: dict[str | None, list[int]] = defaultdict(lambda: [0, 0, 0])  # n, matched, hr
+    found_in: dict[str | None, Counter[str]] = defaultdict(Counter)
     tested: Counter[date] = Counter()
     positive: Counter[tuple[date, str]] = Counter()
-    for row in rows:
-        b = _bucket_of(row.collected_at.date(), bucket)
+    for at, sold_as_id, substances in session.execute(
+            select(models.Result.collected_at, models.Result.sold_as_id,
+                   models.Result.substances).where(*where)):
+        samples += 1
+        subs = substances or []
+        ids = {f.get("substance_id") for f in subs}
+        high = {f["substance_id"] for f in subs
+                if f.get("substance_id") and (f.get("risk") or 0) >= HIGH_RISK}
+        counts = per_sold_as[sold_as_id]
+        counts[0] += 1
+        counts[1] += sold_as_id is not None and sold_as_id in ids
+        counts[2] += bool(high)
+        found_in[sold_as_id].update({name_of(f) for f in subs})
+        b = _bucket_of(at.date(), bucket)
         tested[b] += 1
-        for sid in _high_risk_ids([row]):
+        for sid in high:
             positive[b, sid] += 1
+    by_sold_as = [SoldAsRow(
+        sold_as_id=sold_as_id,
+        sold_as=substance_name(sold_as_id) if sold_as_id else "unknown / not given",
+        samples=n, matched=matched, match_rate=matched / n if sold_as_id else None,
+        found=found_in[sold_as_id].most_common(), high_risk_samples=high_risk)
+        for sold_as_id, (n, matched, high_risk) in per_sold_as.items()]
+    by_sold_as.sort(key=lambda r: -r.samples)
     positivity = [PositivityPoint(start=b, substance_id=sid, substance=substance_name(sid),
                                   positive=n, tested=tested[b], rate=n / tested[b])
                   for (b, sid), n in sorted(positive.items())]
-    return DrugSupply(start=start, end=end, samples=len(rows), by_sold_as=by_sold_as,
-                      positivity=positivity, line_list=rows[:line_limit])
+    sites = _sites(session)
+    line_list = [_sample_row(r, sites) for r in session.scalars(
+        select(models.Result).where(*where).order_by(models.Result.collected_at.desc())
+        .limit(line_limit))]
+    return DrugSupply(start=start, end=end, samples=samples, by_sold_as=by_sold_as,
+                      positivity=positivity, line_list=line_list)
 
 
 # ---- map --------------------------------------------------------------------------------------

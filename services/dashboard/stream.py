@@ -26,6 +26,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
 
 from services.dashboard.models import Change
+from services.dashboard.security import Redirect, signed_in
 from shared.db import session_scope
 from shared.problems import ProblemError
 from shared.settings import Settings
@@ -42,10 +43,15 @@ EVENT_NAMES = {"signal": "signal", "alert": "alert", "deliveries": "alert", "res
 
 
 def signed_in_official(request: Request) -> Any:
-    """AUTH HOOK: the stream is for signed-in officials only. Until the officials' session
-    dependency (dash-auth, services/dashboard/security.py) is on main this refuses every
-    request (fails closed); tests and the benchmark override it."""
-    raise ProblemError(401, "Unauthorized", "Sign in to the dashboard first.")
+    """The stream is for signed-in officials only: the session cookie is checked as for a
+    page, but without one the answer is a 401 (an EventSource follows no login redirect).
+    The session is its own, closed at once: a stream stays open for hours."""
+    settings = settings_of(request)
+    with session_scope(settings.sqlalchemy_url) as session:
+        try:
+            return signed_in(request, session, settings)
+        except Redirect as exc:
+            raise ProblemError(401, "Unauthorized", "Sign in to the dashboard first.") from exc
 
 
 Official = Annotated[Any, Depends(signed_in_official)]

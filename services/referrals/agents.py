@@ -13,7 +13,7 @@ from typing import Any
 from services.referrals import service
 from services.referrals.app import app
 from services.referrals.notify import ChannelNotifier, NoticeQueue, ProviderNotifier
-from shared.db import session_scope, utcnow
+from shared.db import session_scope, try_job_lock, utcnow
 from shared.events import ContactStoppedV1, ReferralRequestedV1, SiteKeyChangedV1, SmsReceivedV1
 from shared.settings import get_settings
 from shared.streams import process_each
@@ -79,14 +79,18 @@ def _site_key(event: SiteKeyChangedV1) -> None:
 
 
 def run_tick() -> dict[str, int]:
+    """The timer's work; with several workers, one of them does it each round."""
     now = clock()
     with session_scope(settings.sqlalchemy_url) as session:
+        if not try_job_lock(session, "referrals.tick"):
+            return {}
         done = service.tick(session, settings, now)
         stuck = service.stuck_hand_offs(session, now)
     for handoff in stuck:  # chosen, but the worker stopped before the notice was recorded
         run_hand_off(handoff)
     with session_scope(settings.sqlalchemy_url) as session:
-        done["purged"] = service.purge(session, settings, now)
+        done["purged"] = service.purge(session, settings, now) if try_job_lock(
+            session, "referrals.purge") else 0
     if any(done.values()):
         log.info("referrals tick: %s", done)
     return done

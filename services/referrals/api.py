@@ -170,9 +170,10 @@ def choose_option(referral_id: uuid.UUID, body: ChoiceIn, request: Request,
     now = utcnow()
     handoff = service.choose(session, referral, body.option, "staff", now)
     session.commit()  # the choice stands; the provider is told in the background
+    answer = _referral_out(session, referral, full=True)  # before the notice can change it
     _notices(request).submit(service.notify_and_record, settings,
                              _notifier(request, settings), handoff, lambda: utcnow())
-    return _referral_out(session, referral, full=True)
+    return answer
 
 
 @router.post("/v1/referrals/{referral_id}/status", tags=["referrals"])

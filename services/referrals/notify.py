@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import smtplib
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -61,8 +62,8 @@ class WebhookNotifier:
 
     def __init__(self, secret_key: str, *, require_https: bool = True,
                  allow_private: bool = False, timeout: float = 5.0, attempts: int = 3,
-                 backoff: float = 1.0) -> None:
-        self.secret_key = secret_key
+                 backoff: float = 1.0, verify: ssl.SSLContext | bool = True) -> None:
+        self.secret_key, self.verify = secret_key, verify
         self.require_https, self.allow_private = require_https, allow_private
         self.timeout, self.attempts, self.backoff = timeout, attempts, backoff
 
@@ -94,7 +95,7 @@ class WebhookNotifier:
                    "Lookout-Signature": sign_webhook(
                        webhook_secret(self.secret_key, service_id), timestamp, body)}
         try:
-            response = post_pinned(target, body, headers, self.timeout)
+            response = post_pinned(target, body, headers, self.timeout, self.verify)
         except httpx.HTTPError as exc:
             raise _Retryable(f"unreachable: {exc.__class__.__name__}") from exc
         if response.status_code >= 500 or response.status_code == 429:

@@ -29,6 +29,7 @@ from shared.events import (
 from shared.settings import Settings, get_settings
 from tests.alerts.test_service import add_subscriber
 from tests.builders import contamination_signal, result_event
+from tests.credentials import official_headers
 
 
 @pytest.fixture
@@ -39,11 +40,14 @@ def client(settings: Settings) -> Iterator[TestClient]:
     app.dependency_overrides.clear()
 
 
-def _auth(settings: Settings, actor: str | None = "dr.ops") -> dict[str, str]:
-    headers = {"Authorization": f"Bearer {settings.admin_token}"}
-    if actor:
-        headers["X-Actor"] = actor
-    return headers
+def _auth(settings: Settings, actor: str = "dr.ops") -> dict[str, str]:
+    """A reviewer's signed credential (what the dashboard sends for review actions)."""
+    return official_headers(settings, actor)
+
+
+def _admin(settings: Settings) -> dict[str, str]:
+    """The operators' token: reads the alerts, no longer reviews them."""
+    return {"Authorization": f"Bearer {settings.admin_token}"}
 
 
 def _draft(settings: Settings, region: str = "us/wa/king-county/98104") -> uuid.UUID:
@@ -216,7 +220,7 @@ def test_an_expired_alert_is_not_fanned_out(settings: Settings) -> None:
 
 def test_review_queue_edit_approve_with_audit(client: TestClient, settings: Settings) -> None:
     alert_id = _draft(settings)
-    queue = client.get("/v1/alerts?status=draft", headers=_auth(settings)).json()
+    queue = client.get("/v1/alerts?status=draft", headers=_admin(settings)).json()
     assert [a["id"] for a in queue] == [str(alert_id)]
     assert queue[0]["segments"]["en"] == 1
 
@@ -234,8 +238,9 @@ def test_review_queue_edit_approve_with_audit(client: TestClient, settings: Sett
                           headers=_auth(settings)).json()
     assert edited["texts"]["en"] == short and edited["segments"]["en"] == 1
 
+    # The shared admin token no longer approves; a typed actor counts for nothing.
     assert client.post(f"/v1/alerts/{alert_id}/approve",
-                       headers=_auth(settings, actor=None)).status_code == 422  # who?
+                       headers={**_admin(settings), "X-Actor": "dr.ops"}).status_code == 401
     approved = client.post(f"/v1/alerts/{alert_id}/approve", headers=_auth(settings))
     assert approved.status_code == 200
     assert approved.json()["status"] == "approved"
@@ -243,7 +248,7 @@ def test_review_queue_edit_approve_with_audit(client: TestClient, settings: Sett
     assert client.post(f"/v1/alerts/{alert_id}/approve",
                        headers=_auth(settings)).status_code == 409
 
-    detail = client.get(f"/v1/alerts/{alert_id}", headers=_auth(settings)).json()
+    detail = client.get(f"/v1/alerts/{alert_id}", headers=_admin(settings)).json()
     actions = [(a["actor"], a["action"]) for a in detail["audit"]]
     assert actions == [("system", "create"), ("dr.ops", "edit"), ("dr.ops", "edit"),
                        ("dr.ops", "approve")]
@@ -267,9 +272,15 @@ def test_approve_refuses_a_text_over_two_segments_unless_forced(
 
 def test_reject_and_cancel(client: TestClient, settings: Settings) -> None:
     rejected = _draft(settings)
-    body = client.post(f"/v1/alerts/{rejected}/reject", json={"actor": "dr.b"},
-                       headers=_auth(settings, actor=None)).json()
+    body = client.post(f"/v1/alerts/{rejected}/reject",
+                       json={"actor": "someone else", "reason": "not in our area"},
+                       headers={**_auth(settings, "dr.b"), "X-Actor": "typed"}).json()
     assert body["status"] == "rejected"
+    with session_scope(settings.sqlalchemy_url) as session:
+        row = session.scalars(select(AlertAudit).where(AlertAudit.alert_id == rejected)
+                              .order_by(AlertAudit.id.desc())).first()
+        assert row is not None and (row.actor, row.action) == ("dr.b", "reject")
+        assert row.after is not None and row.after["reason"] == "not in our area"
 
     add_subscriber(settings, "+12065550162", "us/wa/king-county/98105")
     with session_scope(settings.sqlalchemy_url) as session:
@@ -296,11 +307,12 @@ def test_update_and_all_clear_are_new_drafts(client: TestClient, settings: Setti
     assert all(n <= 2 for n in clear["segments"].values())
 
 
-def test_lifecycle_needs_the_admin_token(client: TestClient, settings: Settings) -> None:
+def test_lifecycle_needs_a_credential(client: TestClient, settings: Settings) -> None:
     alert_id = _draft(settings)
     assert client.post(f"/v1/alerts/{alert_id}/approve",
                        headers={"X-Actor": "x"}).status_code == 401
-    assert client.get(f"/v1/alerts/{uuid.uuid4()}", headers=_auth(settings)).status_code == 404
+    assert client.get(f"/v1/alerts/{uuid.uuid4()}", headers=_admin(settings)).status_code \
+        == 404
 
 
 def test_worker_housekeeping_fans_out_approved_expires_and_finishes(

@@ -138,6 +138,7 @@ def test_a_draft_approved_by_an_official_is_sent_by_the_running_worker(
 ) -> None:
     from tests.alerts.harness import REGION
     from tests.builders import contamination_signal
+    from tests.credentials import official_headers
 
     stack = Stack(tmp_path, bootstrap, fake_twilio.url, rate=0)
     stack.migrate()
@@ -146,7 +147,7 @@ def test_a_draft_approved_by_an_official_is_sent_by_the_running_worker(
     stack.wait_api()
     stack.start("alerts-worker", LOOKOUT_PUBLIC_ALERTS_URL="")
     api = f"http://127.0.0.1:{stack.alerts_port}"
-    admin = {"Authorization": f"Bearer {Settings().admin_token}", "X-Actor": "dr.ops"}
+    admin = {"Authorization": f"Bearer {Settings().admin_token}"}
     try:
         signal_ = contamination_signal(REGION, severity="warning")  # not auto-approved
 
@@ -169,7 +170,8 @@ def test_a_draft_approved_by_an_official_is_sent_by_the_running_worker(
         assert wait_until(draft_arrived, 90), "no draft alert"
         time.sleep(2)
         assert fake_twilio.messages() == []  # a draft sends nothing
-        approved = httpx.post(f"{api}/v1/alerts/{drafts[0]['id']}/approve", headers=admin)
+        approved = httpx.post(f"{api}/v1/alerts/{drafts[0]['id']}/approve",
+                              headers=official_headers(Settings(env="test")))
         assert approved.status_code == 200, approved.text
         assert wait_until(lambda: len(fake_twilio.messages()) == 20, 60)
         time.sleep(2)

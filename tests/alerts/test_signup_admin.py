@@ -19,6 +19,7 @@ from shared.fakes.twilio_server import FakeTwilioServer
 from shared.settings import Settings, get_settings
 from tests.alerts.test_service import add_subscriber
 from tests.builders import contamination_signal
+from tests.credentials import official_headers
 
 SID = "AC" + "3" * 32
 TOKEN = "signup-token"
@@ -127,9 +128,15 @@ def test_admin_export_and_erase(client: TestClient, twilio_settings: Settings) -
     with session_scope(twilio_settings.sqlalchemy_url) as session:
         alert = service.alert_from_signal(session, twilio_settings, contamination_signal())
         service.fan_out(session, alert)
-    admin = {"Authorization": f"Bearer {twilio_settings.admin_token}"}
+    operator = {"Authorization": f"Bearer {twilio_settings.admin_token}"}
+    admin = official_headers(twilio_settings, "ada.admin", role="admin")
     assert client.get("/v1/admin/subscribers/export", params={"phone": PHONE}).status_code \
         == 401
+    # Decrypting a subscriber's data takes a named official admin: not the shared token,
+    # not a reviewer.
+    for headers in (operator, official_headers(twilio_settings, "rev", role="reviewer")):
+        assert client.get("/v1/admin/subscribers/export", params={"phone": PHONE},
+                          headers=headers).status_code in (401, 403)
     exported = client.get("/v1/admin/subscribers/export", params={"phone": "2065550177"},
                           headers=admin)
     assert exported.status_code == 200
@@ -138,7 +145,7 @@ def test_admin_export_and_erase(client: TestClient, twilio_settings: Settings) -
     assert len(data["messages"]) == 1
 
     assert client.delete("/v1/admin/subscribers", params={"phone": PHONE},
-                         headers=admin).status_code == 204
+                         headers=operator).status_code == 204
     assert client.get("/v1/admin/subscribers/export", params={"phone": PHONE},
                       headers=admin).status_code == 404
     with session_scope(twilio_settings.sqlalchemy_url) as session:

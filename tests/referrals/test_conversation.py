@@ -13,9 +13,9 @@ from sqlalchemy import select
 from services.alerts import inbound
 from services.alerts.models import OutboxMessage as AlertsOutbox
 from services.referrals import models as m
-from services.referrals import service
+from services.referrals import service, texts
 from services.referrals.notify import FakeNotifier
-from shared.db import session_scope
+from shared.db import get_sessionmaker, session_scope, try_job_lock
 from shared.gsm import segment_count
 from shared.settings import Settings
 from shared.topics import CONTACT_STOPS, REFERRAL_REQUESTS, SMS_INBOUND, Topic
@@ -345,3 +345,29 @@ def test_a_french_conversation_in_french_with_oui_and_arret(settings: Settings) 
     # An accented STOP word ends a French conversation too.
     _stop_through_alerts(settings, "+12065550191", "Arrêt")
     assert statuses(settings.sqlalchemy_url)[-1] == "stopped"
+
+
+def test_two_workers_ticking_at_once_send_each_follow_up_once(pg_url: str, tmp_path: Any) -> None:
+    """Every referrals worker runs the timer; the round's job lock lets one of them do it."""
+    settings = Settings(env="test", database_url=pg_url, var_dir=tmp_path / "var")
+    load_directory(pg_url)
+    for _ in range(3):
+        contact = uuid.uuid4()
+        _request(settings, contact)
+        _reply(settings, contact, "2", FakeNotifier())
+    later = TUESDAY_10AM + timedelta(seconds=settings.referrals_followup_delay_seconds + 60)
+    worker_a, worker_b = get_sessionmaker(pg_url)(), get_sessionmaker(pg_url)()
+    try:
+        assert try_job_lock(worker_a, "referrals.tick")
+        assert service.tick(worker_a, settings, later)["followups"] == 3
+        assert not try_job_lock(worker_b, "referrals.tick")  # A's round is not over: skip
+        worker_b.rollback()
+        worker_a.commit()
+        assert try_job_lock(worker_b, "referrals.tick")  # B's next round finds them done
+        assert service.tick(worker_b, settings, later)["followups"] == 0
+        worker_b.commit()
+    finally:
+        worker_a.close()
+        worker_b.close()
+    followup = texts.followup_text("en")
+    assert sum(body == followup for body in sms_bodies(pg_url)) == 3

@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from fastapi.testclient import TestClient
 
 from services.referrals import api as referrals_api
@@ -135,6 +141,71 @@ def test_the_request_goes_to_the_address_that_was_checked(
     assert calls == ["hook.provider.test"]
     [got] = hook.received
     assert got["headers"]["Host"] == f"hook.provider.test:{hook.port}"
+
+
+def _certificates(tmp_path: Path, name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A test CA and a certificate for `name` signed by it: (server context, client
+    context trusting only that CA)."""
+    def key() -> ec.EllipticCurvePrivateKey:
+        return ec.generate_private_key(ec.SECP256R1())
+
+    now = datetime.now(UTC)
+    ca_key, leaf_key = key(), key()
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Lookout test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(
+              digital_signature=True, key_cert_sign=True, crl_sign=True,
+              content_commitment=False, key_encipherment=False, data_encipherment=False,
+              key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                         critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_name).public_key(leaf_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "leaf.pem", tmp_path / "leaf.key"
+    cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(leaf_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert_file, key_file)
+    client = ssl.create_default_context(
+        cadata=ca.public_bytes(serialization.Encoding.PEM).decode())
+    return server, client
+
+
+def test_https_goes_to_the_checked_address_with_the_certificate_of_the_urls_name(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The connection is to the IP that was checked, but TLS (SNI and the certificate
+    check) is for the URL's name: a name whose certificate is not valid there fails."""
+    server_tls, client_tls = _certificates(tmp_path, "hook.provider.test")
+    with WebhookServer() as hook:
+        hook.server.socket = server_tls.wrap_socket(hook.server.socket, server_side=True)
+        calls: list[str] = []
+        monkeypatch.setattr(outbound.socket, "getaddrinfo", _resolver({
+            "hook.provider.test": ["127.0.0.1"], "other.provider.test": ["127.0.0.1"]}, calls))
+        notifier = WebhookNotifier(SECRET_KEY, require_https=True, allow_private=True,
+                                   backoff=0, attempts=1, verify=client_tls)
+        notifier.send("webhook", f"https://hook.provider.test:{hook.port}/hook", NOTICE)
+        with pytest.raises(NotifierError):  # the certificate does not name this host
+            notifier.send("webhook", f"https://other.provider.test:{hook.port}/hook", NOTICE)
+        monkeypatch.undo()
+    [got] = hook.received
+    assert got["json"] == NOTICE
+    assert got["headers"]["Host"] == f"hook.provider.test:{hook.port}"
+    assert calls == ["hook.provider.test", "other.provider.test"]
 
 
 def test_every_failure_reads_the_same_and_only_transient_ones_are_retried() -> None:

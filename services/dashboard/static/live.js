@@ -51,7 +51,7 @@
   source = new EventSource(streamUrl);
   source.onopen = function () { stopPolling(); setState("live"); };
   source.onmessage = soon;
-  ["signal", "alert", "result", "report", "referral", "change"].forEach(function (name) {
+  ["signal", "alert", "deliveries", "result", "report", "referral", "change"].forEach(function (name) {
     source.addEventListener(name, soon);
   });
   source.onerror = function () {  // EventSource reconnects by itself; poll meanwhile
