@@ -419,8 +419,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     def broker_restarted() -> None:
         try:
             _wait_for_broker(settings)
-        except TimeoutError as exc:
-            supervisor.say(f"broker: {exc}")
+        except Exception as exc:  # not up yet, or topics not created: the others retry
+            supervisor.say(f"broker: {exc!r}")
         supervisor.release(dependents)
 
     if settings.embedded_broker:
