@@ -45,6 +45,27 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_OFFICIAL = "demo"
+
+
+def _seed_official(settings: Settings) -> str:
+    """A demo reviewer of every region (`lookout run`), its password shown once: the banner
+    line that says how to sign in."""
+    from services.dashboard import accounts
+    from shared.db import session_scope
+
+    with session_scope(settings.sqlalchemy_url) as session:
+        if accounts.by_name(session, DEMO_OFFICIAL) is not None:
+            return (f"    dashboard sign-in: {DEMO_OFFICIAL!r} (its password was shown when it "
+                    "was made; `lookout officials create` makes another)\n")
+        new = accounts.create(session, settings, DEMO_OFFICIAL, "reviewer", "*",
+                              with_password=True)
+        accounts.audit(session, "cli", "account_create", target=DEMO_OFFICIAL,
+                       role="reviewer", regions=["*"])
+    return (f"    dashboard sign-in: {DEMO_OFFICIAL!r} / {new.password}   (a reviewer of every "
+            "region; the password is shown once)\n")
+
+
 def _seed_dashboard(settings: Settings) -> None:
     from services.demo_data import seed_dashboard_data
 
@@ -402,6 +423,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cmd_db_upgrade(args)
     demo = seed_demo(settings)
     _seed_dashboard(settings)
+    official = _seed_official(settings)
     supervisor = Supervisor(env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=str(REPO_ROOT),
                             grace=STOP_GRACE_SECONDS,
                             backoff_initial=settings.run_restart_backoff_seconds,
@@ -445,7 +467,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except BaseException:
         supervisor.stop_all()
         raise
-    print(_banner(settings, demo.api_key), flush=True)
+    print(_banner(settings, demo.api_key) + official, flush=True)
     threading.Thread(target=_announce_when_up, args=(settings, started), daemon=True).start()
     return supervisor.run()
 
