@@ -343,3 +343,4 @@ def rotate_session(session: Session, settings: Settings, row: DashboardSession,
 
 def can_review(official: Official, region_id: str) -> bool:
     return official.has_role("reviewer") and in_regions(region_id, official.regions)
+

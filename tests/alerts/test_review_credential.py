@@ -228,13 +228,19 @@ def test_critical_alerts_need_a_second_reviewer_not_the_last_editor(
         == "approved"
 
 
-def test_operators_token_and_named_admins(client: TestClient, settings: Settings) -> None:
+def test_operators_token_and_named_admins_are_logged_with_who(
+    client: TestClient, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     operator = {"Authorization": f"Bearer {settings.admin_token}"}
     admin = official_headers(settings, "ada.admin", role="admin")
     reviewer = official_headers(settings, "rev")
-    assert client.get("/v1/deliveries", headers=operator).status_code == 200
-    assert client.get("/v1/deliveries", headers=admin).status_code == 200
-    assert client.get("/v1/deliveries", headers=reviewer).status_code == 403
+    with caplog.at_level("INFO", logger="lookout.operators"):
+        assert client.get("/v1/deliveries", headers=operator).status_code == 200
+        assert client.get("/v1/deliveries", headers=admin).status_code == 200
+        assert client.get("/v1/deliveries", headers=reviewer).status_code == 403
+    said = [r.getMessage() for r in caplog.records if r.name == "lookout.operators"]
+    assert said == ["operator admin-token: GET /v1/deliveries",
+                    "operator official:ada.admin: GET /v1/deliveries"]
 
 
 def test_the_dev_key_pair_is_refused_in_prod(settings: Settings) -> None:

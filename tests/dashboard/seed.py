@@ -160,21 +160,25 @@ def alert_change(alert_id: uuid.UUID, n: int, at: datetime, action: str, status:
         expires_at=created_at + timedelta(hours=72))
 
 
-def story(now: datetime, zip_code: str = "33101") -> tuple[list[BaseModel], Seeded]:
-    """Signals, alerts and referrals around one county (Miami-Dade by default)."""
+def story(now: datetime, zip_code: str = "33101",
+          evidence: tuple[list[uuid.UUID], list[uuid.UUID]] = ([], [])
+          ) -> tuple[list[BaseModel], Seeded]:
+    """Signals, alerts and referrals around one county (Miami-Dade by default);
+    `evidence`: the event ids of samples and of reports the signals point at."""
     region = by_postal_code(zip_code)
     events: list[BaseModel] = []
     spike = SpikeSignalV1(
         event_id=_id("spike", zip_code), producer="seed", region_id=region.id,
         region_name=region.name, severity="critical", occurred_at=now - timedelta(hours=3),
         window_start=now - timedelta(hours=27), window_end=now - timedelta(hours=3),
-        observed=14, expected=4.2, upperbound=9.1, method="ears_c2", score=3.4)
+        observed=14, expected=4.2, upperbound=9.1, method="ears_c2", score=3.4,
+        evidence_event_ids=evidence[1])
     contamination = ContaminationSignalV1(
         event_id=_id("contamination", zip_code), producer="seed",
         pattern="unexpected_adulterant", region_id=region.id, region_name=region.name,
         severity="critical", occurred_at=now - timedelta(hours=2), substance_id="fentanyl",
         substance_name="Fentanyl", sold_as_id="cocaine", sold_as_name="Cocaine",
-        identified_by=["ftir"])
+        identified_by=["ftir"], evidence_event_ids=evidence[0])
     older = ContaminationSignalV1(
         event_id=_id("older", zip_code), producer="seed", pattern="novel_substance",
         region_id=region.id, region_name=region.name, severity="warning",
@@ -230,9 +234,11 @@ def seed(url: str, now: datetime, *, bc_days: int = 28, reports: int = 600,
     """A read model with every page's data: `bc_days` of the BC export, `reports`
     synthetic overdose reports over the last `report_days` days, and the story."""
     results = bc_results(now, bc_days)
-    events: list[BaseModel] = [*site_names(results, now), *results,
-                               *overdose_reports(now, reports, report_days)]
-    story_events, seeded = story(now)
+    synthetic = overdose_reports(now, reports, report_days)
+    events: list[BaseModel] = [*site_names(results, now), *results, *synthetic]
+    fentanyl = [e.event_id for e in results
+                if any(s.substance_id == "fentanyl" for s in e.substances)][:3]
+    story_events, seeded = story(now, evidence=(fentanyl, [e.event_id for e in synthetic[:5]]))
     apply(url, [*events, *story_events], now)
     seeded.counts = {"results": len(results), "reports": reports}
     return seeded

@@ -46,3 +46,17 @@ def test_demo_data_reaches_every_page_and_leaves_a_draft(db_url: str, tmp_path: 
     with session_scope(db_url) as session:
         alert = alerts.alert_from_signal(session, settings, signal)
         assert alert.status == "draft"
+
+
+def test_run_seeds_a_demo_reviewer_once(db_url: str, tmp_path: Path) -> None:
+    from services.cli import _seed_official
+    from services.dashboard import accounts
+
+    settings = Settings(env="dev", database_url=db_url, var_dir=tmp_path / "var")
+    first = _seed_official(settings)
+    password = first.split("/ ")[1].split()[0]
+    assert "shown once" in first and "password was shown" in _seed_official(settings)
+    with session_scope(db_url) as session:
+        account = accounts.by_name(session, "demo")
+        assert account is not None and account.role == "reviewer" and account.regions == ["*"]
+        assert accounts.password_hasher(settings).verify(password, account.password_hash or "")

@@ -108,7 +108,7 @@ def pages(s: seed.Seeded) -> list[tuple[str, str, str]]:
     return [
         ("now", "/", f"#now-waiting a[href='/alerts/{s.draft_id}']"),
         ("review", "/review", f"#queue tr[data-alert='{s.draft_id}']"),
-        ("workbench", f"/alerts/{s.draft_id}", "#concordance"),
+        ("workbench", f"/alerts/{s.draft_id}", "main:has(#concordance) #samples tbody tr"),
         ("workbench-sent", f"/alerts/{s.sent_id}", "#flyer"),
         ("trends", "/trends?region=us/fl&days=28", "#trend-chart canvas"),
         ("supply", "/supply?days=28", "#line-list tbody tr"),

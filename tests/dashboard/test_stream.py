@@ -8,9 +8,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.dashboard import stream
+from services.dashboard import accounts, stream
 from services.dashboard.api import app
 from services.dashboard.consumer import apply_batch
+from services.dashboard.security import SESSION_COOKIE
+from shared.db import session_scope
 from shared.settings import Settings, get_settings
 from tests.browser import served_app
 from tests.dashboard.events import records, story
@@ -44,8 +46,20 @@ def base_url(db_url: str, tmp_path: Path) -> Iterator[str]:
     app.state.change_hub = None
 
 
-def test_the_stream_requires_a_signed_in_official(base_url: str) -> None:
+def test_the_stream_requires_a_signed_in_official(base_url: str, db_url: str,
+                                                  tmp_path: Path) -> None:
     assert httpx.get(f"{base_url}/stream", timeout=10).status_code == 401
+    forged = httpx.get(f"{base_url}/stream", timeout=10,
+                       cookies={SESSION_COOKIE: "not-a-session"})
+    assert forged.status_code == 401
+    settings = Settings(env="test", database_url=db_url, var_dir=tmp_path / "var")
+    with session_scope(db_url) as session:
+        new = accounts.create(session, settings, "ann", "viewer", "*", with_password=True)
+        token = accounts.start_session(session, settings, new.account, True).token
+    with httpx.stream("GET", f"{base_url}/stream", timeout=20,
+                      cookies={SESSION_COOKIE: token}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
 
 
 def test_new_signals_and_alert_changes_arrive_and_a_reconnect_resumes(

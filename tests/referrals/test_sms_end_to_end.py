@@ -5,8 +5,9 @@ webhook on a local HTTP server.
 
 TREATMENT -> "reply with your ZIP" -> 98104 -> numbered options -> 1 -> the provider's
 webhook gets a notice with only the consented fields -> the person gets address, hours and
-phone -> the follow-up after the (shortened) delay -> 1 -> connected. Every status change is
-read back from `referrals.events.v1`.
+phone -> the follow-up after the (shortened) delay -> 1 -> connected; then TREATMENT again
+and STOP: the new conversation ends as stopped (alerts' contacts.stops.v1). Every status
+change is read back from `referrals.events.v1`.
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ ALWAYS_OPEN = ("id,service_id,freq,byday,opens_at,closes_at,description\n"
                "sch-harbor-bup,svc-harbor-bup,WEEKLY,,00:00,23:59,24 hours (for this test)\n")
 
 
-async def _referral_events(bootstrap: str, count: int, within: float) -> list[dict[str, Any]]:
+async def _referral_events(bootstrap: str, count: int, within: float,
+                           group: str = "referrals-e2e-check") -> list[dict[str, Any]]:
     consumer = AIOKafkaConsumer(REFERRAL_EVENTS.name, bootstrap_servers=bootstrap,
-                                auto_offset_reset="earliest", group_id="referrals-e2e-check")
+                                auto_offset_reset="earliest", group_id=group)
     await consumer.start()
     events: list[dict[str, Any]] = []
     try:
@@ -115,7 +117,7 @@ def test_a_referral_over_sms_from_treatment_to_connected(own_broker: str,
             "LOOKOUT_REFERRALS_WEBHOOK_ALLOW_PRIVATE": "true",  # the local provider server
         }
         run_lookout(env, "db", "upgrade")
-        assert "rejected: 15" in run_lookout(env, "providers", "import", str(CSV_PACKAGE))
+        assert "rejected: 13" in run_lookout(env, "providers", "import", str(CSV_PACKAGE))
         run_lookout(env, "providers", "import", str(JSON_SERVICES))
         # The sample clinic keeps office hours; make it open whenever this test runs.
         patch = tmp_path / "schedule.csv"
@@ -183,6 +185,20 @@ def test_a_referral_over_sms_from_treatment_to_connected(own_broker: str,
                 f"http://127.0.0.1:{referrals_port}", "")
             page = httpx.get(f"http://127.0.0.1:{referrals_port}{link}", timeout=10)
             assert page.status_code == 200 and "connected" in page.text
+
+            # STOP during an open conversation: alerts stops the number and announces it
+            # (contacts.stops.v1), and referrals ends the conversation as stopped.
+            asked = len(twilio.messages(to=PHONE))
+            sms("TREATMENT")
+            wait_for("the ZIP question again", lambda: len(twilio.messages(to=PHONE)) > asked
+                     or None, 60)
+            assert "unsubscribed" in sms("STOP")
+            texted_before_stop = len(twilio.messages(to=PHONE))
+            events = asyncio.run(_referral_events(own_broker, 7, within=60,
+                                                  group="referrals-e2e-stop"))
+            assert [e["status"] for e in events
+                    if e["referral_id"] != notice["referral_id"]] == ["requested", "stopped"]
+            assert len(twilio.messages(to=PHONE)) == texted_before_stop  # nothing after STOP
 
             assert not crashed(procs), f"processes died: {crashed(procs)}"
         everything = process_logs(PROCESSES, tmp_path)
