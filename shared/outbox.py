@@ -2,28 +2,27 @@
 
 A service defines its own outbox table (`class OutboxMessage(OutboxMixin, Base)` with its
 prefix), adds a row in the same transaction as the change it announces (`outbox_row`), and
-registers the table in `OUTBOX_TABLES`. The relay (`lookout relay`) publishes committed rows
-in id order with acks=all and marks them; a crash between the two republishes a row, and
-consumers dedupe by event_id.
+registers the table in `OUTBOX_TABLES`. The relay (`lookout relay`, `shared.relay`)
+publishes committed rows in id order with acks=all and marks them; a crash between the two
+republishes a row, and consumers dedupe by event_id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import MessageSizeTooLargeError
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel
 from sqlalchemy import BigInteger, Index, Integer, String, Text, func, select, update
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from shared.db import UTCDateTime, session_scope, utcnow, write_session
-from shared.kafka import CachedPartitioner, make_producer
+from shared.kafka import CachedPartitioner
 from shared.settings import Settings
 from shared.topics import Topic
 
@@ -79,7 +78,7 @@ def _mark_published(settings: Settings, model: Any, ids: list[int]) -> None:
         session.execute(update(model).where(model.id.in_(ids)).values(published_at=utcnow()))
 
 
-def _measure_lag(settings: Settings, model: Any) -> None:
+def measure_lag(settings: Settings, model: Any) -> None:
     with session_scope(settings.sqlalchemy_url) as session:
         count, oldest = session.execute(
             select(func.count(), func.min(model.created_at)).where(model.published_at.is_(None))
@@ -91,12 +90,17 @@ def _measure_lag(settings: Settings, model: Any) -> None:
         0 if oldest is None else max((utcnow() - oldest).total_seconds(), 0))
 
 
-async def publish_pending(settings: Settings, producer: Any, model: Any) -> int:
-    """Publish one batch of one outbox table; return how many rows were published."""
+async def publish_pending(settings: Settings, producer: Any, model: Any,
+                          check: Callable[[], Awaitable[bool]] | None = None) -> int:
+    """Publish one batch of one outbox table; return how many rows were published.
+    `check` runs before rows are sent (the relay's broker check, `shared.relay`): when it
+    returns True, rows were marked unpublished again and the batch is selected anew."""
     rows = await asyncio.to_thread(_pending, settings, model)
     if not rows:
         return 0
-    results = await _send(producer, rows)
+    if check is not None and await check():
+        rows = await asyncio.to_thread(_pending, settings, model)
+    results = await _send(producer, rows, model.__tablename__)
     # Mark what the broker acknowledged even if part of the batch failed (the broker going
     # away mid-batch), so those rows are not published twice; per key only up to its first
     # failure, so that the retry keeps the order per key.
@@ -120,10 +124,19 @@ async def publish_pending(settings: Settings, producer: Any, model: Any) -> int:
 _partitioner = CachedPartitioner()  # the producers' own (murmur2): the same partitions
 
 
-async def _send(producer: Any, rows: list[tuple[int, str, str, str]]) -> list[Any]:
+ROW_HEADER = "lookout-outbox"  # each record's "<table>:<row id>" (shared.relay.reconcile)
+
+
+def row_header(table: str, row_id: int) -> tuple[str, bytes]:
+    return (ROW_HEADER, f"{table}:{row_id}".encode())
+
+
+async def _send(producer: Any, rows: list[tuple[int, str, str, str]],
+                table: str) -> list[Any]:
     """Send rows in order as record batches, one open batch per partition (aiokafka sends a
     partition's batches one after the other, so each key's order holds); each row's outcome:
-    its batch's result, or the exception that failed its batch.
+    its batch's result, or the exception that failed its batch. Each record names its row
+    in a header, so that a relay taking over finds what was sent but not marked.
 
     Why batches: `send()` per message cost about 35 us of CPU (a future, the accumulator's
     bookkeeping and its partitioner per message) against about 16 us appended to a batch."""
@@ -139,14 +152,17 @@ async def _send(producer: Any, rows: list[tuple[int, str, str, str]]) -> list[An
         if topic not in partitions:
             partitions[topic] = sorted(await producer.partitions_for(topic))
         key_bytes, value = key.encode(), payload.encode()
+        headers = [row_header(table, _id)]
         partition = _partitioner(key_bytes, partitions[topic], partitions[topic])
         if (topic, partition) not in open_batches:
             open_batches[topic, partition] = (producer.create_batch(), [])
         batch, members = open_batches[topic, partition]
-        if batch.append(key=key_bytes, value=value, timestamp=None) is None:  # full
+        if batch.append(key=key_bytes, value=value, timestamp=None,
+                        headers=headers) is None:  # full
             await submit(topic, partition)
             batch, members = open_batches[topic, partition] = (producer.create_batch(), [])
-            if batch.append(key=key_bytes, value=value, timestamp=None) is None:
+            if batch.append(key=key_bytes, value=value, timestamp=None,
+                            headers=headers) is None:
                 raise MessageSizeTooLargeError(f"outbox row {_id} does not fit in a batch")
         members.append(index)
     for topic, partition in list(open_batches):
@@ -158,56 +174,3 @@ async def _send(producer: Any, rows: list[tuple[int, str, str, str]]) -> list[An
             results[index] = outcome
     return results
 
-
-async def run_relay(settings: Settings, models: list[Any],
-                    stop: asyncio.Event | None = None) -> None:
-    """Relay the given outbox tables until `stop`, backing off while the broker is away."""
-    stop = stop or asyncio.Event()
-    backoff = 0.2
-    producer = None
-    last_lag = 0.0
-    while not stop.is_set():
-        try:
-            if producer is None:
-                producer = make_producer(settings)
-                await producer.start()
-                log.info("relay connected to %s", settings.bootstrap_servers)
-            more = False
-            for model in models:
-                published = await publish_pending(settings, producer, model)
-                more = more or published >= settings.relay_batch_size
-            backoff = 0.2
-            if time.monotonic() - last_lag > 1:
-                for model in models:
-                    await asyncio.to_thread(_measure_lag, settings, model)
-                last_lag = time.monotonic()
-            if not more:
-                # Only a full batch means more is waiting. Going round again at once after
-                # a partial one made a steady trickle (single results at 1,000/s) cost a
-                # query, a send, a wait for the acks and a write per handful of rows: a
-                # fifth of a core; waiting for the next poll lets rows gather.
-                await _sleep_or_stop(stop, settings.relay_poll_interval)
-        except (KafkaError, OSError) as exc:
-            PUBLISH_ERRORS.inc()
-            log.warning("relay: broker unavailable (%r); retrying in %.1fs", exc, backoff)
-            if producer is not None:
-                await _close_quietly(producer)
-                producer = None
-            await _sleep_or_stop(stop, backoff * (1 + random.random() / 2))
-            backoff = min(backoff * 2, 10.0)
-    if producer is not None:
-        await producer.stop()
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass
-
-
-async def _close_quietly(producer: Any) -> None:
-    try:
-        await producer.stop()
-    except Exception as exc:
-        log.debug("producer close failed: %r", exc)

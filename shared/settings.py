@@ -126,6 +126,15 @@ class Settings(BaseSettings):
     # Relay.
     relay_poll_interval: float = 0.05
     relay_batch_size: int = 500
+    # Published rows are kept this long, to be published again when the broker loses them
+    # (the embedded broker restarted empty, shared/relay.py), then deleted.
+    relay_retention_hours: float = Field(default=720.0, gt=0)
+    # A standby relay tries to take over each table this often (s).
+    relay_standby_poll_seconds: float = Field(default=1.0, gt=0)
+    # `lookout run`: a process that exits is started again after this wait, doubled at each
+    # exit in a row up to the max (back to the start after 30 s of running).
+    run_restart_backoff_seconds: float = 1.0
+    run_restart_backoff_max_seconds: float = 30.0
 
     # Detection (docs/detection.md): spike grouping level, event-time bucket, default method;
     # late events within the grace period are re-evaluated; one open signal per (region,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -62,6 +63,37 @@ def test_broker_starts_tansu_and_waits_until_it_answers(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def test_the_broker_ends_when_its_supervisor_is_killed(tmp_path: Path) -> None:
+    """`lookout broker` (and `lookout run`, which starts Tansu the same way) killed with
+    SIGKILL: Tansu, in a session of its own, used to run on and hold the port."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "broker", "--port", str(port)],
+                            env=_env(tmp_path), cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert "broker ready" in proc.stdout.readline()
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 15
+        while not _port_free(port):
+            assert time.monotonic() < deadline, "Tansu still holds the port"
+            time.sleep(0.2)
+        assert not asyncio.run(broker_answers(f"127.0.0.1:{port}"))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_nothing_is_embedded_when_a_cluster_is_named(tmp_path: Path) -> None:

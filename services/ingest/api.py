@@ -47,6 +47,7 @@ from services.ingest.schemas import (
     SubmissionsPage,
 )
 from services.ingest.writer import writer_for
+from shared import regions
 from shared.db import get_engine, session_scope, write_session
 from shared.problems import ProblemError
 from shared.ratelimit import KeyedRateLimiter
@@ -652,6 +653,16 @@ app = create_app("ingest", title="Lookout ingest",
                  description="Drug-checking results and overdose reports from sites.",
                  body_limit=_body_limit, on_body_refused=_count_too_large)
 app.include_router(router)
+
+
+async def _load_zip_codes() -> None:
+    """The ZIP code table is loaded on its first lookup: a second on a quiet machine, five
+    under load, which the first result after a start had waited for. Load it before the
+    service answers instead."""
+    await run_in_threadpool(regions.by_postal_code, "98104")
+
+
+app.router.add_event_handler("startup", _load_zip_codes)
 
 
 def _openapi() -> dict[str, Any]:

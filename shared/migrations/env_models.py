@@ -10,3 +10,4 @@ import services.dashboard.account_models
 import services.dashboard.models
 import services.ingest.models
 import services.referrals.models  # noqa: F401
+import shared.relay  # noqa: F401

@@ -14,7 +14,8 @@ from fastapi.testclient import TestClient
 from services.ingest.models import OutboxMessage
 from shared.broker import start_tansu
 from shared.kafka import ensure_topics, wait_for_broker
-from shared.outbox import PUBLISH_ERRORS, run_relay
+from shared.outbox import PUBLISH_ERRORS
+from shared.relay import run_relay
 from shared.settings import Settings
 from tests.builders import drug_check
 from tests.conftest import free_port

@@ -18,7 +18,8 @@ from services.ingest.service import Caller, create_site, submit_drug_check
 from shared.broker import start_tansu
 from shared.db import session_scope
 from shared.kafka import ensure_topics, wait_for_broker
-from shared.outbox import publish_pending, run_relay
+from shared.outbox import publish_pending
+from shared.relay import run_relay
 from shared.settings import Settings
 from shared.topics import DRUGCHECK_RESULTS
 from tests.builders import drug_check
@@ -116,7 +117,8 @@ class _FakeBatch:
     def __init__(self) -> None:
         self.messages: list[tuple[bytes, bytes]] = []
 
-    def append(self, *, key: bytes, value: bytes, timestamp: float | None) -> object | None:
+    def append(self, *, key: bytes, value: bytes, timestamp: float | None,
+               headers: list[tuple[str, bytes]]) -> object | None:
         if len(self.messages) == 2:
             return None
         self.messages.append((key, value))

@@ -12,7 +12,7 @@ from shared.crypto import (
     phone_lookup_hash,
 )
 from shared.gsm import segment_count
-from shared.logging import JsonFormatter, scrub
+from shared.logging import JsonFormatter, RepeatBackoff, scrub
 
 PHONE = "+12065550100"
 
@@ -63,3 +63,34 @@ def test_segments_follow_gsm7_and_ucs2_limits() -> None:
     assert segment_count("é" * 160) == 1  # é is in the GSM-7 basic set
     assert segment_count("ñ" * 70 + "ő") == 2  # ő is not: UCS-2
     assert segment_count("😀" * 35) == 1 and segment_count("😀" * 36) == 2
+
+
+def test_repeated_errors_are_backed_off_and_counted() -> None:
+    """While the broker is away, every aiokafka client logs each retry (about 260 lines a
+    second under `lookout run`): a repeated message is let through at doubling intervals,
+    with the count of those dropped; other messages and info lines pass."""
+    step = [0]
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RepeatBackoff(first=1.0, longest=8.0, clock=lambda: step[0] / 10))
+    logger = logging.getLogger("test.backoff")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:
+        for _ in range(100):  # 10 s of retries every 0.1 s
+            logger.error("Unable connect to node with id %s: %s", 1, "refused")
+            logger.info("an info line")
+            step[0] += 1
+        logger.error("something else")
+    finally:
+        logger.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    repeated = [line for line in lines if line.startswith("Unable connect")]
+    # at 0, 1, 3 and 7 s (intervals 1, 2, 4, then 8)
+    assert len(repeated) == 4, repeated
+    assert repeated[0] == "Unable connect to node with id 1: refused"
+    assert repeated[1] == "Unable connect to node with id 1: refused [9 more like it dropped]"
+    assert repeated[3].endswith("[39 more like it dropped]")
+    assert lines.count("an info line") == 100
+    assert lines[-1] == "something else"
