@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,7 +87,8 @@ def test_kill_9_mid_fan_out_then_restart_sends_each_exactly_once(
 
 def _stop(stack: Stack, phone: str) -> str:
     url = f"http://127.0.0.1:{stack.alerts_port}/v1/sms/inbound"
-    params = {"From": phone, "To": "+15005550006", "Body": "STOP", "MessageSid": "SM" + "1" * 32}
+    params = {"From": phone, "To": "+15005550006", "Body": "STOP",
+              "MessageSid": "SM" + uuid.uuid4().hex}  # each its own (a seen sid is a replay)
     signature = RequestValidator(TOKEN).compute_signature(url, params)
     response = httpx.post(url, data=params, headers={"X-Twilio-Signature": signature},
                           timeout=30)
