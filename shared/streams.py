@@ -163,6 +163,11 @@ def make_faust_app(name: str, settings: Settings) -> faust.App:
         broker_session_timeout=settings.stream_session_timeout,
         broker_heartbeat_interval=settings.stream_heartbeat_interval,
         broker_rebalance_timeout=settings.stream_session_timeout,
+        # Stop without draining what the streams have taken: a message not yet acknowledged
+        # is not committed, so the next start gets it again (every consumer is idempotent).
+        # Draining a backlog on stop outlasted `lookout run`'s grace period and got the
+        # worker killed.
+        stream_wait_empty=False,
     )
     app.fetch_max_wait_ms = settings.stream_fetch_max_wait_ms
     return app

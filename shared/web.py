@@ -6,6 +6,7 @@ import hmac
 import logging
 import math
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, Request
@@ -124,24 +125,37 @@ def require_admin(
     `LOOKOUT_ADMIN_FAILURES_PER_MINUTE` a minute; a throttled client gets 429 without its
     token being looked at. Each failure is logged and counted."""
     token = bearer_token(authorization)
+    with failed_tokens_throttled(request, settings, "admin token"):
+        who = _operator(settings, token)
+        if who is None:
+            raise ProblemError(403, "Forbidden", "Admin token required.")
+    operators_log.info("operator %s: %s %s", who, request.method, request.url.path)
+    return who
+
+
+@contextmanager
+def failed_tokens_throttled(request: Request, settings: Settings, what: str) -> Iterator[None]:
+    """Guesses of a bearer token are throttled per client: a throttled client gets 429 before
+    its token is looked at; a 401 or 403 raised inside the block counts as a failed attempt
+    (logged with a keyed hash of the client, and counted)."""
     client = client_key(settings.secret_key, request.client.host if request.client else "")
     limiter = _admin_failures(request.app, settings)
     wait = limiter.wait_for(client)
     if wait > 0:
         ADMIN_FAILURES.labels("throttled").inc()
         raise ProblemError(429, "Too many requests",
-                           "Too many failed admin-token attempts; try again later.",
+                           f"Too many failed {what} attempts; try again later.",
                            headers={"Retry-After": str(math.ceil(wait))})
-    who = _operator(settings, token)
-    if who is not None:
-        operators_log.info("operator %s: %s %s", who, request.method, request.url.path)
-        return who
-    limiter.try_take(client)
-    ADMIN_FAILURES.labels("refused").inc()
-    throttled = limiter.wait_for(client) > 0
-    log.warning("admin token refused%s", "; client throttled" if throttled else "",
-                extra={"fields": {"client": client[:12], "path": request.url.path}})
-    raise ProblemError(403, "Forbidden", "Admin token required.")
+    try:
+        yield
+    except ProblemError as exc:
+        if exc.status in (401, 403):
+            limiter.try_take(client)
+            ADMIN_FAILURES.labels("refused").inc()
+            throttled = limiter.wait_for(client) > 0
+            log.warning("%s refused%s", what, "; client throttled" if throttled else "",
+                        extra={"fields": {"client": client[:12], "path": request.url.path}})
+        raise
 
 
 def _operator(settings: Settings, token: str) -> str | None:

@@ -43,7 +43,15 @@ from shared.problems import ProblemError
 from shared.ratelimit import KeyedRateLimiter
 from shared.regions import RegionNotFoundError, get_region
 from shared.settings import Settings
-from shared.web import AdminOnly, AppSettings, DbSession, DevOnly, bearer_token, create_app
+from shared.web import (
+    AdminOnly,
+    AppSettings,
+    DbSession,
+    DevOnly,
+    bearer_token,
+    create_app,
+    failed_tokens_throttled,
+)
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 router = APIRouter()
@@ -62,9 +70,11 @@ PAYMENTS = {"": "Not sure", "medicaid": "Medicaid / public insurance",
             "private_insurance": "Private insurance"}
 
 
-def _staff(session: DbSession, settings: AppSettings,
+def _staff(request: Request, session: DbSession, settings: AppSettings,
            authorization: Annotated[str | None, Header()] = None) -> service.StaffCaller:
-    return service.staff_caller(session, settings, bearer_token(authorization))
+    token = bearer_token(authorization)
+    with failed_tokens_throttled(request, settings, "staff token"):  # the admin token too
+        return service.staff_caller(session, settings, token)
 
 
 # Site staff (their site's API key with the `referrals` scope; only their own referrals)

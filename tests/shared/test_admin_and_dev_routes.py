@@ -17,6 +17,7 @@ from services.alerts.api import app as alerts_app
 from services.ingest.api import app as ingest_app
 from services.referrals.api import app as referrals_app
 from shared.migrate import upgrade
+from shared.officials import new_key_pair
 from shared.settings import Settings, get_settings
 
 
@@ -25,8 +26,10 @@ def prod_like(tmp_path: Path) -> Settings:
     """Test settings but with env=prod (copied: the prod checks are the settings' own test)."""
     url = f"sqlite:///{tmp_path / 'lookout.db'}"
     upgrade(url)
+    private, public = new_key_pair()  # prod requires the dashboard's own key pair
     return Settings(env="test", var_dir=tmp_path, database_url=url).model_copy(
-        update={"env": "prod", "admin_failures_burst": 3, "admin_failures_per_minute": 1})
+        update={"env": "prod", "admin_failures_burst": 3, "admin_failures_per_minute": 1,
+                "dashboard_signing_key": private, "dashboard_public_key": public})
 
 
 @contextmanager
@@ -83,3 +86,21 @@ def test_dev_routes_are_absent_outside_dev(prod_like: Settings) -> None:
         assert "/dev/outbox" not in alerts.get("/openapi.json").text
     with client_of(referrals_app, prod_like) as referrals:
         assert referrals.get("/dev/outbox.json", headers=admin).status_code == 404
+
+
+def test_guessing_the_admin_token_through_referrals_staff_endpoints_is_throttled(
+    prod_like: Settings,
+) -> None:
+    """Referrals' staff endpoints take the admin token or a site key: wrong tokens there
+    count against the same per-client throttle as the admin endpoints."""
+    wrong = {"Authorization": "Bearer not-a-key-nor-the-token"}
+    right = {"Authorization": f"Bearer {prod_like.admin_token}"}
+    refused = _failures("refused")
+    path = "/v1/referrals/00000000-0000-0000-0000-000000000000"
+    with client_of(referrals_app, prod_like, address="198.51.100.7") as client:
+        statuses = [client.get(path, headers=wrong).status_code for _ in range(4)]
+        assert statuses == [401, 401, 401, 429]
+        assert client.get(path, headers=right).status_code == 429  # not even looked at
+    with client_of(referrals_app, prod_like, address="198.51.100.8") as other:
+        assert other.get(path, headers=right).status_code == 404  # the token works
+    assert _failures("refused") - refused == 3
