@@ -21,6 +21,7 @@ from services.referrals.models import Service
 from shared.db import session_scope
 from shared.settings import Settings, get_settings
 from tests.builders import contamination_signal
+from tests.credentials import official_headers
 from tests.referrals.helpers import load_directory
 
 ADMIN = {"Authorization": "Bearer dev-admin-token"}
@@ -92,8 +93,9 @@ def test_alerts_a_failed_commit_is_the_answer(settings: Settings) -> None:
         alert_id, before = alert.id, alert.status
     with client_of(alerts_app, settings) as client:
         with failing_commits():
-            response = client.post(f"/v1/alerts/{alert_id}/reject", json={"actor": "ana"},
-                                   headers=ADMIN)
+            response = client.post(f"/v1/alerts/{alert_id}/reject",
+                                   json={"reason": "not confirmed"},
+                                   headers=official_headers(settings, "ana"))
         assert_server_error(response)
     with session_scope(settings.sqlalchemy_url) as session:
         assert session.scalars(select(Alert.status).where(Alert.id == alert_id)).one() == before
