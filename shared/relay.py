@@ -33,7 +33,7 @@ from sqlalchemy import String, delete, func, make_url, select, text, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, UTCDateTime, get_engine, session_scope, utcnow, write_session
-from shared.kafka import ensure_topics, make_producer
+from shared.kafka import client_security, ensure_topics, make_producer
 from shared.outbox import PUBLISH_ERRORS, ROW_HEADER, measure_lag, publish_pending
 from shared.settings import Settings
 from shared.topics import ALL_TOPICS
@@ -130,7 +130,8 @@ class BrokerWatch:
         True when rows were marked for publishing again."""
         if self.admin is None:
             self.admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap_servers,
-                                             request_timeout_ms=10000)
+                                             request_timeout_ms=10000,
+                                             **client_security(self.settings))
             await self.admin.start()
         topics = set(await self.admin.list_topics())
         self.checked_at = time.monotonic()
@@ -161,7 +162,8 @@ class BrokerWatch:
                 log.warning("relay: deleting topics created with the broker's own partition "
                             "count after its restart: %s", ", ".join(wrong))
                 await self.admin.delete_topics(wrong)
-        await ensure_topics(self.settings.bootstrap_servers)
+        await ensure_topics(self.settings.bootstrap_servers, client_security(self.settings),
+                            self.settings.kafka_replication_factor)
 
     async def _start_epoch(self, model: Any) -> int:
         assert self.admin is not None
@@ -176,7 +178,8 @@ class BrokerWatch:
         else:
             log.info("relay: epoch %s for %s", epoch, table)
         try:
-            await self.admin.create_topics([NewTopic(marker_topic(model), 1, 1)])
+            await self.admin.create_topics([NewTopic(marker_topic(model), 1,
+                                                     self.settings.kafka_replication_factor)])
         except TopicAlreadyExistsError:
             pass
         producer = make_producer(self.settings)
@@ -316,7 +319,8 @@ async def reconcile(settings: Settings, model: Any) -> int:
     if first is None:
         return 0
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                                enable_auto_commit=False, fetch_max_wait_ms=10)
+                                enable_auto_commit=False, fetch_max_wait_ms=10,
+                                **client_security(settings))
     await consumer.start()
     found: set[int] = set()
     try:
