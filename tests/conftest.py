@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from starlette.applications import Starlette
 
 from services.stack import command
 from shared.broker import free_port, running_tansu
@@ -29,6 +30,21 @@ def _postgres_available() -> str | None:
             return None
     except psycopg.Error as exc:
         return f"no PostgreSQL answers at 127.0.0.1:5432 ({exc.__class__.__name__})"
+
+
+@pytest.fixture(autouse=True)
+def fresh_client_throttles() -> Iterator[None]:
+    """The services' apps are module-level, so a per-client limiter kept on `app.state`
+    would carry one test's refused tokens into the next (all test clients share one
+    address): each test starts with none."""
+    def clear() -> None:
+        for name, module in list(sys.modules.items()):
+            app = getattr(module, "app", None) if name.startswith("services.") else None
+            if isinstance(app, Starlette):
+                app.state.admin_failures = None
+    clear()
+    yield
+    clear()
 
 
 @pytest.fixture(scope="session")
