@@ -127,6 +127,6 @@ def _upsert(session: Session, model: type[models.Base], keys: list[str],
     stmt = insert(model)
     table = model.__table__
     stmt = stmt.on_conflict_do_update(index_elements=keys, set_={
-        **{c: table.c[c] + stmt.excluded[c] for c in add},  # type: ignore[attr-defined]
+        **{c: table.c[c] + stmt.excluded[c] for c in add},
         **{c: stmt.excluded[c] for c in replace}})
     session.execute(stmt, rows)

@@ -225,7 +225,8 @@ class ReportDay(Base):
     """Overdose reports per day, region, source and fatal."""
 
     __tablename__ = "dashboard_report_days"
-    __table_args__ = (Index("ix_dashboard_report_days_state_day", "state_id", "day"),)
+    __table_args__ = (Index("ix_dashboard_report_days_state_day", "state_id", "day"),
+                      Index("ix_dashboard_report_days_county_day", "county_id", "day"))
 
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     region_id: Mapped[str] = mapped_column(String(120), primary_key=True)
@@ -241,7 +242,8 @@ class SampleDay(Base):
     how many held what they were sold as, how many held a high-risk substance."""
 
     __tablename__ = "dashboard_sample_days"
-    __table_args__ = (Index("ix_dashboard_sample_days_state_day", "state_id", "day"),)
+    __table_args__ = (Index("ix_dashboard_sample_days_state_day", "state_id", "day"),
+                      Index("ix_dashboard_sample_days_county_day", "county_id", "day"))
 
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     region_id: Mapped[str] = mapped_column(String(120), primary_key=True)
@@ -258,7 +260,8 @@ class FoundDay(Base):
     catalog name (or the raw name of an unrecognized one), `substance_id` "" for those."""
 
     __tablename__ = "dashboard_found_days"
-    __table_args__ = (Index("ix_dashboard_found_days_state_day", "state_id", "day"),)
+    __table_args__ = (Index("ix_dashboard_found_days_state_day", "state_id", "day"),
+                      Index("ix_dashboard_found_days_county_day", "county_id", "day"))
 
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     region_id: Mapped[str] = mapped_column(String(120), primary_key=True)
