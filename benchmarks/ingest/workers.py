@@ -44,11 +44,11 @@ from benchmarks.ingest.throughput import (
     singles_httpx,
     singles_wrk,
 )
+from migrations import upgrade
 from services.ingest.service import create_site
 from shared.broker import free_port, start_tansu
 from shared.db import get_engine, session_scope
 from shared.kafka import ensure_topics, wait_for_broker
-from shared.migrate import upgrade
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 

@@ -19,11 +19,11 @@ import pytest
 from sqlalchemy import insert, select
 
 from services.alerts.models import Alert, OutboxMessage
+from shared.broker import free_port
 from shared.db import get_engine
-from shared.fakes.twilio_server import FakeTwilioServer
 from shared.settings import Settings
 from shared.topics import ALERT_EVENTS
-from tests.alerts.harness import (
+from testing.alerts_stack import (
     SID,
     TOKEN,
     Stack,
@@ -33,7 +33,7 @@ from tests.alerts.harness import (
     tansu,
     wait_until,
 )
-from tests.conftest import free_port
+from testing.twilio_server import FakeTwilioServer
 
 SECRET = Settings().secret_key  # the processes run with the default test secret
 COUNT = 10_000

@@ -16,10 +16,10 @@ from pathlib import Path
 from sqlalchemy import insert, select
 
 from services.referrals import models as m
+from shared.broker import free_port
 from shared.db import get_engine
 from shared.topics import REFERRAL_EVENTS, SMS_REQUESTS
-from tests.alerts.harness import Stack, tansu, wait_until
-from tests.conftest import free_port
+from testing.alerts_stack import Stack, tansu, wait_until
 
 EACH = 60  # referrals per kind of due work
 DELAY = 3.0  # follow-up delay and silence, seconds (the workers' settings)
