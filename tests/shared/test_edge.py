@@ -20,9 +20,9 @@ from services.ingest.api import app as ingest_app
 from services.ingest.service import create_site
 from services.referrals.api import app as referrals_app
 from shared.db import session_scope
-from shared.migrate import upgrade
 from shared.settings import Settings, get_settings
 from tests.browser import served_app
+from tests.conftest import MigratedSqlite
 
 APPS = {"ingest": ingest_app, "alerts": alerts_app, "referrals": referrals_app,
         "dashboard": dashboard_app}
@@ -31,10 +31,9 @@ PAGES = [("ingest", "/upload"), ("alerts", "/signup"), ("referrals", "/help"),
 
 
 @pytest.fixture
-def base_settings(tmp_path: Path) -> Settings:
+def base_settings(tmp_path: Path, migrated_sqlite: MigratedSqlite) -> Settings:
     """SQLite is enough: nothing here touches what differs between databases."""
-    url = f"sqlite:///{tmp_path / 'edge.db'}"
-    upgrade(url)
+    url = migrated_sqlite(tmp_path / "edge.db")
     return Settings(env="test", database_url=url, var_dir=tmp_path / "var",
                     ingest_rate_per_second=0.0)
 
