@@ -24,7 +24,7 @@ def _settings() -> Settings:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from shared.migrate import upgrade
+    from migrations import upgrade
 
     settings = _settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)

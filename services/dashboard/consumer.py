@@ -37,9 +37,9 @@ from shared.events import (
     SpikeSignalV1,
     signal_adapter,
 )
+from shared.faust_patches import fetched_end_offsets
 from shared.kafka import client_security
 from shared.settings import Settings
-from shared.streams import fetched_end_offsets
 from shared.topics import (
     ALERT_EVENTS,
     DRUGCHECK_RESULTS,

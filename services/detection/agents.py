@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
-from faust.streams import _current_event
 from faust.types import TP
 from pydantic import ValidationError
 
@@ -25,6 +23,7 @@ from services.detection.ordering import EventTimeMerge, Held
 from services.detection.processors import Processor, Tables
 from services.detection.tablecache import WriteBehind
 from shared.events import DrugCheckResultV1, OverdoseReportV1
+from shared.faust_patches import bind_current_event, committed_offset
 from shared.settings import get_settings
 from shared.streams import dead_letter, handle_with_retries
 from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS, SIGNALS, Topic
@@ -77,8 +76,7 @@ class _Committed(Mapping[int, "int | None"]):
         self.partitions = topic.partitions
 
     def __getitem__(self, partition: int) -> int | None:
-        offsets = getattr(app.consumer, "_committed_offset", {})
-        return offsets.get(TP(self.topic, partition))
+        return committed_offset(app.consumer, TP(self.topic, partition))
 
     def __iter__(self) -> Iterator[int]:
         return iter(range(self.partitions))
@@ -117,7 +115,7 @@ class _Ordered:
         if highwater is None:
             return False
         if next_offset is None:
-            next_offset = getattr(app.consumer, "_committed_offset", {}).get(tp) or 0
+            next_offset = committed_offset(app.consumer, tp) or 0
         return next_offset >= highwater
 
     async def run(self, stream: Any) -> None:
@@ -148,7 +146,7 @@ class _Ordered:
         for held in self.merge.ready(self.partitions(), self.caught_up):
             event = held.event
             if held.item is not None:
-                _current_event.set(weakref.ref(event))  # table writes and sends belong to it
+                bind_current_event(event)  # table writes and sends belong to it
                 raw = event.value if isinstance(event.value, bytes) else \
                     bytes(event.value or b"")
 

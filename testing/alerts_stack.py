@@ -16,15 +16,15 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import insert
 
+from migrations import upgrade
 from services.alerts.models import Subscriber, Subscription
 from services.stack import command
-from shared.broker import running_tansu
+from shared.broker import free_port, running_tansu
 from shared.crypto import encrypt_phone, phone_lookup_hash
 from shared.db import get_engine
-from shared.migrate import upgrade
+from shared.settings import REPO_ROOT
 from shared.topics import SIGNALS
-from tests.builders import contamination_signal
-from tests.conftest import REPO_ROOT, free_port
+from testing.builders import contamination_signal
 
 SID = "AC" + "4" * 32
 TOKEN = "procs-auth-token"
