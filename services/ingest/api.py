@@ -3,7 +3,6 @@ submissions, and the admin API for sites and keys. The upload page is in pages.p
 
 from __future__ import annotations
 
-import gc
 import uuid
 from typing import Annotated, Any
 
@@ -221,15 +220,3 @@ async def _load_zip_codes() -> None:
 
 
 app.router.add_event_handler("startup", _load_zip_codes)
-
-# What exists once the app is imported (FastAPI, SQLAlchemy, pydantic schemas, the region
-# and substance catalogs) lives as long as the process. Move it out of the garbage
-# collector's reach: otherwise its full passes, frequent while batches of 1,000 come in,
-# walk these ~100,000 objects again and again (tens of ms each).
-gc.freeze()
-# A batch of 1,000 keeps ~30,000 new objects alive while it is validated and prepared; at
-# the default threshold (700) that is dozens of young collections per batch, each walking
-# the survivors again. Collect the young generation every 100,000 net new objects instead:
-# a batch's CPU fell by about a sixth in-process (182 -> 150 us per result, load 7).
-# Objects freed by reference counting (nearly all) do not count towards it.
-gc.set_threshold(100_000, 50, 100)
