@@ -40,7 +40,17 @@ REQUIRED_SECRETS = {
     "LOOKOUT_TWILIO_AUTH_TOKEN",
     "POSTGRES_PASSWORD",
     "GRAFANA_ADMIN_PASSWORD",
+    *(f"KAFKA_{user.upper()}_PASSWORD" for user in (
+        "broker", "admin", "relay", "ingest", "detection", "alerts", "referrals", "dashboard")),
 }
+# Workers that share their topics' partitions (or, the relay, stand by) and run as replicas.
+REPLICATED = ("relay", "detection", "alerts-worker", "referrals-worker")
+# The Kafka user of each process that connects to Kafka (deploy/k8s/users.yaml's too, but
+# the relay: compose runs one relay for every outbox).
+KAFKA_USERS = {"topics": "admin", "relay": "relay", "ingest": "ingest",
+               "detection": "detection", "alerts": "alerts", "alerts-worker": "alerts",
+               "referrals": "referrals", "referrals-worker": "referrals",
+               "dashboard": "dashboard", "dashboard-worker": "dashboard"}
 # `${NAME:?message}` / `${NAME?message}`: interpolation that fails when NAME is unset.
 REQUIRED_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?\?[^}]*\}")
 ANY_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
@@ -259,12 +269,59 @@ def test_kafka_is_a_pinned_single_node_kraft_broker(compose: dict[str, Any]) -> 
                 "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"):
         assert env.get(key) == "1", key
     assert env.get("KAFKA_AUTO_CREATE_TOPICS_ENABLE") == "false"
-    assert "PLAINTEXT://kafka:9092" in (env.get("KAFKA_ADVERTISED_LISTENERS") or "")
+    assert env.get("KAFKA_ADVERTISED_LISTENERS") == "SASL_PLAINTEXT://kafka:9092"
     test = " ".join(kafka.get("healthcheck", {}).get("test", []))
     assert "localhost:9092" in test and ("broker-api-versions" in test or "topics" in test)
     for name in _lookout_services(compose):
         assert _environment(_service(compose, name)).get("LOOKOUT_KAFKA_BOOTSTRAP") == (
             "kafka:9092"), name
+
+
+def test_workers_run_as_replicas(compose: dict[str, Any]) -> None:
+    partitions = Settings.model_construct().kafka_partitions
+    for name in REPLICATED:
+        replicas = (_service(compose, name).get("deploy") or {}).get("replicas")
+        assert isinstance(replicas, int) and 2 <= replicas <= partitions, (name, replicas)
+        assert not _service(compose, name).get("ports"), f"{name}: a replica publishes a port"
+        assert not _service(compose, name).get("container_name"), name  # would clash
+
+
+def _jaas_users(jaas: str) -> dict[str, str]:
+    assert jaas.startswith("org.apache.kafka.common.security.plain.PlainLoginModule required ")
+    assert jaas.endswith(";")
+    return dict(re.findall(r'\buser_([a-z]+)="([^"]*)"', jaas))
+
+
+def test_kafka_clients_authenticate_each_as_its_own_user(compose: dict[str, Any]) -> None:
+    kafka = _environment(_service(compose, "kafka"))
+    protocols = dict(item.split(":") for item in
+                     (kafka.get("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP") or "").split(","))
+    controllers = set((kafka.get("KAFKA_CONTROLLER_LISTENER_NAMES") or "").split(","))
+    listeners = [item.split("://")[0] for item in (kafka.get("KAFKA_LISTENERS") or "").split(",")]
+    client_listeners = [name for name in listeners if name not in controllers]
+    assert client_listeners, "no listener for clients"
+    for name in client_listeners:
+        assert protocols.get(name, name).startswith("SASL_"), f"{name} takes anonymous clients"
+    assert kafka.get("KAFKA_SASL_ENABLED_MECHANISMS") == "PLAIN"
+    broker_users = _jaas_users(
+        kafka.get("KAFKA_LISTENER_NAME_SASL__PLAINTEXT_PLAIN_SASL_JAAS_CONFIG") or "")
+    dummies = {_dummy(name) for name in _required_variables()}
+    assert set(broker_users.values()) <= dummies, "a broker password not from the environment"
+    assert len(set(broker_users.values())) == len(broker_users), "two users share a password"
+    services = _lookout_services(compose)
+    assert set(services) - {"migrate"} == set(KAFKA_USERS), "a Kafka client without a user"
+    for name, user in KAFKA_USERS.items():
+        env = _environment(services[name])
+        assert env.get("LOOKOUT_KAFKA_SECURITY_PROTOCOL") == "SASL_PLAINTEXT", name
+        assert env.get("LOOKOUT_KAFKA_SASL_MECHANISM") == "PLAIN", name
+        assert env.get("LOOKOUT_KAFKA_USERNAME") == user, name
+        assert env.get("LOOKOUT_KAFKA_PASSWORD") == _dummy(f"KAFKA_{user.upper()}_PASSWORD"), name
+        assert broker_users.get(user) == env["LOOKOUT_KAFKA_PASSWORD"], f"{name}: unknown user"
+    assert "LOOKOUT_KAFKA_PASSWORD" not in _environment(services["migrate"])
+    # The healthcheck's client authenticates too (as the broker's own user).
+    test = " ".join(_service(compose, "kafka")["healthcheck"]["test"])
+    assert "--command-config" in test and "security.protocol=SASL_PLAINTEXT" in test
+    assert kafka.get("HEALTHCHECK_KAFKA_PASSWORD") == broker_users["broker"]
 
 
 def test_http_services_have_healthchecks_and_published_ports(compose: dict[str, Any]) -> None:
@@ -352,11 +409,17 @@ def _scrape_targets_by_regex(text: str) -> dict[str, set[str]]:
     targets: dict[str, set[str]] = {}
     job = ""
     in_list = False
+    names: list[str] = []  # of a dns_sd_configs entry, until its port
     for line in text.splitlines():
         line = re.sub(r"(^|\s)#.*$", "", line).rstrip()
         if match := re.match(r"\s*(?:-\s*)?job_name:\s*[\"']?([^\"'\s]+)", line):
-            job, in_list = match[1], False
+            job, in_list, names = match[1], False, []
             targets.setdefault(job, set())
+        elif match := re.match(r"\s*-\s*names:\s*\[(.*)\]\s*$", line):
+            names, in_list = re.findall(r"[\w.-]+", match[1]), False
+        elif names and (match := re.match(r"\s*port:\s*(\d+)\s*$", line)):
+            targets.setdefault(job, set()).update(f"{n}:{match[1]}" for n in names)
+            names = []
         elif match := re.match(r"\s*(?:-\s*)?targets:\s*(.*)$", line):
             in_list = not match[1]
             targets.setdefault(job, set()).update(re.findall(r"[\w.-]+:\d+", match[1]))
@@ -384,8 +447,24 @@ def _scrape_targets() -> dict[str, set[str]]:
         found = targets.setdefault(job["job_name"], set())
         for static in job.get("static_configs", []):
             found.update(static["targets"])
+        for dns in job.get("dns_sd_configs", []):
+            assert dns.get("type") == "A" and dns.get("port"), job["job_name"]
+            found.update(f"{name}:{dns['port']}" for name in dns["names"])
     assert targets == by_regex, "the regex reading of prometheus.yml disagrees with PyYAML"
     return targets
+
+
+def test_prometheus_finds_every_replica_by_dns() -> None:
+    """A replicated worker's service name resolves to all its replicas (a static target
+    would be scraped at one of them, whichever the resolver gives first)."""
+    text = PROMETHEUS_FILE.read_text()
+    ports = _default_ports()
+    for name in REPLICATED:
+        job = re.search(rf"job_name:\s*{re.escape(name)}\s*\n(.*?)(?=\n\s*- job_name:|\Z)",
+                        text, re.S)
+        assert job, f"no job {name}"
+        assert "dns_sd_configs:" in job[1] and "static_configs" not in job[1], name
+        assert re.search(rf"port:\s*{ports[name]}\b", job[1]), name
 
 
 def test_prometheus_scrapes_every_process() -> None:
