@@ -260,6 +260,7 @@ class _Ordered:
         self.topic, self.agent, self.parse, self.at = topic, agent, parse, at
         self.handle, self.dlq = handle, dlq
         self.merge = EventTimeMerge()
+        self.pending: dict[int, int] = {}  # per partition: taken from the merge, not handled
         self.lock = asyncio.Lock()
         self.stream: Any = None
 
@@ -267,8 +268,9 @@ class _Ordered:
         return _caught_up(self.topic, partition, next_offset)
 
     def caught(self, partition: int) -> bool:
-        """Nothing held of the partition and everything up to its high watermark received."""
-        return not self.merge.holds(partition) and \
+        """Nothing held or being handled of the partition, and everything up to its high
+        watermark received."""
+        return not self.merge.holds(partition) and not self.pending.get(partition) and \
             self.caught_up(partition, self.merge.next_offset(partition))
 
     async def run(self, stream: Any) -> None:
@@ -295,23 +297,32 @@ class _Ordered:
                 await self._release()
 
     async def _release(self) -> None:
-        for held in self.merge.ready(_owned(self.topic), self.caught_up):
-            event = held.event
-            if held.item is not None:
-                _current_event.set(weakref.ref(event))  # table writes and sends belong to it
-                raw = _raw(event)
+        ready = self.merge.ready(_owned(self.topic), self.caught_up)
+        for held in ready:
+            self.pending[held.partition] = self.pending.get(held.partition, 0) + 1
+        for held in ready:
+            try:
+                await self._handle(held)
+            finally:
+                self.pending[held.partition] -= 1
 
-                async def handle(parsed: Any, held: Held = held, raw: bytes = raw) -> None:
-                    try:
-                        await self.handle(parsed, held.partition, held.offset, raw)
-                    finally:
-                        for tables in ALL_TABLES:
-                            tables.flush()
+    async def _handle(self, held: Held) -> None:
+        event = held.event
+        if held.item is not None:
+            _current_event.set(weakref.ref(event))  # table writes and sends belong to it
+            raw = _raw(event)
 
-                await handle_with_retries(event.message, raw, held.item, service="detection",
-                                          agent=self.agent, handle=handle, dlq=self.dlq)
-            if event is not None:
-                await self.stream.ack(event)
+            async def handle(parsed: Any, held: Held = held, raw: bytes = raw) -> None:
+                try:
+                    await self.handle(parsed, held.partition, held.offset, raw)
+                finally:
+                    for tables in ALL_TABLES:
+                        tables.flush()
+
+            await handle_with_retries(event.message, raw, held.item, service="detection",
+                                      agent=self.agent, handle=handle, dlq=self.dlq)
+        if event is not None:
+            await self.stream.ack(event)
 
     def forget(self, revoked: Iterable[int]) -> None:
         self.merge.forget(revoked)
@@ -504,9 +515,10 @@ async def release_caught_up() -> None:
 
 @app.timer(PUNCTUATE_INTERVAL)
 async def punctuate() -> None:
+    # Not under the merge's lock (a long release would hold every punctuation back):
+    # `caught` counts what is being handled, and `newest` moves only once forwarded.
     await reports_forwarder.punctuate(reports_stage.caught)
-    async with ordered_results.lock:
-        await results_forwarder.punctuate(ordered_results.caught)
+    await results_forwarder.punctuate(ordered_results.caught)
 
 
 async def forget_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
