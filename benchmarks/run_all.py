@@ -12,6 +12,7 @@ import time
 
 BENCHMARKS = [
     ["benchmarks.ingest.throughput"],
+    ["benchmarks.ingest.workers"],  # PostgreSQL, 1 and 2 API workers
     ["benchmarks.detection.throughput"],
     ["benchmarks.detection.faust_ceiling"],  # what Faust costs per message, doing nothing
     ["benchmarks.detection.latency"],  # --mix worst: every result a new region

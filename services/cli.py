@@ -24,7 +24,7 @@ def _settings() -> Settings:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from shared.migrate import upgrade
+    from migrations import upgrade
 
     settings = _settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
@@ -217,6 +217,24 @@ def cmd_broker(args: argparse.Namespace) -> int:
             proc.wait(10)
 
 
+def _tune_http_process(service: str) -> None:
+    """Process-wide tuning for the HTTP process about to serve `service` (services/tuning.py),
+    after its app is imported (the tuning freezes what the import made)."""
+    if service == "ingest":
+        import services.ingest.api  # noqa: F401 - imported before the tuning
+        from services.tuning import tune_ingest_http
+
+        tune_ingest_http()
+
+
+def _http_worker_setup(service: str) -> None:
+    """What each of `serve_workers`' processes runs before uvicorn serves."""
+    from shared.logging import configure_logging
+
+    configure_logging(service)
+    _tune_http_process(service)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -231,7 +249,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from shared.serving import serve_workers
 
         return serve_workers(app, settings.http_host, port, workers,
-                             setup=functools.partial(configure_logging, args.service))
+                             setup=functools.partial(_http_worker_setup, args.service))
+    _tune_http_process(args.service)
     uvicorn.run(app, host=settings.http_host, port=port, log_config=None, access_log=False)
     return 0
 
@@ -302,6 +321,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # was away (about 90 lines a second per worker).
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False,
                           override_logging=False)
+    if args.service == "alerts":
+        from services.tuning import tune_alerts_worker
+
+        tune_alerts_worker()  # process-wide, once the app and its worker exist
     worker.execute_from_commandline()
     return 0
 

@@ -1,4 +1,5 @@
-"""Demo data for `make run`: one site with a stable dev API key and one active subscriber."""
+"""Demo data for `make run`: one site with a stable dev API key, one active subscriber, and
+the demo provider directory."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import select
 
 from services.alerts.models import Subscriber, Subscription
 from services.ingest.models import ApiKey, Site
 from services.ingest.service import create_site
-from services.referrals.demo_directory import seed_directory
+from services.referrals.hsds import ImportReport, import_path
 from shared.crypto import API_KEY_PREFIX, encrypt_phone, hash_api_key, phone_lookup_hash
 from shared.db import session_scope
 from shared.regions import by_postal_code
@@ -22,6 +24,9 @@ DEMO_SITE = "Demo Drug Checking Site"
 DEMO_POSTAL_CODE = "98104"  # Seattle, King County, WA
 DEMO_PHONE = "+12065550100"  # a fictional 555-01xx number
 CONSENT_TEXT = "Demo subscriber created by `lookout seed` for local development."
+# ~50 fictional providers around Seattle (the demo region) and in British Columbia, as an
+# HSDS 3.0 data package: invented names and addresses, 555 phone numbers.
+DEMO_DIRECTORY = Path(__file__).resolve().parent / "referrals" / "demo_directory"
 
 
 @dataclass(frozen=True)
@@ -60,5 +65,14 @@ def seed_demo(settings: Settings) -> Demo:
             session.flush()
             session.add(Subscription(subscriber_id=subscriber.id, region_id=region.id))
         subscriber.is_test = True  # receives `lookout smoke`'s canary alerts
-    seed_directory(settings)  # ~50 fictional providers (HSDS), upserted by id
+    seed_directory(settings)
     return Demo(api_key=key, region_id=region.id, region_name=region.name)
+
+
+def seed_directory(settings: Settings) -> ImportReport:
+    """Import the demo directory (upserted by id: seeding twice changes nothing)."""
+    with session_scope(settings.sqlalchemy_url) as session:
+        report = import_path(session, DEMO_DIRECTORY)
+    if report.rejected:
+        raise RuntimeError("the demo directory has rejected records:\n" + report.summary())
+    return report

@@ -76,15 +76,15 @@ WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes of WAL kept after it is reset (SQLite
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # synchronous=FULL in WAL mode: a commit is fsynced to the WAL before it returns, so what
     # a service answered as accepted (ingest's 202) survives a power cut or an operating-
-    # system crash, not only the process being killed. It costs one fsync per commit (about
-    # 0.2-1 ms on this machine's disk); the hot writers commit groups, so it is paid once per
-    # group, not per request. NORMAL would fsync only at checkpoints.
+    # system crash, not only the process being killed. It costs one fsync per commit
+    # (docs/performance.md); the hot writers commit groups, so it is paid once per group,
+    # not per request. NORMAL would fsync only at checkpoints.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA synchronous=FULL")
     # The WAL file is reused from its start after each complete checkpoint, but never shrinks
-    # by itself: a burst (80 MB in 10 s of benchmark singles) would stay on disk for good.
+    # by itself: a burst of writes (docs/performance.md) would stay on disk for good.
     cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
@@ -134,9 +134,9 @@ class BulkInsert:
     JSON), and then executed as one `executemany` without SQLAlchemy's per-row work.
 
     Why: under a single writer (SQLite) the write lock is held while rows are inserted;
-    SQLAlchemy's Core `executemany` spent about 45 us of Python per row of the ingest
-    tables there (parameter processing and bookkeeping) against about 15 us for SQLite
-    itself. `row()` runs before the write; `execute()` inside it.
+    SQLAlchemy's Core `executemany` spent about three times as long in Python per row of
+    the ingest tables (parameter processing and bookkeeping) as SQLite itself took
+    (docs/performance.md). `row()` runs before the write; `execute()` inside it.
 
     `late` columns take one value for every row of an `execute()` (e.g. `received_at`, set
     inside the write lock so that the times follow the commits)."""

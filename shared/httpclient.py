@@ -3,8 +3,8 @@
 
 Why not aiohttp: the SMS sender makes one short request per message, a thousand a second,
 and aiohttp's per-request machinery (ClientRequest/ClientResponse objects, payload registry,
-timers, traces, cookie handling) cost ~0.35 ms of CPU per request here, about three quarters
-of a whole send through the twilio SDK; this client costs ~0.1 ms for the same request.
+timers, traces, cookie handling) was most of the CPU of a whole send through the twilio SDK;
+this client does the same request for a fraction of it (figures: docs/performance.md).
 
 What it does: http and https (certificates verified), one request at a time per connection,
 idle connections reused per host, Content-Length, chunked and close-delimited responses.

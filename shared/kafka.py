@@ -82,8 +82,9 @@ async def ensure_topics(bootstrap: str, security: Security | None = None,
 
 class CachedPartitioner:
     """aiokafka's default partitioner (murmur2 of the key, as the Java client), remembering
-    the partition of each key. aiokafka's murmur2 is pure Python: about a fifth of the
-    outbox relay's CPU per message went to hashing the same few region keys again."""
+    the partition of each key. aiokafka's murmur2 is pure Python: a large share of the
+    outbox relay's CPU per message went to hashing the same few region keys again
+    (docs/performance.md)."""
 
     def __init__(self) -> None:
         self._default = DefaultPartitioner()

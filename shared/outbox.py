@@ -138,8 +138,9 @@ async def _send(producer: Any, rows: list[tuple[int, str, str, str]],
     its batch's result, or the exception that failed its batch. Each record names its row
     in a header, so that a relay taking over finds what was sent but not marked.
 
-    Why batches: `send()` per message cost about 35 us of CPU (a future, the accumulator's
-    bookkeeping and its partitioner per message) against about 16 us appended to a batch."""
+    Why batches: `send()` per message costs about twice the CPU of a record appended to a
+    batch (a future, the accumulator's bookkeeping and its partitioner per message;
+    docs/performance.md)."""
     partitions: dict[str, list[int]] = {}
     open_batches: dict[tuple[str, int], tuple[Any, list[int]]] = {}
     sent: list[tuple[asyncio.Future[Any], list[int]]] = []

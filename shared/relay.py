@@ -405,9 +405,9 @@ async def run_relay(settings: Settings, models: list[Any],
                     last_purge = now
                 if not more:
                     # Only a full batch means more is waiting. Going round again at once
-                    # after a partial one made a steady trickle (single results at 1,000/s)
-                    # cost a query, a send, a wait for the acks and a write per handful of
-                    # rows: a fifth of a core; waiting for the next poll lets rows gather.
+                    # after a partial one made a steady trickle of single results cost a
+                    # query, a send, a wait for the acks and a write per handful of rows
+                    # (docs/performance.md); waiting for the next poll lets rows gather.
                     await _sleep_or_stop(stop, settings.relay_poll_interval)
             except (KafkaError, OSError) as exc:
                 PUBLISH_ERRORS.inc()

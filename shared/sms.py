@@ -139,11 +139,11 @@ def _form(data: dict[str, object]) -> str:
 
 class LeanTwilioHttpClient(AsyncHttpClient):
     """The twilio SDK's async HTTP client, leaner: requests go through `shared.httpclient`
-    (keep-alive HTTP/1.1 on asyncio protocols; ~0.1 ms of CPU per request where the SDK's
-    aiohttp-based `AsyncTwilioHttpClient` costs ~0.35 ms), the form body URL-encoded once and
-    the Basic credentials encoded once per client. Same interface; no proxy, redirect or
-    retry options (unused here). A broken connection raises OSError, a bad response
-    ConnectionError (an OSError too)."""
+    (keep-alive HTTP/1.1 on asyncio protocols; a fraction of the CPU per request of the
+    SDK's aiohttp-based `AsyncTwilioHttpClient`, docs/performance.md), the form body
+    URL-encoded once and the Basic credentials encoded once per client. Same interface; no
+    proxy, redirect or retry options (unused here). A broken connection raises OSError, a
+    bad response ConnectionError (an OSError too)."""
 
     def __init__(self) -> None:
         super().__init__(None, True, None)

@@ -1,23 +1,20 @@
 """Faust helpers: the app factory and a per-message loop that never lets one message kill
-an agent (parse errors and repeated failures go to the topic's dead-letter topic)."""
+an agent (parse errors and repeated failures go to the topic's dead-letter topic). What the
+app changes inside faust and aiokafka is in `shared.faust_patches`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiokafka
 import faust
 from aiokafka.helpers import create_ssl_context
-from faust.transport.consumer import RecordMap
-from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP, TransportT
 from pydantic import ValidationError
 
+from shared.faust_patches import PatchedApp
 from shared.kafka import CachedPartitioner
 from shared.metrics import AGENT_MESSAGES
 from shared.settings import Settings
@@ -25,105 +22,6 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 HANDLER_ATTEMPTS = 3
-
-
-async def fetched_end_offsets(bootstrap: str | list[str], listed: Mapping[TP, int],
-                              security: Mapping[str, Any] | None = None) -> dict[TP, int]:
-    """The end offset of each partition as a fetch reports it (its high watermark), given
-    the end offsets ListOffsets gave (`listed`).
-
-    Tansu (0.6, memory storage) answers ListOffsets(latest) with the base offset of the
-    partition's last record batch + 1, so a partition whose last batch holds several records
-    looks shorter than it is; its fetch responses carry the right high watermark. One fetch
-    from `listed - 1` per partition, on a consumer of its own (no group).
-    """
-    if not listed:
-        return {}
-    probe = aiokafka.AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                      enable_auto_commit=False, fetch_max_wait_ms=10,
-                                      **(security or {}))
-    await probe.start()
-    try:
-        tps = {tp: aiokafka.TopicPartition(tp.topic, tp.partition) for tp in listed}
-        probe.assign(list(tps.values()))
-        for tp, atp in tps.items():
-            probe.seek(atp, max((listed[tp] or 0) - 1, 0))
-        deadline = time.monotonic() + 30
-        while any(probe.highwater(atp) is None for atp in tps.values()):
-            if time.monotonic() > deadline:
-                raise TimeoutError("no fetch response for the end offsets of "
-                                   f"{sorted(str(tp) for tp in tps)}")
-            await probe.getmany(timeout_ms=100)
-        return {tp: max(listed[tp] or 0, probe.highwater(atp) or 0) for tp, atp in tps.items()}
-    finally:
-        await probe.stop()
-
-
-class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """faust hard-codes the worker consumer's fetch_max_wait_ms=1500, which adds up to 1.5 s
-    per hop on a quiet topic; use the app's `fetch_max_wait_ms` instead.
-
-    Table recovery reads each changelog partition up to the end offset `_highwaters` gives
-    (ListOffsets); on Tansu that stops short of the last batch's other records (see
-    `fetched_end_offsets`), and the worker then handled messages against tables missing
-    writes of committed messages (docs/detection.md, "State, recovery and replays"). So the
-    end offsets are read from a fetch."""
-
-    _bootstrap: list[str] = []
-    _security: Mapping[str, Any] = {}
-
-    def _create_worker_consumer(
-        self, transport: faust_aiokafka.Transport
-    ) -> aiokafka.AIOKafkaConsumer:
-        consumer = super()._create_worker_consumer(transport)
-        wait = getattr(self.consumer.app, "fetch_max_wait_ms", 1500)
-        consumer._fetch_max_wait_ms = int(wait)  # read when the fetcher starts
-        self._bootstrap = faust_aiokafka.server_list(transport.url, transport.default_port)
-        conf = self.consumer.app.conf
-        self._security = faust_aiokafka.credentials_to_aiokafka_auth(conf.broker_credentials,
-                                                                     conf.ssl_context)
-        return consumer
-
-    async def _fetch_records(
-        self,
-        consumer: aiokafka.AIOKafkaConsumer,
-        active_partitions: set[TP],
-        timeout: float | None = None,  # noqa: ASYNC109 - faust's signature
-        max_records: int | None = None,
-    ) -> RecordMap:
-        """faust hands aiokafka its live set of active partitions, which aiokafka reads again
-        while it waits for records, and to aiokafka an empty set means every partition. When
-        table recovery ends during that wait, faust pauses the changelog partitions (the set
-        becomes empty) and aiokafka hands over the records it had prefetched for the paused
-        source partitions: faust drops them, yet the consumer's position has moved past them,
-        so they were never handled (the kill -9 test lost results 49..180 of a partition this
-        way). So aiokafka gets a copy, taken when faust asks, and nothing when it is empty."""
-        active = set(active_partitions)
-        if not active:
-            return {}
-        return await super()._fetch_records(consumer, active, timeout, max_records)
-
-    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
-        listed = await super()._highwaters(partitions)
-        if self.consumer.in_transaction:  # last stable offsets, not the ends
-            return listed
-        return await fetched_end_offsets(self._bootstrap, listed, self._security)
-
-
-class _Consumer(faust_aiokafka.Consumer):
-    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-
-class _Transport(faust_aiokafka.Transport):
-    Consumer = _Consumer
-
-
-class _App(faust.App):
-    fetch_max_wait_ms = 1500
-
-    def _new_transport(self) -> TransportT:
-        return _Transport(self.conf.broker_consumer, self)
 
 
 def faust_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
@@ -145,7 +43,7 @@ def make_faust_app(name: str, settings: Settings) -> faust.App:
     brokers = ";".join(f"kafka://{s}" for s in settings.bootstrap_servers.split(","))
     datadir = Path(settings.var_dir) / "faust" / name
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    app = _App(
+    app = PatchedApp(
         f"lookout-{name}",
         broker=brokers,
         web_enabled=False,

@@ -13,9 +13,9 @@ import psycopg
 import pytest
 from starlette.applications import Starlette
 
+from migrations import upgrade
 from services.stack import command
 from shared.broker import free_port, running_tansu
-from shared.migrate import upgrade
 from shared.settings import Settings
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"

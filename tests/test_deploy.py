@@ -40,7 +40,17 @@ REQUIRED_SECRETS = {
     "LOOKOUT_TWILIO_AUTH_TOKEN",
     "POSTGRES_PASSWORD",
     "GRAFANA_ADMIN_PASSWORD",
+    *(f"KAFKA_{user.upper()}_PASSWORD" for user in (
+        "broker", "admin", "relay", "ingest", "detection", "alerts", "referrals", "dashboard")),
 }
+# Workers that share their topics' partitions (or, the relay, stand by) and run as replicas.
+REPLICATED = ("relay", "detection", "alerts-worker", "referrals-worker")
+# The Kafka user of each process that connects to Kafka (deploy/k8s/users.yaml's too, but
+# the relay: compose runs one relay for every outbox).
+KAFKA_USERS = {"topics": "admin", "relay": "relay", "ingest": "ingest",
+               "detection": "detection", "alerts": "alerts", "alerts-worker": "alerts",
+               "referrals": "referrals", "referrals-worker": "referrals",
+               "dashboard": "dashboard", "dashboard-worker": "dashboard"}
 # `${NAME:?message}` / `${NAME?message}`: interpolation that fails when NAME is unset.
 REQUIRED_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?\?[^}]*\}")
 ANY_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
@@ -259,12 +269,59 @@ def test_kafka_is_a_pinned_single_node_kraft_broker(compose: dict[str, Any]) -> 
                 "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"):
         assert env.get(key) == "1", key
     assert env.get("KAFKA_AUTO_CREATE_TOPICS_ENABLE") == "false"
-    assert "PLAINTEXT://kafka:9092" in (env.get("KAFKA_ADVERTISED_LISTENERS") or "")
+    assert env.get("KAFKA_ADVERTISED_LISTENERS") == "SASL_PLAINTEXT://kafka:9092"
     test = " ".join(kafka.get("healthcheck", {}).get("test", []))
     assert "localhost:9092" in test and ("broker-api-versions" in test or "topics" in test)
     for name in _lookout_services(compose):
         assert _environment(_service(compose, name)).get("LOOKOUT_KAFKA_BOOTSTRAP") == (
             "kafka:9092"), name
+
+
+def test_workers_run_as_replicas(compose: dict[str, Any]) -> None:
+    partitions = Settings.model_construct().kafka_partitions
+    for name in REPLICATED:
+        replicas = (_service(compose, name).get("deploy") or {}).get("replicas")
+        assert isinstance(replicas, int) and 2 <= replicas <= partitions, (name, replicas)
+        assert not _service(compose, name).get("ports"), f"{name}: a replica publishes a port"
+        assert not _service(compose, name).get("container_name"), name  # would clash
+
+
+def _jaas_users(jaas: str) -> dict[str, str]:
+    assert jaas.startswith("org.apache.kafka.common.security.plain.PlainLoginModule required ")
+    assert jaas.endswith(";")
+    return dict(re.findall(r'\buser_([a-z]+)="([^"]*)"', jaas))
+
+
+def test_kafka_clients_authenticate_each_as_its_own_user(compose: dict[str, Any]) -> None:
+    kafka = _environment(_service(compose, "kafka"))
+    protocols = dict(item.split(":") for item in
+                     (kafka.get("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP") or "").split(","))
+    controllers = set((kafka.get("KAFKA_CONTROLLER_LISTENER_NAMES") or "").split(","))
+    listeners = [item.split("://")[0] for item in (kafka.get("KAFKA_LISTENERS") or "").split(",")]
+    client_listeners = [name for name in listeners if name not in controllers]
+    assert client_listeners, "no listener for clients"
+    for name in client_listeners:
+        assert protocols.get(name, name).startswith("SASL_"), f"{name} takes anonymous clients"
+    assert kafka.get("KAFKA_SASL_ENABLED_MECHANISMS") == "PLAIN"
+    broker_users = _jaas_users(
+        kafka.get("KAFKA_LISTENER_NAME_SASL__PLAINTEXT_PLAIN_SASL_JAAS_CONFIG") or "")
+    dummies = {_dummy(name) for name in _required_variables()}
+    assert set(broker_users.values()) <= dummies, "a broker password not from the environment"
+    assert len(set(broker_users.values())) == len(broker_users), "two users share a password"
+    services = _lookout_services(compose)
+    assert set(services) - {"migrate"} == set(KAFKA_USERS), "a Kafka client without a user"
+    for name, user in KAFKA_USERS.items():
+        env = _environment(services[name])
+        assert env.get("LOOKOUT_KAFKA_SECURITY_PROTOCOL") == "SASL_PLAINTEXT", name
+        assert env.get("LOOKOUT_KAFKA_SASL_MECHANISM") == "PLAIN", name
+        assert env.get("LOOKOUT_KAFKA_USERNAME") == user, name
+        assert env.get("LOOKOUT_KAFKA_PASSWORD") == _dummy(f"KAFKA_{user.upper()}_PASSWORD"), name
+        assert broker_users.get(user) == env["LOOKOUT_KAFKA_PASSWORD"], f"{name}: unknown user"
+    assert "LOOKOUT_KAFKA_PASSWORD" not in _environment(services["migrate"])
+    # The healthcheck's client authenticates too (as the broker's own user).
+    test = " ".join(_service(compose, "kafka")["healthcheck"]["test"])
+    assert "--command-config" in test and "security.protocol=SASL_PLAINTEXT" in test
+    assert kafka.get("HEALTHCHECK_KAFKA_PASSWORD") == broker_users["broker"]
 
 
 def test_http_services_have_healthchecks_and_published_ports(compose: dict[str, Any]) -> None:

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import httpx
 
-from shared.settings import Settings
-from tests.alerts.harness import SID, TOKEN, Stack, publish_signal, seed_subscribers, tansu
-from tests.conftest import REPO_ROOT, free_port
+from shared.broker import free_port
+from shared.settings import REPO_ROOT, Settings
+from testing.alerts_stack import SID, TOKEN, Stack, publish_signal, seed_subscribers, tansu
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 
@@ -115,7 +115,7 @@ def run(count: int, rate: float, concurrency: int, db_url: str | None,
     print(f"logs in {tmp}", flush=True)
     port = free_port()
     fake_log = (tmp / "fake-twilio.log").open("wb")
-    fake = subprocess.Popen([sys.executable, "-m", "shared.fakes.twilio_server", "--port",
+    fake = subprocess.Popen([sys.executable, "-m", "testing.twilio_server", "--port",
                              str(port), "--account-sid", SID, "--auth-token", TOKEN,
                              "--log-level", "warning"], cwd=REPO_ROOT, stdout=fake_log,
                             stderr=subprocess.STDOUT)
@@ -130,7 +130,7 @@ def run(count: int, rate: float, concurrency: int, db_url: str | None,
             stack.migrate() if not db_url else None
             target = db_url or stack.db_url
             if db_url:
-                from shared.migrate import upgrade
+                from migrations import upgrade
 
                 upgrade(db_url)
             t0 = time.monotonic()

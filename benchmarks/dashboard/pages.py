@@ -1,7 +1,7 @@
 """Page-render latency of the dashboard with a year of data (target: p99 < 150 ms per page).
 
 The read model holds the Drug Checking BC export's last year and 11,000 synthetic overdose
-reports over Florida's 67 counties (tests/dashboard/seed.py, through the dashboard's own
+reports over Florida's 67 counties (testing/dashboard_seed.py, through the dashboard's own
 consumer), plus a story of signals, alerts and referrals. A signed-in official's browser is
 played by an HTTP client on the app in process (the session cookie checked on every
 request, as in production); each page is asked `--requests` times after a warm-up.
@@ -29,18 +29,18 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from migrations import upgrade
 from services.dashboard import accounts
 from services.dashboard.api import app
 from shared.db import session_scope
-from shared.migrate import upgrade
 from shared.settings import Settings, get_settings
-from tests.dashboard import seed
+from testing import dashboard_seed
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 TARGET_P99_MS = 150.0
 
 
-def _pages(s: seed.Seeded) -> list[tuple[str, str]]:
+def _pages(s: dashboard_seed.Seeded) -> list[tuple[str, str]]:
     return [
         ("now", "/"),
         ("review queue", "/review"),
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(env="test", database_url=url, var_dir=Path(tmp) / "var",
                             dashboard_login_rate_per_minute=0)
         started = time.monotonic()
-        seeded = seed.seed(url, datetime.now(UTC), bc_days=days, reports=reports,
+        seeded = dashboard_seed.seed(url, datetime.now(UTC), bc_days=days, reports=reports,
                            report_days=days)
         load_s = time.monotonic() - started
         with session_scope(url) as session:

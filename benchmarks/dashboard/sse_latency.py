@@ -30,12 +30,12 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import select
 
+from migrations import upgrade
 from services.dashboard.models import Change
 from services.stack import command
 from shared.broker import free_port, running_tansu
 from shared.db import session_scope
 from shared.events import SpikeSignalV1
-from shared.migrate import upgrade
 from shared.topics import SIGNALS
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"

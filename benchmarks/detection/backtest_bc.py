@@ -39,9 +39,9 @@ import httpx
 
 from benchmarks.detection.stack import Stack, stack
 from benchmarks.detection.throughput import _ready
-from services.detection.harness import SignalReader
 from shared.settings import REPO_ROOT
 from shared.topics import DRUGCHECK_RESULTS, SIGNALS
+from testing.detection_worker import SignalReader
 
 DATA = REPO_ROOT.parent / "shared" / "data" / "drugcheckingbc-2018-2020.csv"
 RESULTS = Path(__file__).resolve().parents[1] / "results"

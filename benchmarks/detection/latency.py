@@ -53,11 +53,11 @@ from benchmarks.detection.backtest_bc import DATA, site_keys
 from benchmarks.detection.stack import Stack, stack
 from benchmarks.detection.throughput import _ready
 from benchmarks.ingest.throughput import _cpu_seconds
-from services.detection.harness import Event, produce
 from shared.db import session_scope
 from shared.events import DetectedSubstanceV1, DrugCheckResultV1
 from shared.regions import by_postal_code
 from shared.topics import DRUGCHECK_RESULTS, SIGNALS
+from testing.detection_worker import Event, produce
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 

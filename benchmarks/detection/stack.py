@@ -15,9 +15,9 @@ from typing import IO
 
 import httpx
 
-from services.detection.harness import Worker, free_port, tansu
 from services.stack import command
 from shared.settings import REPO_ROOT
+from testing.detection_worker import Worker, free_port, tansu
 
 
 @dataclass

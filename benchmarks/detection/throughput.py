@@ -29,10 +29,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from services.detection.harness import SignalReader, Worker, send_raw, tansu, topic_of
 from shared.events import DetectedSubstanceV1, DrugCheckResultV1, OverdoseReportV1
 from shared.substances import get_substance
 from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS
+from testing.detection_worker import SignalReader, Worker, send_raw, tansu, topic_of
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

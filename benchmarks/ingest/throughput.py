@@ -40,12 +40,12 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select
 
+from migrations import upgrade
 from services.ingest.models import OutboxMessage
 from services.ingest.service import create_site
 from shared.broker import free_port, start_tansu
 from shared.db import session_scope
 from shared.kafka import ensure_topics, wait_for_broker
-from shared.migrate import upgrade
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 REPO = Path(__file__).resolve().parents[2]

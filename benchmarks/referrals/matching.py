@@ -127,10 +127,10 @@ def bench_matching(services: int, n_requests: int) -> dict[str, Any]:
 def bench_db(services: int) -> dict[str, Any]:
     """Write the generated directory as HSDS, import it into SQLite, time the directory load
     (cold, and cached as the worker does it)."""
+    from migrations import upgrade
     from services.referrals import service
     from services.referrals.hsds import import_path, write_package
     from shared.db import session_scope
-    from shared.migrate import upgrade
 
     entries = generate(services)
     rows: dict[str, list[dict[str, Any]]] = {k: [] for k in (

@@ -26,6 +26,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from services.dashboard import models
+from services.dashboard.aggregates import Counts, county_of, state_of
 from shared.db import session_scope, utcnow
 from shared.events import (
     AlertChangedV1,
@@ -37,9 +38,9 @@ from shared.events import (
     SpikeSignalV1,
     signal_adapter,
 )
+from shared.faust_patches import fetched_end_offsets
 from shared.kafka import client_security
 from shared.settings import Settings
-from shared.streams import fetched_end_offsets
 from shared.topics import (
     ALERT_EVENTS,
     DRUGCHECK_RESULTS,
@@ -91,14 +92,6 @@ def parse(topic: str, raw: bytes) -> BaseModel:
     return _PARSERS[topic](raw)
 
 
-def county_of(region_id: str) -> str:
-    return "/".join(region_id.split("/")[:3])
-
-
-def state_of(region_id: str) -> str:
-    return "/".join(region_id.split("/")[:2])
-
-
 def _regions(region_id: str, region_name: str) -> dict[str, str]:
     return {"region_id": region_id, "region_name": region_name,
             "county_id": county_of(region_id), "state_id": state_of(region_id)}
@@ -110,6 +103,7 @@ class Bulk:
 
     def __init__(self) -> None:
         self.rows: dict[type[models.Base], list[dict[str, Any]]] = {}
+        self.counts = Counts()
 
     def add(self, model: type[models.Base], **row: Any) -> None:
         self.rows.setdefault(model, []).append(row)
@@ -124,6 +118,8 @@ class Bulk:
         for model, rows in self.rows.items():
             session.execute(insert(model), rows)
         self.rows.clear()
+        self.counts.add_to(session)
+        self.counts = Counts()
 
 
 def _result(session: Session, bulk: Bulk, e: DrugCheckResultV1, published_at: datetime,
@@ -137,6 +133,7 @@ def _result(session: Session, bulk: Bulk, e: DrugCheckResultV1, published_at: da
         substances=[s.model_dump() for s in e.substances], strips=dict(e.strips),
         adverse_reaction=e.adverse_reaction, collection_site=e.collection_site,
         canary=e.canary)
+    bulk.counts.result(e)
     if changes:
         bulk.change("result", e.event_id, e.region_id, canary=e.canary,
                     site_id=str(e.site_id))
@@ -150,6 +147,7 @@ def _report(session: Session, bulk: Bulk, e: OverdoseReportV1, published_at: dat
         **_regions(e.region_id, e.region_name), fatal=e.fatal,
         naloxone_doses=e.naloxone_doses,
         suspected_substance_ids=list(e.suspected_substance_ids), sold_as_id=e.sold_as_id)
+    bulk.counts.report(e)
     if changes:
         bulk.change("report", e.event_id, e.region_id, fatal=e.fatal, source=e.source)
 
@@ -296,7 +294,8 @@ def apply_batch(url: str, batch: list[tuple[Record, BaseModel]], changes: bool =
 # ---- rebuild ----------------------------------------------------------------------------------
 
 READ_MODEL = (models.ProcessedEvent, models.Result, models.Report, models.Signal,
-              models.Alert, models.AlertEvent, models.Site, models.Referral)
+              models.Alert, models.AlertEvent, models.Site, models.Referral, models.Region,
+              models.ReportDay, models.SampleDay, models.FoundDay)
 
 
 def clear(url: str) -> None:

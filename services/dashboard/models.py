@@ -8,10 +8,21 @@ Regions are stored with their county and state prefixes (`us/wa/king-county/9810
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, Index, Integer, String, Text, false
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, UTCDateTime, utcnow
@@ -193,3 +204,71 @@ class Change(Base):
     region_id: Mapped[str | None] = mapped_column(String(120))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     data: Mapped[str] = mapped_column(Text)  # JSON sent as the SSE event's data
+
+
+# ---- aggregates, kept as events are applied (`services.dashboard.aggregates`) ---------------
+# The pages read these instead of every row of a range; real (not canary) traffic only.
+# Days are the event time's UTC date.
+
+class Region(Base):
+    """Every region with reports or samples, and how many of each: the region tree."""
+
+    __tablename__ = "dashboard_regions"
+
+    region_id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    region_name: Mapped[str] = mapped_column(String(200))
+    reports: Mapped[int] = mapped_column(Integer, default=0)
+    results: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ReportDay(Base):
+    """Overdose reports per day, region, source and fatal."""
+
+    __tablename__ = "dashboard_report_days"
+    __table_args__ = (Index("ix_dashboard_report_days_state_day", "state_id", "day"),
+                      Index("ix_dashboard_report_days_county_day", "county_id", "day"))
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    region_id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    fatal: Mapped[str] = mapped_column(String(8), primary_key=True)
+    county_id: Mapped[str] = mapped_column(String(120))
+    state_id: Mapped[str] = mapped_column(String(60))
+    reports: Mapped[int] = mapped_column(Integer)
+
+
+class SampleDay(Base):
+    """Drug-checking samples per day, region and sold-as ("" when not given): how many,
+    how many held what they were sold as, how many held a high-risk substance."""
+
+    __tablename__ = "dashboard_sample_days"
+    __table_args__ = (Index("ix_dashboard_sample_days_state_day", "state_id", "day"),
+                      Index("ix_dashboard_sample_days_county_day", "county_id", "day"))
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    region_id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    sold_as_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    county_id: Mapped[str] = mapped_column(String(120))
+    state_id: Mapped[str] = mapped_column(String(60))
+    samples: Mapped[int] = mapped_column(Integer)
+    matched: Mapped[int] = mapped_column(Integer)
+    high_risk: Mapped[int] = mapped_column(Integer)
+
+
+class FoundDay(Base):
+    """Samples in which a substance was found, per day, region and sold-as: `name` is the
+    catalog name (or the raw name of an unrecognized one), `substance_id` "" for those."""
+
+    __tablename__ = "dashboard_found_days"
+    __table_args__ = (Index("ix_dashboard_found_days_state_day", "state_id", "day"),
+                      Index("ix_dashboard_found_days_county_day", "county_id", "day"))
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    region_id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    sold_as_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    substance_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    high_risk: Mapped[bool] = mapped_column(Boolean)
+    county_id: Mapped[str] = mapped_column(String(120))
+    state_id: Mapped[str] = mapped_column(String(60))
+    samples: Mapped[int] = mapped_column(Integer)

@@ -197,8 +197,8 @@ def supply_csv(session: DbSession, signed: SignedInOfficial, region: str = "",
 def map_page(request: Request, session: DbSession, signed: SignedInOfficial,
              days: Days = 28) -> Response:
     now = _now()
-    counties = repository.map_data(session, now, days=days, level="county")
-    zips = repository.map_data(session, now, days=days, level="postal_code")
+    areas = repository.map_areas(session, now, days=days)
+    counties, zips = areas["county"], areas["postal_code"]
     peak = max((a.reports + a.results for a in counties), default=0)
     us: list[dict[str, object]] = []
     elsewhere: list[dict[str, object]] = []

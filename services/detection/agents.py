@@ -22,13 +22,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import weakref
 import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from faust.streams import _current_event
 from faust.types import TP
 from pydantic import ValidationError
 
@@ -38,6 +36,7 @@ from services.detection.ordering import EventTimeMerge, Held, SourceMerge
 from services.detection.processors import Processor, Tables
 from services.detection.tablecache import WriteBehind
 from shared.events import DrugCheckResultV1, OverdoseReportV1
+from shared.faust_patches import bind_current_event, committed_offset
 from shared.settings import get_settings
 from shared.streams import dead_letter, handle_with_retries
 from shared.topics import (
@@ -115,8 +114,7 @@ def through_partition(key: str, partitions: int) -> int:
 
 
 def _committed_offset(tp: TP) -> int | None:
-    offsets: dict[TP, int] = getattr(app.consumer, "_committed_offset", {})
-    return offsets.get(tp)
+    return committed_offset(app.consumer, tp)
 
 
 def _caught_up(topic: str, partition: int, next_offset: int | None) -> bool:
@@ -309,7 +307,7 @@ class _Ordered:
     async def _handle(self, held: Held) -> None:
         event = held.event
         if held.item is not None:
-            _current_event.set(weakref.ref(event))  # table writes and sends belong to it
+            bind_current_event(event)  # table writes and sends belong to it
             raw = _raw(event)
 
             async def handle(parsed: Any, held: Held = held, raw: bytes = raw) -> None:
@@ -423,7 +421,7 @@ class _Repartitioned:
         lowest = self._lowest(q)  # once per batch: a lower bound for every message in it
         for held in ready:
             event = held.event
-            _current_event.set(weakref.ref(event))
+            bind_current_event(event)
             raw = _raw(event)
             parsed, extra = held.item
 

@@ -4,7 +4,6 @@ submissions, the CSV upload page, and the admin API for sites and keys."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import uuid
 from collections import Counter
@@ -682,15 +681,3 @@ def _openapi() -> dict[str, Any]:
 
 
 app.openapi = _openapi  # type: ignore[method-assign]
-
-# What exists once the app is imported (FastAPI, SQLAlchemy, pydantic schemas, the region
-# and substance catalogs) lives as long as the process. Move it out of the garbage
-# collector's reach: otherwise its full passes, frequent while batches of 1,000 come in,
-# walk these ~100,000 objects again and again (tens of ms each).
-gc.freeze()
-# A batch of 1,000 keeps ~30,000 new objects alive while it is validated and prepared; at
-# the default threshold (700) that is dozens of young collections per batch, each walking
-# the survivors again. Collect the young generation every 100,000 net new objects instead:
-# a batch's CPU fell by about a sixth in-process (182 -> 150 us per result, load 7).
-# Objects freed by reference counting (nearly all) do not count towards it.
-gc.set_threshold(100_000, 50, 100)

@@ -29,7 +29,6 @@ then falls back to reading inside the lock.
 from __future__ import annotations
 
 import asyncio
-import sys
 import weakref
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,14 +43,7 @@ Lookup = Callable[[Session, Sequence[Any]], Any]
 Store = Callable[[Session, Sequence[Any], Any], list[Any]]  # (session, items, looked up)
 
 _thread = ThreadPoolExecutor(1, thread_name_prefix="ingest-writer")
-# The writer thread lets go of the GIL for every statement and must then win it back from the
-# event loop, which under load is busy with the next requests: by default it waits up to
-# 5 ms each time (the switch interval), which made a group of 10 results take 10 to 20 ms,
-# all of it inside the write lock that every other writer waits for. Measured with a
-# transaction of six statements against a busy main thread: 220 ms at 5 ms, 5-12 ms at
-# 1 ms, 1.2-2 ms at 0.2 ms (0.8 ms with an idle main thread). The switches cost little:
-# they happen only while the writer waits for the GIL.
-sys.setswitchinterval(0.0002)
+# `lookout serve ingest` shortens the switch interval for this thread (services/tuning.py).
 
 
 @dataclass(eq=False)  # hashed by identity

@@ -15,7 +15,7 @@ from shared.events import ContaminationSignalV1, DetectedSubstanceV1
 from shared.gsm import is_gsm7, segment_count
 from shared.problems import ProblemError
 from shared.settings import Settings
-from tests.builders import contamination_signal, result_event
+from testing.builders import contamination_signal, result_event
 
 PUMP = "URGENT: call +1 206 555 0199, visit http://lookout-refund.example/claim now"
 RTL = "\U0001f48a\u202eLYNATNEF\u202c \u200bpink \U0001f480"

@@ -19,8 +19,8 @@ from services.alerts.api import app
 from services.alerts.models import Delivery, DevOutboxMessage, EarlyStatus
 from shared.db import session_scope, utcnow
 from shared.settings import Settings, get_settings
+from testing.builders import contamination_signal
 from tests.alerts.test_service import add_subscriber
-from tests.builders import contamination_signal
 
 PUBLIC = "https://alerts.example.org"
 

@@ -12,8 +12,8 @@ from shared.db import session_scope
 from shared.events import AlertChangedV1
 from shared.settings import Settings
 from shared.topics import ALERT_EVENTS
-from tests.alerts.harness import seed_subscribers
-from tests.builders import contamination_signal
+from testing.alerts_stack import seed_subscribers
+from testing.builders import contamination_signal
 
 
 def alert_events(settings: Settings) -> list[AlertChangedV1]:

@@ -27,8 +27,8 @@ from shared.events import (
     signal_adapter,
 )
 from shared.settings import Settings, get_settings
+from testing.builders import contamination_signal, result_event
 from tests.alerts.test_service import add_subscriber
-from tests.builders import contamination_signal, result_event
 from tests.credentials import official_headers
 
 

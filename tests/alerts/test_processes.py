@@ -16,9 +16,8 @@ import httpx
 import pytest
 from twilio.request_validator import RequestValidator
 
-from shared.fakes.twilio_server import FakeTwilioServer
 from shared.settings import Settings
-from tests.alerts.harness import (
+from testing.alerts_stack import (
     SID,
     TOKEN,
     Stack,
@@ -28,6 +27,7 @@ from tests.alerts.harness import (
     tansu,
     wait_until,
 )
+from testing.twilio_server import FakeTwilioServer
 
 SECRET = Settings().secret_key  # the processes run with the default test secret
 
@@ -138,8 +138,8 @@ def test_stop_during_a_10000_subscriber_fan_out(
 def test_a_draft_approved_by_an_official_is_sent_by_the_running_worker(
     tmp_path: Path, bootstrap: str, fake_twilio: FakeTwilioServer
 ) -> None:
-    from tests.alerts.harness import REGION
-    from tests.builders import contamination_signal
+    from testing.alerts_stack import REGION
+    from testing.builders import contamination_signal
     from tests.credentials import official_headers
 
     stack = Stack(tmp_path, bootstrap, fake_twilio.url, rate=0)

@@ -23,8 +23,8 @@ from services.alerts.models import Alert, AlertAudit, Delivery
 from shared.db import session_scope
 from shared.officials import AUDIENCE, ISSUER, public_key
 from shared.settings import Settings, get_settings
+from testing.builders import contamination_signal
 from tests.alerts.test_service import add_subscriber
-from tests.builders import contamination_signal
 from tests.credentials import official_headers
 
 REGION = "us/wa/king-county/98104"

@@ -15,10 +15,10 @@ from services.alerts.sender import Sender
 from services.alerts.sms import Receipt, SmsError, TwilioSmsBackend
 from shared.db import session_scope, utcnow
 from shared.events import SmsOutboundJobV1
-from shared.fakes.twilio_server import FakeTwilioServer
 from shared.settings import Settings
+from testing.builders import contamination_signal
+from testing.twilio_server import FakeTwilioServer
 from tests.alerts.test_service import add_subscriber
-from tests.builders import contamination_signal
 
 SID = "AC" + "1" * 32
 TOKEN = "test-auth-token"

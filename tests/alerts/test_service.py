@@ -11,7 +11,7 @@ from services.alerts.models import Alert, Delivery, Subscriber, Subscription
 from shared.crypto import encrypt_phone, phone_lookup_hash
 from shared.db import session_scope
 from shared.settings import Settings
-from tests.builders import contamination_signal
+from testing.builders import contamination_signal
 
 
 def add_subscriber(settings: Settings, phone: str, region_id: str,

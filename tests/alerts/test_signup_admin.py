@@ -15,10 +15,10 @@ from services.alerts.api import app
 from services.alerts.models import Delivery, Subscriber, Subscription
 from shared.crypto import phone_lookup_hash
 from shared.db import session_scope
-from shared.fakes.twilio_server import FakeTwilioServer
 from shared.settings import Settings, get_settings
+from testing.builders import contamination_signal
+from testing.twilio_server import FakeTwilioServer
 from tests.alerts.test_service import add_subscriber
-from tests.builders import contamination_signal
 from tests.credentials import official_headers
 
 SID = "AC" + "3" * 32

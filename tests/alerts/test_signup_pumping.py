@@ -21,9 +21,9 @@ from services.alerts.api import app
 from services.alerts.models import SignupRequest, Subscriber
 from shared.crypto import phone_lookup_hash
 from shared.db import session_scope
-from shared.fakes.twilio_server import FakeTwilioServer
 from shared.ratelimit import client_key
 from shared.settings import Settings, get_settings
+from testing.twilio_server import FakeTwilioServer
 from tests.alerts.test_service import add_subscriber
 from tests.alerts.test_signup_admin import SID, TOKEN, _confirm, _csrf, _start
 

@@ -19,16 +19,16 @@ import pytest
 import uvicorn
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from migrations import upgrade
 from services.dashboard import accounts, consumer
 from services.dashboard.api import app
 from shared.db import session_scope
 from shared.events import SpikeSignalV1
-from shared.migrate import upgrade
 from shared.regions import by_postal_code
 from shared.settings import REPO_ROOT, Settings, get_settings
 from shared.topics import SIGNALS
+from testing import dashboard_seed
 from tests.conftest import free_port
-from tests.dashboard import seed
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
@@ -39,7 +39,7 @@ PHONE = {"width": 390, "height": 844}  # a phone's CSS pixels (iPhone 12-15)
 
 
 class Served:
-    def __init__(self, base: str, url: str, settings: Settings, seeded: seed.Seeded,
+    def __init__(self, base: str, url: str, settings: Settings, seeded: dashboard_seed.Seeded,
                  password: str) -> None:
         self.base, self.url, self.settings = base, url, settings
         self.seeded, self.password = seeded, password
@@ -53,7 +53,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     url = f"sqlite:///{tmp / 'lookout.db'}"
     upgrade(url)
     settings = Settings(env="test", database_url=url, var_dir=tmp / "var")
-    seeded = seed.seed(url, datetime.now(UTC), bc_days=7, reports=300, report_days=28)
+    seeded = dashboard_seed.seed(url, datetime.now(UTC), bc_days=7, reports=300, report_days=28)
     with session_scope(url) as session:
         password = accounts.create(session, settings, "pat", "reviewer", "us/fl",
                                    with_password=True).password
@@ -103,7 +103,7 @@ def signed_in_page(browser: Browser, served: Served, viewport: dict[str, int],
     return page
 
 
-def pages(s: seed.Seeded) -> list[tuple[str, str, str]]:
+def pages(s: dashboard_seed.Seeded) -> list[tuple[str, str, str]]:
     """(name, path, a selector that only real data fills)."""
     return [
         ("now", "/", f"#now-waiting a[href='/alerts/{s.draft_id}']"),

@@ -14,8 +14,8 @@ from services.alerts.models import Alert, AlertAudit
 from services.dashboard.account_models import DashboardAudit
 from shared.db import session_scope
 from shared.settings import Settings
+from testing.builders import contamination_signal
 from tests.alerts.test_service import add_subscriber
-from tests.builders import contamination_signal
 from tests.dashboard.conftest import MakeOfficial, form_csrf, login
 
 REGION = "us/wa/king-county/98104"

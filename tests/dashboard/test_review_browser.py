@@ -24,11 +24,11 @@ from playwright.sync_api import Page, sync_playwright
 from sqlalchemy import text
 
 from shared.db import get_engine
-from shared.fakes.twilio_server import FakeTwilioServer
 from shared.settings import Settings
-from tests.alerts.harness import SID, TOKEN, Stack, seed_subscribers, tansu, wait_until
+from testing.alerts_stack import SID, TOKEN, Stack, seed_subscribers, tansu, wait_until
+from testing.builders import contamination_signal
+from testing.twilio_server import FakeTwilioServer
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
-from tests.builders import contamination_signal
 from tests.conftest import free_port, run_lookout
 from tests.credentials import official_headers
 

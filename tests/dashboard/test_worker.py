@@ -19,9 +19,9 @@ from services.dashboard import models
 from services.dashboard.consumer import TOPICS
 from services.stack import command
 from shared.db import session_scope
-from shared.streams import fetched_end_offsets
+from shared.faust_patches import fetched_end_offsets
 from shared.topics import SIGNALS
-from tests.alerts.harness import wait_until
+from testing.alerts_stack import wait_until
 from tests.conftest import REPO_ROOT, free_port, run_lookout
 from tests.dashboard.events import story
 from tests.dashboard.test_read_model import table_contents

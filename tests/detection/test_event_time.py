@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from services.detection.config import load_config
-from services.detection.harness import SignalReader, Worker, produce, send_raw, tansu
 from services.detection.ordering import EventTimeMerge, Held
 from services.detection.processors import Processor, Tables
 from shared.events import DrugCheckResultV1, OverdoseReportV1
 from shared.settings import Settings
 from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS
+from testing.detection_worker import SignalReader, Worker, produce, send_raw, tansu
 from tests.detection.helpers import COUNTY_ZIPS, county_history, every_pattern_stream
 
 COUNTY = {"LOOKOUT_DETECTION_SPIKE_LEVEL": "county"}

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from services.detection.rules import unexpected_adulterants
-from tests.builders import result_event
+from testing.builders import result_event
 
 
 def test_fentanyl_in_cocaine_is_a_critical_signal() -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from services.detection.config import load_config
-from services.detection.harness import SignalReader, Worker, committed, produce, send_raw, tansu
+from testing.detection_worker import SignalReader, Worker, committed, produce, send_raw, tansu
 from services.detection.processors import Processor, Tables
 from shared.events import DrugCheckResultV1, OverdoseReportV1
 from shared.settings import Settings

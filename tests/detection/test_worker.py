@@ -12,7 +12,11 @@ from typing import Any
 import pytest
 
 from services.detection.config import load_config
-from services.detection.harness import (
+from services.detection.processors import Processor, Tables
+from shared.events import DrugCheckResultV1, OverdoseReportV1
+from shared.settings import Settings
+from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS
+from testing.detection_worker import (
     SignalReader,
     Worker,
     committed,
@@ -20,10 +24,6 @@ from services.detection.harness import (
     send_raw,
     tansu,
 )
-from services.detection.processors import Processor, Tables
-from shared.events import DrugCheckResultV1, OverdoseReportV1
-from shared.settings import Settings
-from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS
 from tests.detection.helpers import every_pattern_stream
 
 START_WITHIN = 90.0  # first start on a busy 2-core machine

@@ -18,8 +18,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.demo import DEMO_PHONE
 from services.smoke import demo_result
-from shared.fakes.twilio_server import FakeTwilioServer
 from shared.topics import DRUGCHECK_RESULTS, SIGNALS, SMS_OUTBOUND
+from testing.twilio_server import FakeTwilioServer
 from tests.conftest import free_port, lookout_processes, run_lookout
 
 pytestmark = pytest.mark.e2e

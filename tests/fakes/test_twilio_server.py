@@ -20,7 +20,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
-from shared.fakes.twilio_server import FailRule, FakeTwilioServer, count_segments
+from testing.twilio_server import FailRule, FakeTwilioServer, count_segments
 
 ACCOUNT_SID = "AC" + "1234abcd" * 4
 AUTH_TOKEN = "test-auth-token-0123456789"
@@ -385,7 +385,7 @@ def test_cli_runs_standalone() -> None:
         port = sock.getsockname()[1]
     args = ["--port", str(port), "--account-sid", ACCOUNT_SID, "--auth-token", AUTH_TOKEN]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.fakes.twilio_server", *args, "--log-level", "warning"],
+        [sys.executable, "-m", "testing.twilio_server", *args, "--log-level", "warning"],
         cwd=REPO_ROOT,
     )
     try:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from fastapi.testclient import TestClient
 
 from shared.settings import Settings
-from tests.builders import drug_check
+from testing.builders import drug_check
 from tests.ingest.conftest import MakeSite, problem
 from tests.ingest.test_reports import report
 

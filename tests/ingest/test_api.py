@@ -17,7 +17,7 @@ from services.ingest.models import DrugCheck, OutboxMessage
 from services.ingest.service import create_site
 from shared.db import session_scope
 from shared.settings import Settings, get_settings
-from tests.builders import drug_check
+from testing.builders import drug_check
 
 
 @pytest.fixture

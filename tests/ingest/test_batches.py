@@ -13,7 +13,7 @@ from services.ingest.models import DrugCheck, OutboxMessage
 from services.ingest.schemas import BatchOut
 from shared.db import session_scope
 from shared.settings import Settings
-from tests.builders import drug_check
+from testing.builders import drug_check
 from tests.ingest.conftest import MakeSite, problem
 
 

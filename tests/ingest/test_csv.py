@@ -15,11 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from migrations import upgrade
 from services.ingest.api import app
 from services.ingest.models import DrugCheck, OutboxMessage
 from services.ingest.service import create_site
 from shared.db import session_scope
-from shared.migrate import upgrade
 from shared.regions import get_region
 from shared.settings import Settings, get_settings
 from shared.substances import parse_ftir_list

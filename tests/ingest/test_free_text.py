@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.builders import drug_check
+from testing.builders import drug_check
 from tests.ingest.conftest import MakeSite, problem
 
 PHONE = "call +1 206 555 0199 now"

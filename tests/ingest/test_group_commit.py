@@ -19,7 +19,7 @@ from services.ingest.schemas import DrugCheckIn
 from services.ingest.writer import GroupWriter
 from shared.db import get_engine, session_scope
 from shared.settings import Settings, get_settings
-from tests.builders import drug_check
+from testing.builders import drug_check
 
 
 def _caller(settings: Settings, name: str) -> service.Caller:

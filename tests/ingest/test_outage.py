@@ -17,7 +17,7 @@ from shared.kafka import ensure_topics, wait_for_broker
 from shared.outbox import PUBLISH_ERRORS
 from shared.relay import run_relay
 from shared.settings import Settings
-from tests.builders import drug_check
+from testing.builders import drug_check
 from tests.conftest import free_port
 from tests.ingest.conftest import MakeSite
 from tests.ingest.test_relay import ZIPS, _consume, _unpublished

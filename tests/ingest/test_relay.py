@@ -22,7 +22,7 @@ from shared.outbox import publish_pending
 from shared.relay import run_relay
 from shared.settings import Settings
 from shared.topics import DRUGCHECK_RESULTS
-from tests.builders import drug_check
+from testing.builders import drug_check
 from tests.conftest import free_port
 
 ZIPS = ["98104", "98101", "10001"]

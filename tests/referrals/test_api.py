@@ -15,6 +15,7 @@ from alembic import command
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from migrations import alembic_config, upgrade
 from services.referrals import api as referrals_api
 from services.referrals import models as m
 from services.referrals import service
@@ -22,7 +23,6 @@ from services.referrals.api import app
 from services.referrals.notify import FakeNotifier, NoticeQueue
 from shared.crypto import decrypt_phone
 from shared.db import get_engine, session_scope
-from shared.migrate import alembic_config, upgrade
 from shared.settings import Settings, get_settings
 from tests.referrals.helpers import TUESDAY_10AM, load_directory, statuses
 

@@ -7,10 +7,10 @@ import csv
 import os
 from pathlib import Path
 
+from migrations import upgrade
 from services.referrals import models as m
 from services.referrals.hsds import import_path
 from shared.db import session_scope
-from shared.migrate import upgrade
 from shared.settings import Settings
 from tests.conftest import run_lookout
 from tests.referrals.test_hsds import import_sample

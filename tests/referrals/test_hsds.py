@@ -9,10 +9,10 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from migrations import upgrade
 from services.referrals import models as m
 from services.referrals.hsds import export_rows, import_path, write_package
 from shared.db import session_scope
-from shared.migrate import upgrade
 from shared.settings import Settings
 
 DATA = Path(__file__).parent / "data"

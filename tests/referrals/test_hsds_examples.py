@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from migrations import upgrade
 from services.referrals import models as m
 from services.referrals.hsds import (
     ImportReport,
@@ -23,7 +24,6 @@ from services.referrals.hsds import (
     write_package,
 )
 from shared.db import session_scope
-from shared.migrate import upgrade
 from shared.settings import Settings
 
 EXAMPLES = Path(__file__).parent / "data" / "hsds_examples"

@@ -25,9 +25,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from twilio.request_validator import RequestValidator
 
-from shared.fakes.twilio_server import FakeTwilioServer
 from shared.gsm import segment_count
 from shared.topics import REFERRAL_EVENTS, REFERRAL_REQUESTS, SMS_INBOUND
+from testing.twilio_server import FakeTwilioServer
 from tests.conftest import crashed, free_port, lookout_processes, process_logs, run_lookout
 from tests.referrals.helpers import (
     healthy,

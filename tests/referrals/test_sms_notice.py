@@ -19,9 +19,9 @@ from services.referrals.api import app
 from services.referrals.notify import ChannelNotifier
 from shared.crypto import decrypt_phone
 from shared.db import session_scope
-from shared.fakes.twilio_server import FakeTwilioServer
 from shared.gsm import is_gsm7, segment_count
 from shared.settings import Settings, get_settings
+from testing.twilio_server import FakeTwilioServer
 from tests.referrals.helpers import TUESDAY_10AM, load_directory, reply, requested
 
 SID = "AC" + "7" * 32

@@ -13,10 +13,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
+from migrations import upgrade
 from services.alerts.api import app as alerts_app
 from services.ingest.api import app as ingest_app
 from services.referrals.api import app as referrals_app
-from shared.migrate import upgrade
 from shared.officials import new_key_pair
 from shared.settings import Settings, get_settings
 

@@ -14,13 +14,13 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from migrations import upgrade
 from services.alerts.api import app as alerts_app
 from services.dashboard.api import app as dashboard_app
 from services.ingest.api import app as ingest_app
 from services.ingest.service import create_site
 from services.referrals.api import app as referrals_app
 from shared.db import session_scope
-from shared.migrate import upgrade
 from shared.settings import Settings, get_settings
 from tests.browser import served_app
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 
+from migrations import upgrade
 from services.stack import command
 from shared.broker import start_tansu
-from shared.migrate import upgrade
 from tests.conftest import REPO_ROOT, free_port
 
 AWAY = 8.0  # s

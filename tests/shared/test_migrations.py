@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from migrations import env_models  # noqa: F401
 from shared.db import Base, get_engine
-from shared.migrations import env_models  # noqa: F401
 
 
 def test_migrations_match_the_models(db_url: str) -> None:

@@ -96,7 +96,7 @@ def _submit_more(settings: Settings) -> list[str]:
     """30 more results (sample ids after the first 30), from a second site."""
     from services.ingest.schemas import DrugCheckIn
     from services.ingest.service import Caller, create_site, submit_drug_check
-    from tests.builders import drug_check
+    from testing.builders import drug_check
     from tests.ingest.test_relay import ZIPS
 
     with session_scope(settings.sqlalchemy_url) as session:

@@ -11,7 +11,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.types import TP
 
-from shared.streams import _ConsumerThread, fetched_end_offsets
+from shared.faust_patches import _ConsumerThread, fetched_end_offsets
 
 TOPIC = "signals.v1"
 

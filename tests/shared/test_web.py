@@ -20,7 +20,7 @@ from services.referrals.api import app as referrals_app
 from services.referrals.models import Service
 from shared.db import session_scope
 from shared.settings import Settings, get_settings
-from tests.builders import contamination_signal
+from testing.builders import contamination_signal
 from tests.credentials import official_headers
 from tests.referrals.helpers import load_directory
 

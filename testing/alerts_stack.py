@@ -1,5 +1,6 @@
-"""Real processes for the alerts tests and benchmarks: a Tansu broker, SQLite, the alerts
-worker and API started with `lookout`, many subscribers seeded fast, a signal published."""
+"""Real processes for the alerts tests and benchmarks: a Tansu broker, SQLite (or
+PostgreSQL), the alerts worker(s) and API started with `lookout`, many subscribers seeded
+fast, a signal published."""
 
 from __future__ import annotations
 
@@ -16,15 +17,15 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import insert
 
+from migrations import upgrade
 from services.alerts.models import Subscriber, Subscription
 from services.stack import command
-from shared.broker import running_tansu
+from shared.broker import free_port, running_tansu
 from shared.crypto import encrypt_phone, phone_lookup_hash
 from shared.db import get_engine
-from shared.migrate import upgrade
+from shared.settings import REPO_ROOT
 from shared.topics import SIGNALS
-from tests.builders import contamination_signal
-from tests.conftest import REPO_ROOT, free_port
+from testing.builders import contamination_signal
 
 SID = "AC" + "4" * 32
 TOKEN = "procs-auth-token"
@@ -80,6 +81,7 @@ class Stack:
     bootstrap: str
     twilio_url: str
     rate: float = 0
+    database_url: str | None = None  # default: a SQLite file in `tmp`
     extra_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: dict[str, IO[bytes]] = field(default_factory=dict)
@@ -87,7 +89,7 @@ class Stack:
 
     @property
     def db_url(self) -> str:
-        return f"sqlite:///{self.tmp / 'alerts.db'}"
+        return self.database_url or f"sqlite:///{self.tmp / 'alerts.db'}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -140,6 +142,11 @@ class Stack:
         return "\n".join((self.tmp / f"{name}.log").read_text(errors="replace")
                          for name in self.logs)
 
+    def wait_metrics(self, port: int, within: float = 90) -> None:
+        """Until a worker started with this metrics port answers on it."""
+        if not wait_until(lambda: _answers(f"http://127.0.0.1:{port}/metrics"), within):
+            raise TimeoutError(f"no worker answered on metrics port {port}")
+
     def stop_all(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
@@ -152,6 +159,13 @@ class Stack:
                 proc.wait(5)
         for log in self.logs.values():
             log.close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def wait_until(predicate: Any, within: float, step: float = 0.2) -> bool:

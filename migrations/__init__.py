@@ -1,4 +1,8 @@
-"""Alembic, driven from code: `lookout db upgrade` and the tests call `upgrade(url)`."""
+"""The database's Alembic history, driven from code: `lookout db upgrade` and the tests call
+`upgrade(url)`.
+
+It lives at the top level, not in `shared/`, because its environment imports every service's
+models (`env_models`) and `shared/` imports no service."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+MIGRATIONS = Path(__file__).resolve().parent
 
 
 def alembic_config(url: str) -> Config:

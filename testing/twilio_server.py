@@ -36,7 +36,7 @@ Accepted messages progress ``queued`` (``accepted`` with a Messaging Service) ->
 With a ``StatusCallback`` URL each step after acceptance is POSTed there, form-encoded and signed
 with ``X-Twilio-Signature`` exactly as Twilio does (HMAC-SHA1 over URL + sorted params).
 
-Run standalone: ``python -m shared.fakes.twilio_server --port 8010``.
+Run standalone: ``python -m testing.twilio_server --port 8010``.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ logger = logging.getLogger(__name__)
 
 API_VERSION = "2010-04-01"
 DEFAULT_ACCOUNT_SID = "AC" + "0" * 32
-DEFAULT_AUTH_TOKEN = "fake-twilio-auth-token"  # noqa: S105 - fake server's default credential
+DEFAULT_AUTH_TOKEN = "fake-twilio-auth-token"  # the fake server's default credential
 #: Sender assigned to messages sent through a Messaging Service without ``From``.
 MESSAGING_SERVICE_SENDER = "+15005550006"
 MAX_BODY_CHARS = 1600

@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
+from migrations import env_models  # noqa: F401 - registers every table
 from shared.db import Base
-from shared.migrations import env_models  # noqa: F401 - registers every table
 
 config = context.config
 target_metadata = Base.metadata
