@@ -38,10 +38,10 @@ from benchmarks.detection.throughput import (
     reports,
     results,
 )
-from testing.detection_worker import Worker, tansu
 from services.detection.patterns import can_be_novel, found_substances
 from shared.events import DrugCheckResultV1
 from shared.topics import DETECTION_BY_SUBSTANCE, DRUGCHECK_RESULTS, OVERDOSE_REPORTS
+from testing.detection_worker import Worker, tansu
 
 
 def _forwards(events: list[DrugCheckResultV1]) -> int:
