@@ -10,8 +10,9 @@ The stack is the real one: `lookout serve ingest` (LOOKOUT_INGEST_WORKERS = 1, t
 worker commits its own groups), `lookout relay ingest` and a Tansu broker; singles come from
 wrk (`make bench` installs it), batches from 4 httpx clients, a new connection per batch.
 Both runs use the same database, broker and relay. Prints the figures and saves JSON under
-benchmarks/results/ (with the CPU each process used, in cores: on a 2-core machine, the
-ratio says whether the second worker found a core to run on).
+benchmarks/results/ (with the CPU each process used, in cores, and the ingest workers' CPU
+per result: on a 2-core machine the ratio says whether the second worker found a core to
+run on, the CPU per result what a core of ingest delivers).
 """
 
 from __future__ import annotations
@@ -63,6 +64,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
+def _cpu_ms(share: CpuShare, per_second: float) -> float:
+    """The ingest workers' CPU per accepted result (ms): what a core of ingest costs, however
+    loaded the machine was (a busy machine lowers the rate, not this much)."""
+    return share.cores["ingest"] / per_second * 1000 if per_second else float("nan")
+
+
 def measure(workers: int, env: dict[str, str], key: str, seconds: float, clients: int,
             tmp: Path, pids: dict[str, int]) -> dict[str, Any]:
     port = free_port()
@@ -78,15 +85,19 @@ def measure(workers: int, env: dict[str, str], key: str, seconds: float, clients
             singles = singles_wrk(base, key, seconds, clients, tmp)
         singles.pop("wrk_output", None)
         singles["cpu_cores"] = share.cores
+        singles["ingest_cpu_ms_per_result"] = _cpu_ms(share, singles["per_second"])
         print(f"{workers} worker(s), single POSTs, {clients} clients: "
               f"{singles['per_second']:,.0f} results/s, p99 {singles['p99_ms']:.1f} ms, "
-              f"{singles['errors']} errors; {share}", flush=True)
+              f"{singles['errors']} errors, ingest CPU {singles['ingest_cpu_ms_per_result']:.2f} "
+              f"ms per result; {share}", flush=True)
         with CpuShare(cpu) as share:
             batch = asyncio.run(batches(base, key, seconds, 4))
         batch["cpu_cores"] = share.cores
+        batch["ingest_cpu_ms_per_result"] = _cpu_ms(share, batch["per_second"])
         print(f"{workers} worker(s), batches of 1,000, 4 clients: "
               f"{batch['per_second']:,.0f} results/s (p50 {batch['p50_ms']:.0f} ms per batch), "
-              f"{batch['errors']} errors; {share}", flush=True)
+              f"{batch['errors']} errors, ingest CPU {batch['ingest_cpu_ms_per_result']:.3f} ms "
+              f"per result; {share}", flush=True)
     finally:
         _stop(server)
     return {"singles": singles, "batches": batch}

@@ -18,6 +18,7 @@ from services.ingest.models import DrugCheck, OutboxMessage
 from services.ingest.schemas import DrugCheckIn
 from services.ingest.writer import GroupWriter
 from shared.db import get_engine, session_scope
+from shared.problems import ProblemError
 from shared.settings import Settings, get_settings
 from testing.builders import drug_check
 
@@ -88,7 +89,7 @@ def test_a_request_that_fails_is_rolled_back_alone(settings: Settings) -> None:
 
     def fails(session: Session, items: Sequence[Any], _found: Any) -> list[Any]:
         store(session, items)  # writes, then fails: its savepoint is rolled back
-        raise service.ProblemError(409, "Conflict", "raced")
+        raise ProblemError(409, "Conflict", "raced")
 
     async def main() -> list[Any]:
         writer = GroupWriter(settings.sqlalchemy_url)
@@ -99,7 +100,7 @@ def test_a_request_that_fails_is_rolled_back_alone(settings: Settings) -> None:
 
     kept, failed = asyncio.run(main())
     assert kept[0].status == "accepted"
-    assert isinstance(failed, service.ProblemError) and failed.status == 409
+    assert isinstance(failed, ProblemError) and failed.status == 409
     with session_scope(settings.sqlalchemy_url) as session:
         assert list(session.scalars(select(DrugCheck.sample_id))) == ["kept"]
     assert _count(settings, OutboxMessage) == 1
