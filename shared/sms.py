@@ -182,7 +182,7 @@ class LeanTwilioHttpClient(AsyncHttpClient):  # type: ignore[misc]  # twilio is 
         self.http.close()
 
 
-class HttpxTwilioHttpClient(AsyncHttpClient):
+class HttpxTwilioHttpClient(AsyncHttpClient):  # type: ignore[misc]  # twilio is untyped
     """The twilio SDK's async HTTP client on httpx's AsyncClient (keep-alive pool), chosen
     with `LOOKOUT_SMS_HTTP_CLIENT=httpx`: the well-kept library, kept beside our lean client
     so the fan-out benchmark can compare the two (docs/alerts.md, "HTTP client"). Transport
