@@ -52,8 +52,9 @@ def _request(event: ReferralRequestedV1) -> None:
                      len(referral.options))
 
 
-def run_hand_off(handoff: service.HandOff) -> str:
-    """Notify the provider outside any transaction, then record it (second transaction)."""
+def run_hand_off(handoff: service.HandOff) -> str | None:
+    """Claim the notice, notify the provider outside any transaction, then record it
+    (second transaction); None: another worker had claimed it."""
     return service.notify_and_record(settings, notifier, handoff, clock)
 
 
@@ -86,7 +87,9 @@ def run_tick() -> dict[str, int]:
             return {}
         done = service.tick(session, settings, now)
         stuck = service.stuck_hand_offs(session, now)
-    for handoff in stuck:  # chosen, but the worker stopped before the notice was recorded
+    # Chosen, but the worker stopped before the notice was recorded. Sent after the lock is
+    # let go, so the claim (not the lock) keeps a notice from going out twice.
+    for handoff in stuck:
         run_hand_off(handoff)
     with session_scope(settings.sqlalchemy_url) as session:
         done["purged"] = service.purge(session, settings, now) if try_job_lock(

@@ -197,6 +197,9 @@ class Referral(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     options_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When a worker took the provider notice to send it (service.claim_notice): one sender
+    # at a time; a claim gone stale (its sender died) may be taken again.
+    notice_claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     followup_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)

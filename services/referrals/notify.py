@@ -184,7 +184,8 @@ class FakeNotifier:
 class NoticeQueue:
     """Provider notices delivered in background threads, so a slow provider holds neither a
     request nor the worker's conversation. A notice lost with its process (stopped before it
-    was recorded) is sent again by the worker's timer (`service.stuck_hand_offs`)."""
+    was recorded) is sent again by the worker's timer (`service.stuck_hand_offs`), once its
+    claim has gone stale (`service.claim_notice`)."""
 
     def __init__(self, workers: int = 4) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers,

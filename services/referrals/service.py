@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.referrals import models as m
@@ -615,11 +615,35 @@ def hand_off(session: Session, settings: Settings, notifier: ProviderNotifier,
     return status
 
 
+NOTICE_STALE_SECONDS = 60.0  # a claim (or a choice) this old without a notice: sender gone
+
+
+def claim_notice(session: Session, handoff: HandOff, now: datetime,
+                 stale_seconds: float = NOTICE_STALE_SECONDS) -> bool:
+    """Take the provider notice of this hand-off to send it: one conditional UPDATE (a
+    compare-and-set on `notice_claimed_at`), committed before the provider is called, so of
+    two workers that both pick the notice only one sends it. A claim older than
+    `stale_seconds` whose notice was never recorded (its sender died) may be taken again."""
+    stale = now - timedelta(seconds=stale_seconds)
+    claimed = session.execute(
+        update(m.Referral).where(
+            m.Referral.id == handoff.referral_id,
+            or_(m.Referral.notice_claimed_at.is_(None), m.Referral.notice_claimed_at <= stale),
+            ~exists().where(m.ProviderNotice.referral_id == handoff.referral_id))
+        .values(notice_claimed_at=now).execution_options(synchronize_session=False))
+    return getattr(claimed, "rowcount", 0) == 1
+
+
 def notify_and_record(settings: Settings, notifier: ProviderNotifier, handoff: HandOff,
-                      clock: Callable[[], datetime]) -> str:
+                      clock: Callable[[], datetime]) -> str | None:
     """The hand-off of a committed choice, each side in its own transaction and no
-    transaction held while the provider is told (API and worker, off their request path)."""
+    transaction held while the provider is told (API and worker, off their request path).
+    The notice is claimed first (`claim_notice`, committed with the read); None: another
+    worker holds it, nothing is sent."""
     with session_scope(settings.sqlalchemy_url) as session:
+        if not claim_notice(session, handoff, clock()):
+            log.info("referral %s: provider notice taken by another worker", handoff.referral_id)
+            return None
         channel, address, notice = prepare_notice(session, settings, handoff)
     status, error = deliver_notice(notifier, channel, address, notice)
     with session_scope(settings.sqlalchemy_url) as session:
@@ -718,14 +742,17 @@ def tick(session: Session, settings: Settings, now: datetime) -> dict[str, int]:
     return done
 
 
-def stuck_hand_offs(session: Session, now: datetime, after_seconds: float = 60
-                    ) -> list[HandOff]:
-    """Referrals chosen a while ago whose provider notice was never recorded."""
+def stuck_hand_offs(session: Session, now: datetime,
+                    after_seconds: float = NOTICE_STALE_SECONDS) -> list[HandOff]:
+    """Referrals chosen a while ago whose provider notice was never recorded and is not
+    being sent (no claim, or a stale one). Each must still be claimed before it is sent."""
     noticed = select(m.ProviderNotice.referral_id)
+    stale = now - timedelta(seconds=after_seconds)
     return [HandOff(r.id, r.chosen_service_id or "") for r in session.scalars(
         select(m.Referral).where(
             m.Referral.status == "chosen", m.Referral.chosen_service_id.is_not(None),
-            m.Referral.updated_at <= now - timedelta(seconds=after_seconds),
+            m.Referral.updated_at <= stale,
+            or_(m.Referral.notice_claimed_at.is_(None), m.Referral.notice_claimed_at <= stale),
             m.Referral.id.not_in(noticed)))]
 
 

@@ -13,7 +13,7 @@ from unittest import mock
 import pytest
 from alembic import command
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from migrations import alembic_config, upgrade
 from services.referrals import api as referrals_api
@@ -276,15 +276,18 @@ def test_the_callback_number_is_not_stored_in_clear_with_the_notice(
 
 def test_the_migration_takes_the_number_out_of_existing_notices(settings: Settings) -> None:
     url = settings.sqlalchemy_url
-    command.downgrade(alembic_config(url), "referrals_0003")
-    with session_scope(url) as session:  # a notice stored by the code before this change
+    # Made at head (today's models write columns the old schema lacks), then taken back.
+    with session_scope(url) as session:
         referral = service.create_referral(
             session, settings, source="staff", now=TUESDAY_10AM, service_types=["naloxone"],
             consent=service.ConsentIn(["callback_phone"], CONSENT, "staff"))
         session.add(m.ProviderNotice(referral_id=referral.id, service_id="svc-a",
-                                     channel="webhook", status="sent",
-                                     payload={"referral_id": str(referral.id),
-                                              "callback_phone": "+12065550177"}))
+                                     channel="webhook", status="sent", payload={}))
+    get_engine(url).dispose()
+    command.downgrade(alembic_config(url), "referrals_0003")
+    with get_engine(url).begin() as conn:  # the notice as the code before this change stored it
+        conn.execute(update(m.ProviderNotice).values(payload={
+            "referral_id": str(referral.id), "callback_phone": "+12065550177"}))
     get_engine(url).dispose()
     upgrade(url)
     with session_scope(url) as session:

@@ -2,24 +2,33 @@
 0.2 s while follow-ups, silences and purges come due one after the other: each follow-up is
 asked for once (one `sms.requests.v1` row in the outbox, which the relay publishes and the
 alerts sender texts once per request id), each silence and each purge closes its referral
-once (one `no_response` event)."""
+once (one `no_response` event). Then two worker-like threads picking stuck provider notices
+against one PostgreSQL database with a provider slower than their ticks: each notice is sent
+once (the claim in `service.claim_notice`)."""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy import insert, select
 
+from services.referrals import agents, service
 from services.referrals import models as m
+from services.referrals.notify import FakeNotifier
 from shared.broker import free_port
-from shared.db import get_engine
+from shared.db import get_engine, session_scope
+from shared.settings import Settings
 from shared.topics import REFERRAL_EVENTS, SMS_REQUESTS
 from testing.alerts_stack import Stack, tansu, wait_until
+from tests.referrals.helpers import TUESDAY_10AM, load_directory, reply, requested
 
 EACH = 60  # referrals per kind of due work
 DELAY = 3.0  # follow-up delay and silence, seconds (the workers' settings)
@@ -125,3 +134,71 @@ def test_two_workers_send_each_follow_up_once_and_close_each_referral_once(
                 "one of the workers never did any of the due work"
         finally:
             stack.stop_all()
+
+
+class SlowNotifier(FakeNotifier):
+    """A provider that takes `seconds` to answer each notice (slower than a tick)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self._lock = threading.Lock()
+
+    def send(self, channel: str, address: str, notice: dict[str, Any]) -> None:
+        time.sleep(self.seconds)
+        with self._lock:
+            self.sent.append((channel, address, notice))
+
+
+STUCK = 6  # chosen referrals whose notice was never recorded
+
+
+def test_two_workers_send_each_stuck_notice_once(
+        tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(env="test", database_url=pg_url, var_dir=tmp_path / "var")
+    load_directory(pg_url)
+    clock = TUESDAY_10AM
+    stuck: list[uuid.UUID] = []
+    for _ in range(STUCK):  # chosen, then the worker died before the notice
+        contact = uuid.uuid4()
+        with session_scope(pg_url) as session:
+            service.handle_request(session, settings, requested(contact), clock)
+        with session_scope(pg_url) as session:
+            handoff = service.handle_reply(session, settings, reply(contact, "1"), clock)
+            assert handoff is not None
+            stuck.append(handoff.referral_id)
+    later = clock + timedelta(minutes=2)
+    notifier = SlowNotifier(0.3)  # each tick's stuck notices take 1.8 s to send
+    monkeypatch.setattr(agents, "settings", settings)
+    monkeypatch.setattr(agents, "clock", lambda: later)
+    monkeypatch.setattr(agents, "notifier", notifier)
+
+    def recorded() -> int:
+        with get_engine(pg_url).connect() as conn:
+            return len(conn.execute(select(m.ProviderNotice.id)).all())
+
+    errors: list[BaseException] = []
+
+    def worker() -> None:  # a referrals worker's timer, ticking every 0.1 s
+        deadline = time.monotonic() + 20
+        try:
+            while time.monotonic() < deadline and recorded() < STUCK:
+                agents.run_tick()
+                time.sleep(0.1)
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    sent = Counter(uuid.UUID(str(n["referral_id"])) for _c, _a, n in notifier.sent)
+    assert set(sent) == set(stuck)
+    assert max(sent.values()) == 1, \
+        f"{sum(1 for n in sent.values() if n > 1)} of {STUCK} notices sent twice"
+    assert recorded() == STUCK
+    with get_engine(pg_url).connect() as conn:
+        assert set(conn.execute(select(m.Referral.status).where(
+            m.Referral.id.in_(stuck))).scalars()) == {"provider_notified"}
