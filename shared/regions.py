@@ -10,12 +10,19 @@ from __future__ import annotations
 import csv
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Any
 
 import zipcodes
 
+# zipcodes has no type hints: its three lookups, typed as they are used here.
+_ZipRecord = dict[str, Any]
+_zip_matching: Callable[[str], list[_ZipRecord]] = zipcodes.matching
+_zip_filter_by: Callable[..., list[_ZipRecord]] = zipcodes.filter_by
+_zip_list_all: Callable[[], list[_ZipRecord]] = zipcodes.list_all
 
 @dataclass(frozen=True)
 class Region:
@@ -68,7 +75,7 @@ def served_countries() -> list[str]:
 def by_postal_code(code: str) -> Region:
     code = code.strip()
     if re.fullmatch(r"\d{5}(-\d{4})?", code):
-        found = zipcodes.matching(code[:5])
+        found = _zip_matching(code[:5])
         if found:
             return _us_region(found[0])
     raise RegionNotFoundError(f"unknown postal code {code!r}")
@@ -79,7 +86,7 @@ def by_city(city: str, state: str) -> Region:
     for region, c, province in _catalog().values():
         if c.lower() == city.strip().lower() and province.lower() == state.strip().lower():
             return region
-    found = zipcodes.filter_by(city=city.strip().title(), state=state.strip().upper())
+    found = _zip_filter_by(city=city.strip().title(), state=state.strip().upper())
     if found:
         z = found[0]
         st = str(z["state"])
@@ -94,7 +101,7 @@ def by_city(city: str, state: str) -> Region:
 @cache
 def _point_zips() -> list[dict[str, object]]:
     """ZIPs that cover an area (not PO boxes, military or unique-organization codes)."""
-    return [z for z in zipcodes.list_all()
+    return [z for z in _zip_list_all()
             if z["zip_code_type"] == "STANDARD" and z["county"] and z["timezone"]]
 
 

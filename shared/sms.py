@@ -137,7 +137,7 @@ def _form(data: dict[str, object]) -> str:
                     urlencode({name: value}, doseq=True) for name, value in data.items())
 
 
-class LeanTwilioHttpClient(AsyncHttpClient):
+class LeanTwilioHttpClient(AsyncHttpClient):  # type: ignore[misc]  # twilio is untyped
     """The twilio SDK's async HTTP client, leaner: requests go through `shared.httpclient`
     (keep-alive HTTP/1.1 on asyncio protocols; a fraction of the CPU per request of the
     SDK's aiohttp-based `AsyncTwilioHttpClient`, docs/performance.md), the form body

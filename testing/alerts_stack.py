@@ -8,6 +8,7 @@ import os
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -113,8 +114,12 @@ class Stack:
             **self.extra_env,
         }
 
-    def migrate(self) -> None:
-        upgrade(self.db_url)
+    def migrate(self, migrated_sqlite: Callable[[Path], str] | None = None) -> None:
+        """Migrate the stack's database; the tests pass their session's migrated copy."""
+        if migrated_sqlite is None:
+            upgrade(self.db_url)
+        else:
+            migrated_sqlite(self.tmp / "alerts.db")
 
     def start(self, name: str, label: str | None = None, **env: str) -> subprocess.Popen[bytes]:
         label = label or name

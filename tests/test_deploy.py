@@ -409,11 +409,17 @@ def _scrape_targets_by_regex(text: str) -> dict[str, set[str]]:
     targets: dict[str, set[str]] = {}
     job = ""
     in_list = False
+    names: list[str] = []  # of a dns_sd_configs entry, until its port
     for line in text.splitlines():
         line = re.sub(r"(^|\s)#.*$", "", line).rstrip()
         if match := re.match(r"\s*(?:-\s*)?job_name:\s*[\"']?([^\"'\s]+)", line):
-            job, in_list = match[1], False
+            job, in_list, names = match[1], False, []
             targets.setdefault(job, set())
+        elif match := re.match(r"\s*-\s*names:\s*\[(.*)\]\s*$", line):
+            names, in_list = re.findall(r"[\w.-]+", match[1]), False
+        elif names and (match := re.match(r"\s*port:\s*(\d+)\s*$", line)):
+            targets.setdefault(job, set()).update(f"{n}:{match[1]}" for n in names)
+            names = []
         elif match := re.match(r"\s*(?:-\s*)?targets:\s*(.*)$", line):
             in_list = not match[1]
             targets.setdefault(job, set()).update(re.findall(r"[\w.-]+:\d+", match[1]))
@@ -441,8 +447,24 @@ def _scrape_targets() -> dict[str, set[str]]:
         found = targets.setdefault(job["job_name"], set())
         for static in job.get("static_configs", []):
             found.update(static["targets"])
+        for dns in job.get("dns_sd_configs", []):
+            assert dns.get("type") == "A" and dns.get("port"), job["job_name"]
+            found.update(f"{name}:{dns['port']}" for name in dns["names"])
     assert targets == by_regex, "the regex reading of prometheus.yml disagrees with PyYAML"
     return targets
+
+
+def test_prometheus_finds_every_replica_by_dns() -> None:
+    """A replicated worker's service name resolves to all its replicas (a static target
+    would be scraped at one of them, whichever the resolver gives first)."""
+    text = PROMETHEUS_FILE.read_text()
+    ports = _default_ports()
+    for name in REPLICATED:
+        job = re.search(rf"job_name:\s*{re.escape(name)}\s*\n(.*?)(?=\n\s*- job_name:|\Z)",
+                        text, re.S)
+        assert job, f"no job {name}"
+        assert "dns_sd_configs:" in job[1] and "static_configs" not in job[1], name
+        assert re.search(rf"port:\s*{ports[name]}\b", job[1]), name
 
 
 def test_prometheus_scrapes_every_process() -> None:

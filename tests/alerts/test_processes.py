@@ -28,6 +28,7 @@ from testing.alerts_stack import (
     wait_until,
 )
 from testing.twilio_server import FakeTwilioServer
+from tests.conftest import MigratedSqlite
 
 SECRET = Settings().secret_key  # the processes run with the default test secret
 
@@ -56,11 +57,12 @@ def _assert_no_phone_in_logs(stack: Stack, phones: list[str]) -> None:
 
 
 def test_kill_9_mid_fan_out_then_restart_sends_each_exactly_once(
-    tmp_path: Path, bootstrap: str, fake_twilio: FakeTwilioServer
+    tmp_path: Path, bootstrap: str, fake_twilio: FakeTwilioServer,
+    migrated_sqlite: MigratedSqlite,
 ) -> None:
     count = 1500
     stack = Stack(tmp_path, bootstrap, fake_twilio.url, rate=250)
-    stack.migrate()
+    stack.migrate(migrated_sqlite)
     seed_subscribers(stack.db_url, SECRET, count)
     worker = stack.start("alerts-worker")
     try:
@@ -97,11 +99,12 @@ def _stop(stack: Stack, phone: str) -> str:
 
 
 def test_stop_during_a_10000_subscriber_fan_out(
-    tmp_path: Path, bootstrap: str, fake_twilio: FakeTwilioServer
+    tmp_path: Path, bootstrap: str, fake_twilio: FakeTwilioServer,
+    migrated_sqlite: MigratedSqlite,
 ) -> None:
     count = 10_000
     stack = Stack(tmp_path, bootstrap, fake_twilio.url, rate=1500)
-    stack.migrate()
+    stack.migrate(migrated_sqlite)
     seed_subscribers(stack.db_url, SECRET, count)
     stack.start("alerts")
     stack.wait_api()
@@ -136,14 +139,15 @@ def test_stop_during_a_10000_subscriber_fan_out(
 
 
 def test_a_draft_approved_by_an_official_is_sent_by_the_running_worker(
-    tmp_path: Path, bootstrap: str, fake_twilio: FakeTwilioServer
+    tmp_path: Path, bootstrap: str, fake_twilio: FakeTwilioServer,
+    migrated_sqlite: MigratedSqlite,
 ) -> None:
     from testing.alerts_stack import REGION
     from testing.builders import contamination_signal
     from tests.credentials import official_headers
 
     stack = Stack(tmp_path, bootstrap, fake_twilio.url, rate=0)
-    stack.migrate()
+    stack.migrate(migrated_sqlite)
     seed_subscribers(stack.db_url, SECRET, 20)
     stack.start("alerts")
     stack.wait_api()

@@ -19,7 +19,6 @@ import pytest
 import uvicorn
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from migrations import upgrade
 from services.dashboard import accounts, consumer
 from services.dashboard.api import app
 from shared.db import session_scope
@@ -28,7 +27,7 @@ from shared.regions import by_postal_code
 from shared.settings import REPO_ROOT, Settings, get_settings
 from shared.topics import SIGNALS
 from testing import dashboard_seed
-from tests.conftest import free_port
+from tests.conftest import MigratedSqlite, free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
@@ -46,12 +45,12 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(tmp_path_factory: pytest.TempPathFactory,
+           migrated_sqlite: MigratedSqlite) -> Iterator[Served]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
     tmp = tmp_path_factory.mktemp("dashboard")
-    url = f"sqlite:///{tmp / 'lookout.db'}"
-    upgrade(url)
+    url = migrated_sqlite(tmp / "lookout.db")
     settings = Settings(env="test", database_url=url, var_dir=tmp / "var")
     seeded = dashboard_seed.seed(url, datetime.now(UTC), bc_days=7, reports=300, report_days=28)
     with session_scope(url) as session:

@@ -29,7 +29,7 @@ from testing.alerts_stack import SID, TOKEN, Stack, seed_subscribers, tansu, wai
 from testing.builders import contamination_signal
 from testing.twilio_server import FakeTwilioServer
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
-from tests.conftest import free_port, run_lookout
+from tests.conftest import MigratedSqlite, free_port, run_lookout
 from tests.credentials import official_headers
 
 pytestmark = pytest.mark.e2e
@@ -81,13 +81,14 @@ def _sign_out(page: Page) -> None:
 
 
 def test_review_in_the_browser_end_to_end(
-    tmp_path: Path, bootstrap: str, fake_twilio: FakeTwilioServer
+    tmp_path: Path, bootstrap: str, fake_twilio: FakeTwilioServer,
+    migrated_sqlite: MigratedSqlite,
 ) -> None:
     require_chromium()
     dashboard_port = free_port()
     stack = Stack(tmp_path, bootstrap, fake_twilio.url, rate=0,
                   extra_env={"LOOKOUT_DASHBOARD_PORT": str(dashboard_port)})
-    stack.migrate()
+    stack.migrate(migrated_sqlite)
     seed_subscribers(stack.db_url, SECRET, 3)
     env = {**stack.env}
     passwords = {}

@@ -15,7 +15,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from migrations import upgrade
 from services.ingest.api import app
 from services.ingest.models import DrugCheck, OutboxMessage
 from services.ingest.service import create_site
@@ -23,7 +22,7 @@ from shared.db import session_scope
 from shared.regions import get_region
 from shared.settings import Settings, get_settings
 from shared.substances import parse_ftir_list
-from tests.conftest import DATA_DIR
+from tests.conftest import DATA_DIR, MigratedSqlite
 from tests.ingest.conftest import MakeSite, problem
 
 BC_CSV = DATA_DIR / "drugcheckingbc-2018-2020.csv"
@@ -38,10 +37,10 @@ def _upload(client: TestClient, auth: dict[str, str], data: bytes) -> dict:
 
 
 @pytest.fixture
-def sqlite_client(tmp_path: Path) -> Iterator[tuple[TestClient, Settings]]:
+def sqlite_client(tmp_path: Path,
+                  migrated_sqlite: MigratedSqlite) -> Iterator[tuple[TestClient, Settings]]:
     """The whole 15,300-row file runs on SQLite (PostgreSQL gets a slice below)."""
-    url = f"sqlite:///{tmp_path / 'bc.db'}"
-    upgrade(url)
+    url = migrated_sqlite(tmp_path / "bc.db")
     settings = Settings(env="test", database_url=url, var_dir=tmp_path,
                         ingest_rate_per_second=0)
     app.dependency_overrides[get_settings] = lambda: settings

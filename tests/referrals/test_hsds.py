@@ -9,11 +9,11 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from migrations import upgrade
 from services.referrals import models as m
 from services.referrals.hsds import export_rows, import_path, write_package
 from shared.db import session_scope
 from shared.settings import Settings
+from tests.conftest import MigratedSqlite
 
 DATA = Path(__file__).parent / "data"
 CSV_PACKAGE = DATA / "hsds_csv"
@@ -104,14 +104,13 @@ def _snapshot(url: str) -> dict[str, list[dict[str, Any]]]:
 
 
 def test_round_trip_export_then_import_gives_the_same_directory(
-        settings: Settings, tmp_path: Path) -> None:
+        settings: Settings, tmp_path: Path, migrated_sqlite: MigratedSqlite) -> None:
     import_sample(settings.sqlalchemy_url)
     before = _snapshot(settings.sqlalchemy_url)
     package = write_package(before, tmp_path / "exported")
     assert (package / "datapackage.json").exists()
 
-    other = f"sqlite:///{tmp_path / 'other.db'}"
-    upgrade(other)
+    other = migrated_sqlite(tmp_path / "other.db")
     with session_scope(other) as session:
         report = import_path(session, package)
     assert report.rejected == []

@@ -6,7 +6,6 @@ reason; and an export re-imports to the same counts."""
 from __future__ import annotations
 
 import json
-import shutil
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +13,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from migrations import upgrade
 from services.referrals import models as m
 from services.referrals.hsds import (
     ImportReport,
@@ -25,6 +23,7 @@ from services.referrals.hsds import (
 )
 from shared.db import session_scope
 from shared.settings import Settings
+from tests.conftest import MigratedSqlite
 
 EXAMPLES = Path(__file__).parent / "data" / "hsds_examples"
 REFS = ("v3.0", "3.1-dev")
@@ -48,20 +47,11 @@ def _import(url: str, path: Path) -> ImportReport:
         return import_path(session, path)
 
 
-@pytest.fixture(scope="module")
-def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One migrated SQLite file, copied for each import (migrating takes far longer)."""
-    template = tmp_path_factory.mktemp("hsds-examples") / "template.db"
-    upgrade(f"sqlite:///{template}")
-    return template
-
-
 @pytest.fixture
-def fresh(migrated: Path, tmp_path: Path) -> Callable[[str], str]:
+def fresh(migrated_sqlite: MigratedSqlite, tmp_path: Path) -> Callable[[str], str]:
+    """A migrated SQLite database per name, copied from the session's template."""
     def make(name: str) -> str:
-        copy = tmp_path / f"{name}.db"
-        shutil.copyfile(migrated, copy)
-        return f"sqlite:///{copy}"
+        return migrated_sqlite(tmp_path / f"{name}.db")
     return make
 
 

@@ -31,7 +31,6 @@ from services.referrals.notify import (
     NotifierError,
     WebhookNotifier,
 )
-from shared import outbound
 from shared.crypto import webhook_secret
 from shared.db import session_scope
 from shared.outbound import RefusedURLError, check_url, public_target
@@ -113,7 +112,7 @@ def _resolver(answers: dict[str, list[str]], calls: list[str]) -> Any:
 def test_a_name_is_checked_after_resolution_and_a_mixed_answer_is_refused(
         monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    monkeypatch.setattr(outbound.socket, "getaddrinfo", _resolver({
+    monkeypatch.setattr(socket, "getaddrinfo", _resolver({
         "intranet.provider.test": ["10.0.0.5"],
         "rebind.provider.test": ["93.184.216.34", "127.0.0.1"],
         "public.provider.test": ["93.184.216.34"]}, calls))
@@ -134,7 +133,7 @@ def test_the_request_goes_to_the_address_that_was_checked(
     answer (DNS rebinding) is never asked for."""
     with WebhookServer() as hook:
         calls: list[str] = []
-        monkeypatch.setattr(outbound.socket, "getaddrinfo",
+        monkeypatch.setattr(socket, "getaddrinfo",
                             _resolver({"hook.provider.test": ["127.0.0.1"]}, calls))
         _local().send("webhook", f"http://hook.provider.test:{hook.port}/hook", NOTICE)
         monkeypatch.undo()
@@ -194,7 +193,7 @@ def test_https_goes_to_the_checked_address_with_the_certificate_of_the_urls_name
     with WebhookServer() as hook:
         hook.server.socket = server_tls.wrap_socket(hook.server.socket, server_side=True)
         calls: list[str] = []
-        monkeypatch.setattr(outbound.socket, "getaddrinfo", _resolver({
+        monkeypatch.setattr(socket, "getaddrinfo", _resolver({
             "hook.provider.test": ["127.0.0.1"], "other.provider.test": ["127.0.0.1"]}, calls))
         notifier = WebhookNotifier(SECRET_KEY, require_https=True, allow_private=True,
                                    backoff=0, attempts=1, verify=client_tls)

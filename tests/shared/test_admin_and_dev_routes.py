@@ -13,19 +13,18 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
-from migrations import upgrade
 from services.alerts.api import app as alerts_app
 from services.ingest.api import app as ingest_app
 from services.referrals.api import app as referrals_app
 from shared.officials import new_key_pair
 from shared.settings import Settings, get_settings
+from tests.conftest import MigratedSqlite
 
 
 @pytest.fixture
-def prod_like(tmp_path: Path) -> Settings:
+def prod_like(tmp_path: Path, migrated_sqlite: MigratedSqlite) -> Settings:
     """Test settings but with env=prod (copied: the prod checks are the settings' own test)."""
-    url = f"sqlite:///{tmp_path / 'lookout.db'}"
-    upgrade(url)
+    url = migrated_sqlite(tmp_path / "lookout.db")
     private, public = new_key_pair()  # prod requires the dashboard's own key pair
     return Settings(env="test", var_dir=tmp_path, database_url=url).model_copy(
         update={"env": "prod", "admin_failures_burst": 3, "admin_failures_per_minute": 1,

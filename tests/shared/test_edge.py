@@ -14,7 +14,6 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from migrations import upgrade
 from services.alerts.api import app as alerts_app
 from services.dashboard.api import app as dashboard_app
 from services.ingest.api import app as ingest_app
@@ -23,6 +22,7 @@ from services.referrals.api import app as referrals_app
 from shared.db import session_scope
 from shared.settings import Settings, get_settings
 from tests.browser import served_app
+from tests.conftest import MigratedSqlite
 
 APPS = {"ingest": ingest_app, "alerts": alerts_app, "referrals": referrals_app,
         "dashboard": dashboard_app}
@@ -31,10 +31,9 @@ PAGES = [("ingest", "/upload"), ("alerts", "/signup"), ("referrals", "/help"),
 
 
 @pytest.fixture
-def base_settings(tmp_path: Path) -> Settings:
+def base_settings(tmp_path: Path, migrated_sqlite: MigratedSqlite) -> Settings:
     """SQLite is enough: nothing here touches what differs between databases."""
-    url = f"sqlite:///{tmp_path / 'edge.db'}"
-    upgrade(url)
+    url = migrated_sqlite(tmp_path / "edge.db")
     return Settings(env="test", database_url=url, var_dir=tmp_path / "var",
                     ingest_rate_per_second=0.0)
 

@@ -16,7 +16,7 @@ def test_the_installed_versions_are_the_ones_the_patches_were_written_for() -> N
 
 def test_another_version_warns(monkeypatch: pytest.MonkeyPatch) -> None:
     real = metadata.version
-    monkeypatch.setattr(faust_patches.metadata, "version",
+    monkeypatch.setattr(metadata, "version",
                         lambda name: "9.9.9" if name == "aiokafka" else real(name))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -11,18 +11,17 @@ from pathlib import Path
 
 import httpx
 
-from migrations import upgrade
 from services.stack import command
 from shared.broker import start_tansu
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT, MigratedSqlite, free_port
 
 AWAY = 8.0  # s
 
 
-def test_a_worker_logs_a_few_lines_a_second_while_the_broker_is_away(tmp_path: Path) -> None:
+def test_a_worker_logs_a_few_lines_a_second_while_the_broker_is_away(
+        tmp_path: Path, migrated_sqlite: MigratedSqlite) -> None:
     port = free_port()
-    url = f"sqlite:///{tmp_path / 'w.db'}"
-    upgrade(url)
+    url = migrated_sqlite(tmp_path / "w.db")
     env = {**os.environ, "LOOKOUT_ENV": "test", "LOOKOUT_DATABASE_URL": url,
            "LOOKOUT_VAR_DIR": str(tmp_path), "LOOKOUT_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",
            "LOOKOUT_KAFKA_IDEMPOTENT_PRODUCER": "false", "LOOKOUT_STREAM_SESSION_TIMEOUT": "30",
