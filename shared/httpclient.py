@@ -5,6 +5,10 @@ Why not aiohttp: the SMS sender makes one short request per message, a thousand 
 and aiohttp's per-request machinery (ClientRequest/ClientResponse objects, payload registry,
 timers, traces, cookie handling) was most of the CPU of a whole send through the twilio SDK;
 this client does the same request for a fraction of it (figures: docs/performance.md).
+httpx's AsyncClient, the library we use elsewhere, was measured in the fan-out at about ten
+times this client's CPU per message with 64 sends in flight (docs/alerts.md, "HTTP client";
+encode/httpx#3215), too much for a short code's 100 messages/s on two cores: so this client
+is kept for the sender, and `LOOKOUT_SMS_HTTP_CLIENT=httpx` runs the comparison again.
 
 What it does: http and https (certificates verified), one request at a time per connection,
 idle connections reused per host, Content-Length, chunked and close-delimited responses.

@@ -57,6 +57,7 @@ class Official:
     role: str
     regions: tuple[str, ...]
     jti: str = ""
+    expires_at: int = 0  # the credential's `exp` (Unix seconds)
 
     def has_role(self, role: str) -> bool:
         """Roles are ordered: an admin may do what a reviewer may, a reviewer what a viewer
@@ -146,4 +147,4 @@ def verify(settings: Settings, token: str) -> Official:
             or not all(isinstance(r, str) for r in regions) or not name:
         raise CredentialError(401, "The credential's role, name or regions are malformed.")
     return Official(id=str(claims["sub"]), name=name, role=role, regions=tuple(regions),
-                    jti=str(claims["jti"]))
+                    jti=str(claims["jti"]), expires_at=int(claims["exp"]))

@@ -85,6 +85,7 @@ class Settings(BaseSettings):
 
     # SMS.
     sms_backend: Literal["outbox", "twilio"] = "outbox"
+    sms_http_client: Literal["lean", "httpx"] = "lean"
     twilio_account_sid: str = "AC00000000000000000000000000000000"
     twilio_auth_token: str = DEV_TWILIO_AUTH_TOKEN
     twilio_from: str = "+15005550006"

@@ -11,9 +11,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import urlencode
 
+import httpx
 from sqlalchemy import Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 from twilio.base.exceptions import TwilioRestException
@@ -181,6 +182,36 @@ class LeanTwilioHttpClient(AsyncHttpClient):  # type: ignore[misc]  # twilio is 
         self.http.close()
 
 
+class HttpxTwilioHttpClient(AsyncHttpClient):  # type: ignore[misc]  # twilio is untyped
+    """The twilio SDK's async HTTP client on httpx's AsyncClient (keep-alive pool), chosen
+    with `LOOKOUT_SMS_HTTP_CLIENT=httpx`: the well-kept library, kept beside our lean client
+    so the fan-out benchmark can compare the two (docs/alerts.md, "HTTP client"). Transport
+    failures are raised as ConnectionError (an OSError), as the lean client does."""
+
+    def __init__(self) -> None:
+        super().__init__(None, True, None)
+        self.http = httpx.AsyncClient(timeout=REQUEST_TIMEOUT,
+                                      limits=httpx.Limits(max_keepalive_connections=256))
+
+    async def request(self, method: str, url: str, params: dict[str, object] | None = None,
+                      data: dict[str, object] | None = None,
+                      headers: dict[str, str] | None = None,
+                      auth: tuple[str, str] | None = None,
+                      timeout: float | None = None,  # noqa: ASYNC109 - the SDK's interface
+                      allow_redirects: bool = False) -> Response:
+        try:
+            response = await self.http.request(
+                method.upper(), url, params=cast(Any, params), data=data, headers=headers,
+                auth=auth, follow_redirects=allow_redirects,
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
+        except httpx.TransportError as exc:
+            raise ConnectionError(repr(exc)) from exc
+        return Response(response.status_code, response.text, dict(response.headers))
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
 class TwilioSmsBackend:
     """Twilio's Messages API through the official SDK (async HTTP client). Delivery status
     callbacks go to the alerts service (`LOOKOUT_PUBLIC_ALERTS_URL`) unless
@@ -191,7 +222,8 @@ class TwilioSmsBackend:
     def __init__(self, settings: Settings, *, status_callbacks: bool = True) -> None:
         self.settings = settings
         self.status_callbacks = status_callbacks
-        self.http = LeanTwilioHttpClient()
+        self.http: AsyncHttpClient = (HttpxTwilioHttpClient() if settings.sms_http_client ==
+                                      "httpx" else LeanTwilioHttpClient())
         self.client = Client(settings.twilio_account_sid, settings.twilio_auth_token,
                              http_client=self.http)
         self.client.api.base_url = settings.twilio_api_base_url.rstrip("/")

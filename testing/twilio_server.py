@@ -456,6 +456,11 @@ class FakeTwilio:
         with self.lock:
             return [m.summary() for m in self._messages.values() if to is None or m.to == to]
 
+    def message_count(self) -> int:
+        """len(messages()) without copying them: for polling while thousands arrive."""
+        with self.lock:
+            return len(self._messages)
+
     def callbacks(self) -> list[dict[str, Any]]:
         with self.lock:
             return list(self._callbacks)
@@ -996,6 +1001,9 @@ class FakeTwilioServer:
 
     def messages(self, to: str | None = None) -> list[dict[str, Any]]:
         return self.fake.messages(to)
+
+    def message_count(self) -> int:
+        return self.fake.message_count()
 
     def callbacks(self) -> list[dict[str, Any]]:
         return self.fake.callbacks()

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from twilio.twiml.messaging_response import MessagingResponse
 
 from services.alerts import contacts, pages, repository, service, webhooks
+from services.alerts.credentials import SingleUseReviewer
 from services.alerts.models import Alert, Subscriber
 from services.alerts.schemas import (
     ActionIn,
@@ -37,7 +38,6 @@ from shared.web import (
     DbSession,
     OfficialAdmin,
     Operator,
-    Reviewer,
     ViewerOrOperator,
     create_app,
 )
@@ -153,7 +153,7 @@ def alert_detail(session: DbSession, settings: AppSettings,
 
 
 @router.post("/v1/alerts/{alert_id}/approve", tags=["alerts"])
-def approve_alert(session: DbSession, settings: AppSettings, official: Reviewer,
+def approve_alert(session: DbSession, settings: AppSettings, official: SingleUseReviewer,
                   alert_id: uuid.UUID, body: ActionIn | None = None) -> AlertReviewOut:
     """Approve a draft (a reviewer of the alert's region, by the dashboard's signed
     credential). A critical alert under a `second_reviewer` policy needs two reviewers."""
@@ -165,7 +165,7 @@ def approve_alert(session: DbSession, settings: AppSettings, official: Reviewer,
 
 
 @router.patch("/v1/alerts/{alert_id}", tags=["alerts"])
-def edit_alert(session: DbSession, settings: AppSettings, official: Reviewer,
+def edit_alert(session: DbSession, settings: AppSettings, official: SingleUseReviewer,
                alert_id: uuid.UUID, body: EditIn) -> AlertReviewOut:
     """Edit the text per language (segments re-counted; more than 2 GSM-7 segments is
     refused unless `force`) or the expiry. An approved alert that has not gone out goes
@@ -177,7 +177,7 @@ def edit_alert(session: DbSession, settings: AppSettings, official: Reviewer,
 
 
 @router.post("/v1/alerts/{alert_id}/reject", tags=["alerts"])
-def reject_alert(session: DbSession, settings: AppSettings, official: Reviewer,
+def reject_alert(session: DbSession, settings: AppSettings, official: SingleUseReviewer,
                  alert_id: uuid.UUID, body: ActionIn | None = None) -> AlertReviewOut:
     body = body or ActionIn()
     _in_scope(session, alert_id, official)
@@ -186,7 +186,7 @@ def reject_alert(session: DbSession, settings: AppSettings, official: Reviewer,
 
 
 @router.post("/v1/alerts/{alert_id}/cancel", tags=["alerts"])
-def cancel_alert(session: DbSession, settings: AppSettings, official: Reviewer,
+def cancel_alert(session: DbSession, settings: AppSettings, official: SingleUseReviewer,
                  alert_id: uuid.UUID, body: ActionIn | None = None) -> AlertReviewOut:
     body = body or ActionIn()
     _in_scope(session, alert_id, official)
@@ -195,7 +195,7 @@ def cancel_alert(session: DbSession, settings: AppSettings, official: Reviewer,
 
 
 @router.post("/v1/alerts/{alert_id}/update", tags=["alerts"], status_code=201)
-def update_alert(session: DbSession, settings: AppSettings, official: Reviewer,
+def update_alert(session: DbSession, settings: AppSettings, official: SingleUseReviewer,
                  alert_id: uuid.UUID, body: FollowUpIn | None = None) -> AlertReviewOut:
     """A follow-up alert (a new draft, kind `update`) for the same region."""
     body = body or FollowUpIn()
@@ -206,7 +206,7 @@ def update_alert(session: DbSession, settings: AppSettings, official: Reviewer,
 
 
 @router.post("/v1/alerts/{alert_id}/all-clear", tags=["alerts"], status_code=201)
-def all_clear(session: DbSession, settings: AppSettings, official: Reviewer,
+def all_clear(session: DbSession, settings: AppSettings, official: SingleUseReviewer,
               alert_id: uuid.UUID, body: FollowUpIn | None = None) -> AlertReviewOut:
     """An all-clear (a new draft, kind `all_clear`) for the same region."""
     body = body or FollowUpIn()

@@ -198,6 +198,16 @@ class InboundMessage(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
+class UsedCredential(Base):
+    """Review credentials already used, by `jti`: a credential acts once (a captured one
+    replayed within its lifetime is refused). Rows past their expiry are pruned."""
+
+    __tablename__ = "alerts_used_credentials"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 class DevOutboxMessage(DevOutboxMixin, Base):
     """The dev SMS backend: what would have been texted, shown on /dev/outbox."""
 

@@ -67,7 +67,7 @@ def test_kill_9_mid_fan_out_then_restart_sends_each_exactly_once(
     worker = stack.start("alerts-worker")
     try:
         asyncio.run(publish_signal(bootstrap))
-        assert wait_until(lambda: len(fake_twilio.messages()) >= 300, 90), \
+        assert wait_until(lambda: fake_twilio.message_count() >= 300, 90), \
             "the fan-out did not start"
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
@@ -112,7 +112,7 @@ def test_stop_during_a_10000_subscriber_fan_out(
     stack.start("alerts-worker", LOOKOUT_PUBLIC_ALERTS_URL="")
     try:
         asyncio.run(publish_signal(bootstrap))
-        assert wait_until(lambda: len(fake_twilio.messages()) >= 1000, 120), \
+        assert wait_until(lambda: fake_twilio.message_count() >= 1000, 120), \
             "the fan-out did not start"
         texted = _counts(fake_twilio)
         stoppers = [phone_of(i) for i in range(count) if phone_of(i) not in texted][::40][:60]
@@ -123,7 +123,7 @@ def test_stop_during_a_10000_subscriber_fan_out(
         sent_when_stopped = len(fake_twilio.messages())
         assert sent_when_stopped < count - len(stoppers), "the fan-out ended before STOPs"
         expected = count - sum(1 for n in seen_at_stop.values() if n == 0)
-        assert wait_until(lambda: len(fake_twilio.messages()) >= expected, 240), \
+        assert wait_until(lambda: fake_twilio.message_count() >= expected, 240), \
             f"fan-out stalled at {len(fake_twilio.messages())} of {expected}"
         time.sleep(3)
         counts = _counts(fake_twilio)
@@ -179,7 +179,7 @@ def test_a_draft_approved_by_an_official_is_sent_by_the_running_worker(
         approved = httpx.post(f"{api}/v1/alerts/{drafts[0]['id']}/approve",
                               headers=official_headers(Settings(env="test")))
         assert approved.status_code == 200, approved.text
-        assert wait_until(lambda: len(fake_twilio.messages()) == 20, 60)
+        assert wait_until(lambda: fake_twilio.message_count() == 20, 60)
         time.sleep(2)
         assert len(fake_twilio.messages()) == 20
         detail = httpx.get(f"{api}/v1/alerts/{drafts[0]['id']}", headers=admin).json()

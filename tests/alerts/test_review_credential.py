@@ -9,6 +9,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
@@ -17,11 +18,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from services.alerts import service
+from services.alerts import credentials, service
 from services.alerts.api import app
-from services.alerts.models import Alert, AlertAudit, Delivery
+from services.alerts.models import Alert, AlertAudit, Delivery, UsedCredential
 from shared.db import session_scope
-from shared.officials import AUDIENCE, ISSUER, public_key
+from shared.officials import AUDIENCE, ISSUER, public_key, verify
 from shared.settings import Settings, get_settings
 from testing.builders import contamination_signal
 from tests.alerts.test_service import add_subscriber
@@ -123,12 +124,14 @@ def test_a_viewer_and_a_reviewer_of_another_region_get_403(
 ) -> None:
     alert_id = _draft(settings)
     before = _state(settings, alert_id)
-    viewer = official_headers(settings, "vic.viewer", role="viewer", regions=("us/wa",))
-    elsewhere = official_headers(settings, "ore.reviewer", regions=("us/or", "us/wa/pierce"))
-    for headers in (viewer, elsewhere):
+    viewer = ("vic.viewer", "viewer", ("us/wa",))
+    elsewhere = ("ore.reviewer", "reviewer", ("us/or", "us/wa/pierce"))
+    for name, role, regions in (viewer, elsewhere):
         for method, path, body in (("post", "approve", None), ("post", "reject", None),
                                    ("post", "cancel", None), ("patch", "", {"texts": {}})):
             url = f"/v1/alerts/{alert_id}/{path}".rstrip("/")
+            # a fresh credential for each request, as the dashboard signs them
+            headers = official_headers(settings, name, role=role, regions=regions)
             response = client.request(method.upper(), url, headers=headers, json=body)
             assert response.status_code == 403, (path, response.text)
     assert _state(settings, alert_id) == before
@@ -158,7 +161,8 @@ def test_an_edit_after_approval_goes_back_to_review_and_is_not_sent(
         assert last is not None and (last.actor, last.action) == ("bob.second", "edit")
         assert last.before is not None and last.before["approved_by"] == "ann.first"
         assert last.before["status"] == "approved"
-    approved = client.post(f"/v1/alerts/{alert_id}/approve", headers=first).json()
+    approved = client.post(f"/v1/alerts/{alert_id}/approve",
+                           headers=official_headers(settings, "ann.first")).json()
     assert approved["approved_by"] == "ann.first" and approved["texts"]["en"] == text
     with session_scope(settings.sqlalchemy_url) as session:
         alert = session.get(Alert, alert_id)
@@ -167,7 +171,7 @@ def test_an_edit_after_approval_goes_back_to_review_and_is_not_sent(
         assert session.scalar(select(Delivery.body)) == text
     # Once it is going out, it can no longer be edited (cancel, or follow up, instead).
     late = client.patch(f"/v1/alerts/{alert_id}", json={"texts": {"en": "late STOP"}},
-                        headers=first)
+                        headers=official_headers(settings, "ann.first"))
     assert late.status_code == 409
 
 
@@ -202,21 +206,24 @@ def test_critical_alerts_need_a_second_reviewer_not_the_last_editor(
 ) -> None:
     app.dependency_overrides[get_settings] = lambda: two_reviewers
     alert_id = _draft(two_reviewers, severity="critical")
-    ann, bob, cat = (official_headers(two_reviewers, n) for n in ("ann", "bob", "cat"))
+
+    def signed(name: str) -> dict[str, str]:  # one credential a request, as the dashboard
+        return official_headers(two_reviewers, name)
+
     url = f"/v1/alerts/{alert_id}"
-    first = client.post(f"{url}/approve", headers=ann).json()
+    first = client.post(f"{url}/approve", headers=signed("ann")).json()
     assert first["status"] == "draft" and first["second_reviewer"] is True
     assert first["first_approvals"] == ["ann"]
-    again = client.post(f"{url}/approve", headers=ann)
+    again = client.post(f"{url}/approve", headers=signed("ann"))
     assert again.status_code == 409 and again.json()["approvals"] == ["ann"]
     # An edit resets the approvals; its author cannot give the second one.
-    edited = client.patch(url, headers=bob,
+    edited = client.patch(url, headers=signed("bob"),
                           json={"texts": {"en": "Fentanyl in coke. Reply STOP to cancel."}})
     assert edited.json()["first_approvals"] == [] and edited.json()["text_author"] == "bob"
-    assert client.post(f"{url}/approve", headers=ann).json()["status"] == "draft"
-    by_author = client.post(f"{url}/approve", headers=bob)
+    assert client.post(f"{url}/approve", headers=signed("ann")).json()["status"] == "draft"
+    by_author = client.post(f"{url}/approve", headers=signed("bob"))
     assert by_author.status_code == 409 and "last edit" in by_author.json()["detail"]
-    done = client.post(f"{url}/approve", headers=cat).json()
+    done = client.post(f"{url}/approve", headers=signed("cat")).json()
     assert done["status"] == "approved" and done["approved_by"] == "ann, cat"
     actions = [(a["actor"], a["action"]) for a in client.get(
         url, headers={"Authorization": f"Bearer {two_reviewers.admin_token}"}).json()["audit"]]
@@ -224,7 +231,7 @@ def test_critical_alerts_need_a_second_reviewer_not_the_last_editor(
                        ("ann", "approve_first"), ("cat", "approve")]
     # A warning under the same policy needs one reviewer.
     warning = _draft(two_reviewers, severity="warning", region="us/wa/king-county/98122")
-    assert client.post(f"/v1/alerts/{warning}/approve", headers=ann).json()["status"] \
+    assert client.post(f"/v1/alerts/{warning}/approve", headers=signed("ann")).json()["status"] \
         == "approved"
 
 
@@ -249,3 +256,38 @@ def test_the_dev_key_pair_is_refused_in_prod(settings: Settings) -> None:
     prod = settings.model_copy(update={"env": "prod"})
     with pytest.raises(InsecureSettingsError):
         public_key(prod)
+
+
+def test_a_review_credential_acts_once_and_a_replay_is_refused(
+    client: TestClient, settings: Settings
+) -> None:
+    first, second = _draft(settings), _draft(settings, region="us/wa/king-county/98101")
+    headers = official_headers(settings, "rita.reviewer")
+    assert client.post(f"/v1/alerts/{first}/reject", headers=headers).status_code == 200
+    before = _state(settings, second)
+    replay = client.post(f"/v1/alerts/{second}/approve", headers=headers)
+    assert replay.status_code == 401
+    assert replay.headers["content-type"].startswith("application/problem+json")
+    assert "used already" in replay.json()["detail"]
+    assert _state(settings, second) == before  # nothing changed, nothing audited
+    # recorded in the alerts database, not in this process: a credential another alerts
+    # API process has spent is refused here too
+    other = official_headers(settings, "rita.reviewer")
+    token = other["Authorization"].removeprefix("Bearer ")
+    credentials.spend(settings, verify(settings, token))
+    assert client.post(f"/v1/alerts/{second}/approve", headers=other).status_code == 401
+    fresh = client.post(f"/v1/alerts/{second}/approve",
+                        headers=official_headers(settings, "rita.reviewer"))
+    assert fresh.status_code == 200 and fresh.json()["approved_by"] == "rita.reviewer"
+
+
+def test_used_credentials_are_pruned_after_they_expire(settings: Settings) -> None:
+    old = verify(settings, official_headers(settings, now=time.time() - 30, ttl=60)[
+        "Authorization"].removeprefix("Bearer "))
+    credentials.spend(settings, old)
+    later = datetime.fromtimestamp(old.expires_at, UTC) + timedelta(minutes=1)
+    new = verify(settings, official_headers(settings)["Authorization"].removeprefix("Bearer "))
+    credentials.spend(settings, new, now=later)
+    with session_scope(settings.sqlalchemy_url) as session:
+        kept = set(session.scalars(select(UsedCredential.jti)))
+    assert kept == {new.jti}

@@ -309,3 +309,36 @@ def test_claim_looks_deliveries_up_by_id(settings: Settings) -> None:
         plan = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
     assert plan[0].startswith("SEARCH alerts_deliveries USING INDEX") and "(id=?)" in plan[0], plan
     assert "ix_alerts_deliveries_status" not in " ".join(plan), plan
+
+
+def test_the_httpx_client_sends_and_fails_as_the_lean_one_does(
+    twilio_settings: Settings, fake_twilio: FakeTwilioServer
+) -> None:
+    """`LOOKOUT_SMS_HTTP_CLIENT=httpx` (kept to compare the two in the fan-out benchmark):
+    the same message reaches Twilio, and a refused connection is an SmsError."""
+    settings = twilio_settings.model_copy(update={"sms_http_client": "httpx"})
+    closed = settings.model_copy(update={"twilio_api_base_url": "http://127.0.0.1:9"})
+
+    async def go() -> tuple[Receipt, Receipt | None]:
+        backend = TwilioSmsBackend(settings)
+        try:
+            receipt = await backend.send("+12065550151", "Test: fentanyl found")
+            return receipt, await backend.find_sent("+12065550151", "Test: fentanyl found",
+                                                    utcnow())
+        finally:
+            await backend.close()
+
+    async def refused() -> None:
+        backend = TwilioSmsBackend(closed)
+        try:
+            await backend.send("+12065550152", "never sent")
+        finally:
+            await backend.close()
+
+    receipt, found = asyncio.run(go())
+    [sent] = fake_twilio.messages()
+    assert (sent["to"], sent["body"], sent["sid"]) == ("+12065550151", "Test: fentanyl found",
+                                                       receipt.sid)
+    assert found is not None and found.sid == receipt.sid
+    with pytest.raises(SmsError):
+        asyncio.run(refused())
