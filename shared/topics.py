@@ -49,14 +49,6 @@ ALL_TOPICS: tuple[Topic, ...] = (DRUGCHECK_RESULTS, OVERDOSE_REPORTS, SIGNALS, S
                                  REFERRAL_REQUESTS, SMS_REQUESTS, SMS_INBOUND, REFERRAL_EVENTS,
                                  SITE_KEYS, ALERT_EVENTS, CONTACT_STOPS)
 
-# Detection's repartition topics (docs/detection.md, "Scaling"): its own internal topics,
-# created by the detection Faust app like its changelogs (the `lookout-detection-` prefix
-# its Kafka user owns), so not in ALL_TOPICS (no DLQ, nobody else reads or writes them).
-DETECTION_BY_AREA = Topic("lookout-detection-reports-by-area", "spike area", None)
-DETECTION_BY_SUBSTANCE = Topic("lookout-detection-findings-by-substance", "substance key",
-                               None)
-INTERNAL_TOPICS: tuple[Topic, ...] = (DETECTION_BY_AREA, DETECTION_BY_SUBSTANCE)
-
 
 def topic_names(include_dlq: bool = True) -> list[str]:
     names = [t.name for t in ALL_TOPICS]

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
 
 import phonenumbers
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from services.alerts.models import Delivery, Subscriber, Subscription
+from services.alerts.schemas import ConsentOut, MessageOut, SubscriberExport
 from shared.crypto import decrypt_phone, encrypt_phone, phone_lookup_hash
 from shared.db import utcnow
 from shared.regions import Region, RegionNotFoundError, _catalog, by_postal_code, get_region
@@ -115,23 +115,18 @@ def remove_areas(session: Session, contact: Subscriber, regions: list[Region]) -
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def export(session: Session, settings: Settings, contact: Subscriber) -> dict[str, Any]:
+def export(session: Session, settings: Settings, contact: Subscriber) -> SubscriberExport:
     """Everything held about one contact (the only place the number is shown decrypted)."""
     deliveries = session.scalars(select(Delivery).where(Delivery.subscriber_id == contact.id)
                                  .order_by(Delivery.created_at))
-    return {
-        "id": str(contact.id),
-        "phone": decrypt_phone(settings.secret_key, contact.phone_encrypted),
-        "status": contact.status, "language": contact.language,
-        "areas": areas_of(session, contact),
-        "consent": {"at": contact.consent_at.isoformat() if contact.consent_at else None,
-                    "channel": contact.consent_channel, "wording": contact.consent_text},
-        "created_at": contact.created_at.isoformat(),
-        "stopped_at": contact.stopped_at.isoformat() if contact.stopped_at else None,
-        "messages": [{"id": str(d.id), "purpose": d.purpose, "status": d.status,
-                      "body": d.body, "created_at": d.created_at.isoformat()}
-                     for d in deliveries],
-    }
+    return SubscriberExport(
+        id=contact.id, phone=decrypt_phone(settings.secret_key, contact.phone_encrypted),
+        status=contact.status, language=contact.language, areas=areas_of(session, contact),
+        consent=ConsentOut(at=contact.consent_at, channel=contact.consent_channel,
+                           wording=contact.consent_text),
+        created_at=contact.created_at, stopped_at=contact.stopped_at,
+        messages=[MessageOut.model_validate(d, from_attributes=True) for d in deliveries],
+    )
 
 
 def erase(session: Session, contact: Subscriber) -> None:

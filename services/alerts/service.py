@@ -34,6 +34,7 @@ from shared.events import ContaminationSignalV1, SpikeSignalV1
 from shared.gsm import is_gsm7, segment_count, sms_text_problem, strip_invisible
 from shared.ids import uuid7
 from shared.problems import ProblemError
+from shared.region_prefix import longest_prefix
 from shared.regions import Region
 from shared.settings import Settings
 
@@ -98,11 +99,7 @@ def policy_for(settings: Settings, region_id: str) -> RegionPolicy:
     """The longest region prefix in LOOKOUT_ALERT_POLICY_JSON (the key "" matches every
     region), else LOOKOUT_AUTO_APPROVE_SEVERITIES."""
     policy = _policy(settings.alert_policy_json)
-    best: str | None = None
-    for prefix in policy:
-        if (region_id == prefix or region_id.startswith(prefix + "/") or prefix == "") and \
-                (best is None or len(prefix) > len(best)):
-            best = prefix
+    best = longest_prefix(policy, region_id)
     if best is None:
         return RegionPolicy(frozenset(settings.auto_approve_severities))
     return policy[best]

@@ -1,5 +1,6 @@
-"""Tables of the dashboard's accounts (prefix `dashboard_`): officials, their sessions and
-the dashboard's audit log. The read model's tables live apart (dashboard_0001 chain)."""
+"""Tables of the dashboard's accounts (prefix `dashboard_`): officials, their sessions, their
+saved views and the dashboard's audit log. The read model's tables live apart
+(dashboard_0001 chain)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, false
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, UTCDateTime, utcnow
@@ -72,3 +73,20 @@ class DashboardAudit(Base):
     outcome: Mapped[str] = mapped_column(String(16))  # ok / failed / refused / error
     client: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class SavedView(Base):
+    """An official's saved filters of one page (ESSENCE's "saved views"): the page's key
+    (trends, supply, map) and its query string limited to the page's filter keys, never a
+    URL. Names are unique per account."""
+
+    __tablename__ = "dashboard_saved_views"
+    __table_args__ = (UniqueConstraint("official_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    official_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("dashboard_officials.id"),
+                                                   index=True)
+    name: Mapped[str] = mapped_column(String(60))
+    page: Mapped[str] = mapped_column(String(16))
+    query: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi.staticfiles import StaticFiles
 
-from services.dashboard import auth, pages, stream
+from services.dashboard import auth, pages, stream, views_routes
 from services.dashboard.templating import STATIC_DIR
 from shared.web import create_app
 
@@ -14,6 +14,7 @@ auth.install(app)
 app.include_router(auth.router)
 app.include_router(pages.router)
 app.include_router(stream.router)
+app.include_router(views_routes.router)
 # CSS, the live-update client, and the vendored front-end code (static/vendor/<pkg>/, each
 # with its LICENSE and package.json): nothing is loaded from outside the dashboard.
 app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -12,8 +12,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from pydantic import BeforeValidator
 
-from services.dashboard import geo, repository
+from services.dashboard import geo, repository, saved_views
 from services.dashboard.flyer import Flyer, flyer_pdf
 from services.dashboard.security import PageError, SignedInOfficial
 from services.dashboard.templating import render
@@ -24,6 +25,8 @@ from shared.web import AppSettings, DbSession
 router = APIRouter(tags=["pages"])
 
 Days = Annotated[int, Query(ge=1, le=3660)]
+# The filter forms send an empty date field as `start=`: no date, not a 422.
+OptionalDate = Annotated[date | None, BeforeValidator(lambda v: v or None)]
 Bucket = Literal["day", "week"]
 RANGES = (7, 28, 90)
 LINE_LIST_ON_PAGE = 100  # the latest samples on the page; the CSV export has every one
@@ -114,10 +117,17 @@ def _range(days: int, start: date | None, end: date | None) -> dict[str, object]
     return {"days": days, "start": start, "end": end, "ranges": RANGES}
 
 
+def _views(request: Request, session: DbSession, signed: SignedInOfficial,
+           page: str) -> dict[str, object]:
+    """The "save this view" form's page and filters, and the official's views of the page."""
+    return {"view_page": page, "query": request.url.query,
+            "views": saved_views.list_views(session, signed.account.id, page)}
+
+
 @router.get("/trends", include_in_schema=False)
 def trends(request: Request, session: DbSession, signed: SignedInOfficial,
-           region: str = "", days: Days = 28, start: date | None = None,
-           end: date | None = None, bucket: Bucket = "day",
+           region: str = "", days: Days = 28, start: OptionalDate = None,
+           end: OptionalDate = None, bucket: Bucket = "day",
            source: Literal["reports", "results"] = "reports", report_source: str = "",
            fatal: Literal["", "yes", "no"] = "") -> Response:
     trend = repository.trends(session, _now(), region_id=region or None, days=days,
@@ -130,13 +140,14 @@ def trends(request: Request, session: DbSession, signed: SignedInOfficial,
     return render(request, "pages/trends.html", {
         "trend": trend, "rows": rows, "tree": tree, "region": region, "bucket": bucket,
         "source": source,
-        "report_source": report_source, "fatal": fatal, "query": request.url.query,
-        **_range(days, start, end)}, active="trends")
+        "report_source": report_source, "fatal": fatal,
+        **_views(request, session, signed, "trends"), **_range(days, start, end)},
+        active="trends")
 
 
 @router.get("/trends.csv", include_in_schema=False)
 def trends_csv(session: DbSession, signed: SignedInOfficial, region: str = "",
-               days: Days = 28, start: date | None = None, end: date | None = None,
+               days: Days = 28, start: OptionalDate = None, end: OptionalDate = None,
                bucket: Bucket = "day", source: Literal["reports", "results"] = "reports",
                report_source: str = "", fatal: Literal["", "yes", "no"] = "") -> Response:
     trend = repository.trends(session, _now(), region_id=region or None, days=days,
@@ -152,7 +163,7 @@ def trends_csv(session: DbSession, signed: SignedInOfficial, region: str = "",
 
 @router.get("/supply", include_in_schema=False)
 def supply(request: Request, session: DbSession, signed: SignedInOfficial, region: str = "",
-           days: Days = 90, start: date | None = None, end: date | None = None,
+           days: Days = 90, start: OptionalDate = None, end: OptionalDate = None,
            bucket: Bucket = "week") -> Response:
     data = repository.drug_supply(session, _now(), region_id=region or None, days=days,
                                   start=start, end=end, bucket=bucket,
@@ -167,7 +178,8 @@ def supply(request: Request, session: DbSession, signed: SignedInOfficial, regio
     return render(request, "pages/supply.html", {
         "data": data, "region": region, "bucket": bucket, "substances": substances,
         "positivity": positivity, "tree": repository.region_tree(session),
-        "query": request.url.query, **_range(days, start, end)}, active="supply")
+        **_views(request, session, signed, "supply"), **_range(days, start, end)},
+        active="supply")
 
 
 LINE_LIST_HEADER = ["collected_at", "site", "sample_id", "region", "sold_as", "form",
@@ -181,8 +193,8 @@ def _found(row: repository.SampleRow) -> str:
 
 @router.get("/supply.csv", include_in_schema=False)
 def supply_csv(session: DbSession, signed: SignedInOfficial, region: str = "",
-               days: Days = 90, start: date | None = None,
-               end: date | None = None) -> Response:
+               days: Days = 90, start: OptionalDate = None,
+               end: OptionalDate = None) -> Response:
     """The line list: every sample of the range (not only the page's first rows)."""
     data = repository.drug_supply(session, _now(), region_id=region or None, days=days,
                                   start=start, end=end, line_limit=1_000_000)
@@ -216,7 +228,8 @@ def map_page(request: Request, session: DbSession, signed: SignedInOfficial,
                                       1)})
     return render(request, "pages/map.html", {
         "us": us, "elsewhere": elsewhere, "points": points, "days": days,
-        "topology": geo.TOPOLOGY_URL, "ranges": RANGES}, active="map")
+        "topology": geo.TOPOLOGY_URL, "ranges": RANGES,
+        **_views(request, session, signed, "map")}, active="map")
 
 
 @router.get("/referrals", include_in_schema=False)

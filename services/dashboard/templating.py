@@ -13,6 +13,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from starlette.responses import Response
 
+from services.dashboard import saved_views
 from shared.gsm import is_gsm7, segment_count
 
 HERE = Path(__file__).parent
@@ -28,6 +29,7 @@ NAV = (
     ("map", "/map", "Map"),
     ("referrals", "/referrals", "Referrals"),
     ("performance", "/performance", "Performance"),
+    ("views", "/views", "Saved views"),
 )
 ESSENCE = {"red": "p < 0.01", "yellow": "p < 0.05", "blue": "normal", "grey": "no baseline"}
 
@@ -75,6 +77,8 @@ templates.env.globals["segment_count"] = segment_count
 templates.env.globals["is_gsm7"] = is_gsm7
 templates.env.globals["NAV"] = NAV
 templates.env.globals["ESSENCE"] = ESSENCE
+templates.env.globals["view_href"] = saved_views.href
+templates.env.globals["view_page_label"] = saved_views.page_label
 
 
 def _csrf_token(request: Request) -> str:

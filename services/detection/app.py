@@ -8,7 +8,6 @@ from shared.streams import make_faust_app
 
 app = make_faust_app("detection", get_settings())
 # A recovering table could miss the first messages of a changelog partition when faust
-# clears its changelog queue on resume (seen on Tansu at every restart of some brokers).
-# With several workers a rebalance revokes partitions too: the kill -9 test of three
-# workers (tests/detection/test_scaling.py) runs through that.
+# clears its changelog queue on resume (seen on Tansu at every restart of some brokers);
+# the detection worker owns every partition, so no rebalance revokes one it holds.
 keep_changelog_queue_on_resume(app)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.detection.detectors import METHODS
+from shared.region_prefix import covers
 from shared.settings import Settings
 
 LEVELS = {"state": 2, "county": 3, "postal_code": 4}  # path segments kept of a region id
@@ -53,7 +54,7 @@ class DetectionConfig:
 
     def for_region(self, region_id: str) -> RegionConfig:
         for prefix, region_config in self.overrides:
-            if prefix == "*" or region_id == prefix or region_id.startswith(prefix + "/"):
+            if covers(prefix, region_id):
                 return region_config
         return self.default
 

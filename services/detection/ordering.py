@@ -39,7 +39,6 @@ class Held:
     offset: int
     item: Any  # the parsed event (None: not handled, only acknowledged in its turn)
     event: Any = None  # the faust event (acknowledged once handled)
-    seq: int = 0  # SourceMerge: order of arrival on the through partition
 
 
 class EventTimeMerge:
@@ -55,9 +54,6 @@ class EventTimeMerge:
 
     def next_offset(self, partition: int) -> int | None:
         return self._next.get(partition)
-
-    def holds(self, partition: int) -> bool:
-        return bool(self._queues.get(partition))
 
     def add(self, held: Held) -> None:
         """Hold a received message (one received already is ignored)."""
@@ -105,81 +101,3 @@ class EventTimeMerge:
             self._next.pop(p, None)
         self._heads = [h for h in self._heads if h[2] in self._queues and self._queues[h[2]]]
         heapq.heapify(self._heads)
-
-
-class SourceMerge:
-    """The same merge for a stage fed through a repartition topic (one instance per through
-    partition): held messages carry their *source* partition and offset, so the queues are
-    per source partition. A through partition interleaves the forwards of several first-stage
-    workers, so its own order says nothing; instead each first-stage worker punctuates every
-    through partition, per source partition it owns, with the newest event time it handled
-    and whether that source partition is caught up (`punctuate`). A source partition with an
-    empty queue holds back a head not older than its punctuated time (everything older was
-    forwarded), unless it was caught up in a punctuation that arrived after the head: a
-    "caught up" said before the head was forwarded may predate what its partition received
-    since (another worker forwarded the head from the same batch). Re-forwards (a first stage
-    restarted from its committed offset) are recognised by source offset and dropped."""
-
-    def __init__(self, sources: int, held_max: int = HELD_MAX) -> None:
-        self.sources = sources
-        self.held_max = held_max
-        self._queues: dict[int, deque[Held]] = {}
-        self._heads: list[tuple[float, str, int]] = []
-        self._last: dict[int, int] = {}  # highest source offset received per source partition
-        self._bound: dict[int, float] = {}  # nothing older than this is still to come
-        self._caught: dict[int, int] = {}  # caught up for messages that arrived before seq
-        self._seq = 0
-        self._count = 0
-
-    def __len__(self) -> int:
-        return self._count
-
-    def add(self, held: Held) -> bool:
-        """Hold a forwarded message; False (not held) for a re-forward of one received."""
-        p = held.partition
-        if held.offset <= self._last.get(p, -1):
-            return False
-        self._last[p] = held.offset
-        held.seq = self._seq
-        self._seq += 1
-        queue = self._queues.setdefault(p, deque())
-        queue.append(held)
-        self._count += 1
-        if len(queue) == 1:
-            heapq.heappush(self._heads, (held.at, held.tiebreak, p))
-        return True
-
-    def punctuate(self, source: int, newest: float, caught_up: bool) -> None:
-        self._bound[source] = max(newest, self._bound.get(source, -math.inf))
-        if caught_up:
-            self._caught[source] = self._seq
-        else:
-            self._caught.pop(source, None)
-
-    def lowest_held(self, source: int) -> int | None:
-        queue = self._queues.get(source)
-        return queue[0].offset if queue else None
-
-    def _blocked(self, at: float, seq: int) -> bool:
-        for s in range(self.sources):
-            if self._queues.get(s) or self._bound.get(s, -math.inf) > at:
-                continue
-            if seq < self._caught.get(s, -1):
-                continue
-            return True
-        return False
-
-    def ready(self) -> list[Held]:
-        out = []
-        while self._heads:
-            at, _, p = self._heads[0]
-            queue = self._queues[p]
-            if self._count <= self.held_max and self._blocked(at, queue[0].seq):
-                break
-            heapq.heappop(self._heads)
-            out.append(queue.popleft())
-            self._count -= 1
-            if queue:
-                head = queue[0]
-                heapq.heappush(self._heads, (head.at, head.tiebreak, p))
-        return out

@@ -71,12 +71,6 @@ def day_of(at: float) -> int:
 
 # ------------------------------------------------------------------ (b) novel substance
 
-def can_be_novel(found: Found) -> bool:
-    """Whether `novel` can raise a signal for this substance (recognized cuts and benign
-    substances never do; their last-seen values are read by nothing else)."""
-    return not found.recognized or found.risk >= NOVEL_MIN_RISK
-
-
 def novel(result: DrugCheckResultV1, at: float, found: Found, cfg: RegionConfig,
           in_region: dict[str, Any] | None, anywhere: dict[str, Any] | None,
           ) -> tuple[Candidate | None, dict[str, Any] | None, dict[str, Any] | None]:

@@ -60,13 +60,6 @@ class Tables:
     def in_memory(cls) -> Tables:
         return cls({}, {}, {}, {}, {}, {})
 
-    def clear_cache(self) -> None:
-        for table in (self.spike_counts, self.marks, self.episodes, self.seen, self.clusters,
-                      self.positivity):
-            clear = getattr(table, "clear", None)
-            if clear is not None and not isinstance(table, dict):
-                clear()
-
     def flush(self) -> None:
         """Write the held changes of write-behind tables (see `tablecache.WriteBehind`)."""
         for table in (self.spike_counts, self.marks, self.episodes, self.seen, self.clusters,
@@ -104,12 +97,6 @@ class Processor:
         # committed offset per source partition (undo entries below it are dropped)
         self.committed_reports: Mapping[int, int | None] = {}
         self.committed_results: Mapping[int, int | None] = {}
-
-    def forget_caches(self) -> None:
-        """Drop the per-area threshold cache (after a rebalance an area may come back
-        changed by another worker)."""
-        self._thresholds.clear()
-        self._versions.clear()
 
     # ------------------------------------------------------------------ spikes
 
@@ -223,18 +210,15 @@ class Processor:
 
     # ------------------------------------------------------------------ contamination
 
-    async def on_result(self, result: DrugCheckResultV1, partition: int, offset: int,
-                        novelty: bool = True) -> list[str]:
-        """Every pattern of one result; with `novelty` False all but (b), whose substance
-        keys are returned for `on_novel` (the substance stage of several workers: "never
-        seen anywhere" spans every region)."""
+    async def on_result(self, result: DrugCheckResultV1, partition: int, offset: int) -> None:
         if result.canary:
             await self._send_canary(result)
-            return []
+            return
         region = result.region_id
         cfg = self.config.for_region(region)
         at = result.collected_at.timestamp()
         msg = Message(partition, offset, self.committed_results)
+        seen = self.t.seen
         candidates: list[patterns.Candidate] = []
         for signal in rules.unexpected_adulterants(result):
             sub = substances.get_substance(signal.substance_id)
@@ -242,9 +226,16 @@ class Processor:
                 "unexpected_adulterant", patterns.Found(sub.id, sub.name, sub.risk, True),
                 signal.severity, (result.event_id,)))
         found = patterns.found_substances(result)
-        novel_keys = [f.key for f in found if patterns.can_be_novel(f)]
-        if novelty:
-            candidates += self._novelty(msg, result, at, cfg, found)
+        for f in found:
+            key = f"{region}|{f.key}"
+            candidate, new_region, new_anywhere = patterns.novel(
+                result, at, f, cfg, msg.get(seen, key), msg.get(seen, f"*|{f.key}"))
+            if new_region is not None:
+                msg.put(seen, key, new_region)
+            if new_anywhere is not None:
+                msg.put(seen, f"*|{f.key}", new_anywhere)
+            if candidate:
+                candidates.append(candidate)
         mark_key = f"c|{region}"
         mark = msg.get(self.t.marks, mark_key)
         day = patterns.day_of(at)
@@ -258,35 +249,6 @@ class Processor:
             candidates += self._windows(msg, result, at, day, found, cfg)
         for c in candidates:
             await self._send_contamination(msg, result, c)
-        return novel_keys
-
-    async def on_novel(self, result: DrugCheckResultV1, keys: list[str], partition: int,
-                       offset: int) -> None:
-        """Pattern (b) for the result's substances `keys` (the substance stage)."""
-        cfg = self.config.for_region(result.region_id)
-        msg = Message(partition, offset, self.committed_results)
-        wanted = set(keys)
-        found = [f for f in patterns.found_substances(result) if f.key in wanted]
-        for c in self._novelty(msg, result, result.collected_at.timestamp(), cfg, found):
-            await self._send_contamination(msg, result, c)
-
-    def _novelty(self, msg: Message, result: DrugCheckResultV1, at: float, cfg: RegionConfig,
-                 found: list[patterns.Found]) -> list[patterns.Candidate]:
-        seen = self.t.seen
-        out = []
-        for f in found:
-            if not patterns.can_be_novel(f):
-                continue
-            key = f"{result.region_id}|{f.key}"
-            candidate, new_region, new_anywhere = patterns.novel(
-                result, at, f, cfg, msg.get(seen, key), msg.get(seen, f"*|{f.key}"))
-            if new_region is not None:
-                msg.put(seen, key, new_region)
-            if new_anywhere is not None:
-                msg.put(seen, f"*|{f.key}", new_anywhere)
-            if candidate:
-                out.append(candidate)
-        return out
 
     def _windows(self, msg: Message, result: DrugCheckResultV1, at: float, day: int,
                  found: list[patterns.Found], cfg: RegionConfig) -> list[patterns.Candidate]:

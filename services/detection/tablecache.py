@@ -50,11 +50,6 @@ class WriteBehind(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return len(self.table)
 
-    def clear(self) -> None:
-        """Drop the read cache (after a rebalance, another worker may have changed a key)."""
-        self.flush()
-        self._cache.clear()
-
     def flush(self) -> None:
         for key in self._dirty:
             self.table[key] = self._cache[key]

@@ -7,7 +7,6 @@ The SMS conversation runs in the `referrals-worker` process (`services.referrals
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 import re
@@ -19,11 +18,10 @@ from fastapi import APIRouter, Depends, Form, Header, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from prometheus_client import Counter
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.referrals import listings, repository, service
 from services.referrals import models as m
-from services.referrals import service
 from services.referrals.geo import centroid, resolve_place
 from services.referrals.matching import SERVICE_TYPES
 from services.referrals.notify import ChannelNotifier, NoticeQueue, ProviderNotifier
@@ -38,7 +36,6 @@ from services.referrals.schemas import (
 )
 from shared.crypto import webhook_secret
 from shared.db import utcnow
-from shared.outbound import RefusedURLError, check_url, is_public
 from shared.problems import ProblemError
 from shared.ratelimit import KeyedRateLimiter
 from shared.regions import RegionNotFoundError, get_region
@@ -116,12 +113,11 @@ def _referral_out(session: Session, referral: m.Referral, full: bool = False) ->
     notices: list[dict[str, Any]] = []
     if full:
         history = [{"status": c.status, "previous_status": c.previous_status, "actor": c.actor,
-                    "at": c.at.isoformat()} for c in session.scalars(
-            select(m.StatusChange).where(m.StatusChange.referral_id == referral.id)
-            .order_by(m.StatusChange.at))]
+                    "at": c.at.isoformat()}
+                   for c in repository.status_changes(session, referral.id)]
         notices = [{"service_id": n.service_id, "channel": n.channel, "status": n.status,
-                    "error": n.error, "at": n.created_at.isoformat()} for n in session.scalars(
-            select(m.ProviderNotice).where(m.ProviderNotice.referral_id == referral.id))]
+                    "error": n.error, "at": n.created_at.isoformat()}
+                   for n in repository.provider_notices(session, referral.id)]
     return ReferralOut(
         id=referral.id, source=referral.source, status=referral.status,
         service_types=referral.service_types, region_id=referral.region_id,
@@ -302,13 +298,12 @@ def help_submit(
         settings, options=options, form=form, region=region.name))
 
 
-def _service_out(session: Session, svc: m.Service, settings: Settings) -> ServiceOut:
-    caps = list(session.scalars(select(m.ServiceCapacity.available).where(
-        m.ServiceCapacity.service_id == svc.id)))
+def _service_out(svc: m.Service, settings: Settings,
+                 capacity: dict[str, float]) -> ServiceOut:
     return ServiceOut(
         id=svc.id, name=svc.name, organization_id=svc.organization_id, status=svc.status,
         service_types=svc.service_types, payment_options=svc.payment_options,
-        accepting=svc.accepting, capacity_available=sum(caps) if caps else None,
+        accepting=svc.accepting, capacity_available=capacity.get(svc.id),
         notify_channel=svc.notify_channel,
         webhook_secret=webhook_secret(settings.secret_key, svc.id)
         if svc.notify_channel == "webhook" else None)
@@ -317,9 +312,10 @@ def _service_out(session: Session, svc: m.Service, settings: Settings) -> Servic
 @router.get("/v1/providers/services", dependencies=[AdminOnly], tags=["directory"])
 def list_services(session: DbSession, settings: AppSettings,
                   service_type: str | None = None) -> list[ServiceOut]:
-    return [_service_out(session, svc, settings)
-            for svc in session.scalars(select(m.Service).order_by(m.Service.name))
-            if not service_type or service_type in svc.service_types]
+    services = [svc for svc in repository.services_by_name(session)
+                if not service_type or service_type in svc.service_types]
+    capacity = repository.capacity_available(session, [svc.id for svc in services])
+    return [_service_out(svc, settings, capacity) for svc in services]
 
 
 @router.patch("/v1/providers/services/{service_id}", dependencies=[AdminOnly],
@@ -327,64 +323,8 @@ def list_services(session: DbSession, settings: AppSettings,
 def update_service(service_id: str, body: ServiceUpdateIn, session: DbSession,
                    settings: AppSettings) -> ServiceOut:
     """Availability and capacity (and where hand-off notices go)."""
-    svc = session.get(m.Service, service_id)
-    if svc is None:
-        raise ProblemError(404, "Not found", "no such service")
-    now = utcnow()
-    if body.accepting is not None:
-        svc.accepting = body.accepting
-    if body.notify_channel is not None:
-        if not body.notify_address:
-            raise ProblemError(422, "notify_address required", "give the channel's address",
-                               errors=[{"field": "/notify_address", "message": "required"}])
-        if body.notify_channel == "sms" and not E164.fullmatch(body.notify_address):
-            raise ProblemError(422, "Invalid notify_address",
-                               "an SMS channel needs a number in E.164 form (+12065550101)",
-                               errors=[{"field": "/notify_address",
-                                        "message": "not an E.164 number"}])
-        if body.notify_channel == "webhook":
-            _check_webhook(settings, body.notify_address)
-        svc.notify_channel, svc.notify_address = body.notify_channel, body.notify_address
-    if body.capacity_available is not None:
-        rows = list(session.scalars(select(m.ServiceCapacity).where(
-            m.ServiceCapacity.service_id == service_id).order_by(m.ServiceCapacity.id)))
-        if rows:
-            cap = rows[0]
-            for other in rows[1:]:
-                session.delete(other)  # the update states the whole current capacity
-        else:
-            cap = m.ServiceCapacity(id=f"{service_id}-capacity", service_id=service_id)
-            session.add(cap)
-        cap.available = body.capacity_available
-        if body.capacity_maximum is not None:
-            cap.maximum = body.capacity_maximum
-        cap.updated = now
-    svc.updated_at = now
-    session.flush()
-    service.invalidate_directory()
-    return _service_out(session, svc, settings)
-
-
-def _check_webhook(settings: Settings, url: str) -> None:
-    """What can be told before sending: the scheme, and a literal address. Names are
-    resolved and checked again at every send (`shared.outbound`)."""
-    try:
-        _scheme, host, _port, _path = check_url(url, require_https=settings.env == "prod")
-        literal = host.strip("[]")
-        if not settings.referrals_webhook_allow_private and _is_ip(literal) \
-                and not is_public(literal):
-            raise RefusedURLError("a private, loopback or link-local address")
-    except RefusedURLError as exc:
-        raise ProblemError(422, "Invalid notify_address", f"a webhook needs a public URL: {exc}",
-                           errors=[{"field": "/notify_address", "message": str(exc)}]) from None
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+    svc = listings.update_service(session, settings, service_id, body)
+    return _service_out(svc, settings, repository.capacity_available(session, [svc.id]))
 
 
 @router.get("/dev/outbox.json", dependencies=[DevOnly, AdminOnly], tags=["dev"],
@@ -392,8 +332,7 @@ def _is_ip(text: str) -> bool:
 def dev_outbox(session: DbSession,
                limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[dict[str, Any]]:
     """Texts to providers kept by the dev SMS backend (`LOOKOUT_SMS_BACKEND=outbox`)."""
-    rows = session.scalars(select(m.DevSmsMessage).order_by(m.DevSmsMessage.id.desc())
-                           .limit(limit))
+    rows = repository.dev_messages(session, limit)
     return [{"sid": r.sid, "to": r.to_masked, "body": r.body, "segments": r.segments,
              "created_at": r.created_at.isoformat()} for r in rows]
 

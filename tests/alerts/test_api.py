@@ -13,8 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
-from services.alerts import api as api_module
-from services.alerts import service
+from services.alerts import service, webhooks
 from services.alerts.api import app
 from services.alerts.models import Delivery, DevOutboxMessage, EarlyStatus
 from shared.db import session_scope, utcnow
@@ -183,13 +182,13 @@ def test_concurrent_callbacks_share_transactions_and_all_apply(
             delivery.status, delivery.provider_sid = "queued", f"SM{i:032d}"
             sids.append(delivery.provider_sid)
     batches: list[int] = []
-    real = api_module._record_statuses
+    real = webhooks.record_statuses
 
     def counting(url: str, items: list[tuple[str, str, str | None]]) -> list[str]:
         batches.append(len(items))
         return real(url, items)
 
-    monkeypatch.setattr(api_module, "_record_statuses", counting)
+    monkeypatch.setattr(webhooks, "record_statuses", counting)
     app.dependency_overrides[get_settings] = lambda: public_settings
     params = [{"MessageSid": sid, "MessageStatus": status}
               for status in ("sent", "delivered") for sid in [*sids, "SMunknown"]]

@@ -184,3 +184,40 @@ def test_a_new_signal_appears_on_an_open_page_within_2_s(served: Served,
     assert time.monotonic() - start < 2.0
     assert page.evaluate("window.notReloaded") is True
     page.context.close()
+
+
+def test_a_saved_view_on_trends_opens_with_its_filters(served: Served,
+                                                       browser: Browser) -> None:
+    requests: list[str] = []
+    page = signed_in_page(browser, served, DESKTOP, requests)
+    page.goto(f"{served.base}/trends", timeout=20_000)
+    page.select_option("#region", "us/fl")
+    page.select_option("#bucket", "week")
+    page.select_option("#fatal", "yes")
+    page.check("input[name='days'][value='90']")
+    page.click("form.filters button[type='submit']")
+    page.wait_for_url("**/trends?*fatal=yes*", timeout=20_000)
+    page.click("#saved-views summary")  # the panel opens (closed while there is no view)
+    page.fill("#view-name", "Florida fatal, weekly")
+    page.click("#save-view button[type='submit']")
+    page.wait_for_url("**/trends?*", timeout=20_000)
+
+    page.goto(f"{served.base}/", timeout=20_000)  # away, then back through the list
+    page.click("nav a[href='/views']")
+    page.wait_for_url(f"{served.base}/views", timeout=20_000)
+    page.click("#views a:text('Florida fatal, weekly')")
+    page.wait_for_url("**/trends?*", timeout=20_000)
+    assert page.input_value("#region") == "us/fl"
+    assert page.input_value("#bucket") == "week"
+    assert page.input_value("#fatal") == "yes"
+    assert page.is_checked("input[name='days'][value='90']")
+    assert page.locator("#saved-views a:text('Florida fatal, weekly')").count() == 1
+
+    # and it can be deleted from the list
+    page.goto(f"{served.base}/views", timeout=20_000)
+    page.click("#views button[aria-label='Delete Florida fatal, weekly']")
+    page.wait_for_url(f"{served.base}/views", timeout=20_000)
+    assert page.locator("#views a:text('Florida fatal, weekly')").count() == 0
+    foreign = [u for u in requests if not u.startswith(served.base + "/")]
+    assert not foreign, foreign
+    page.context.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from services.detection.config import load_config
-from services.detection.ordering import EventTimeMerge, Held, SourceMerge
+from services.detection.ordering import EventTimeMerge, Held
 from services.detection.processors import Processor, Tables
 from shared.events import DrugCheckResultV1, OverdoseReportV1
 from shared.settings import Settings
@@ -133,33 +133,6 @@ def test_a_partition_behind_holds_back_newer_messages_of_the_others() -> None:
         small.add(Held(100.0 + offset, "x", 0, offset, None))
     assert [h.offset for h in small.ready([0, 1], lambda p, n: p == 0)] == [0, 1]
     assert len(small) == 2
-
-
-def test_a_through_partition_merges_over_source_partitions_by_their_punctuations() -> None:
-    merge = SourceMerge(sources=2)
-
-    def ready() -> list[str]:
-        return [h.tiebreak for h in merge.ready()]
-
-    merge.add(Held(10.0, "a", 0, 0, None))
-    assert ready() == []  # source 1 has said nothing yet
-    merge.punctuate(1, 5.0, caught_up=False)
-    assert ready() == []  # source 1 may still bring something from 5 on
-    merge.punctuate(1, 12.0, caught_up=False)
-    assert ready() == ["a"]  # source 1 has forwarded everything before 12
-    merge.add(Held(20.0, "b", 0, 1, None))
-    merge.punctuate(1, 12.0, caught_up=True)  # caught up, said after "b" arrived
-    assert ready() == ["b"]
-    merge.add(Held(30.0, "c", 0, 2, None))  # arrived after that "caught up": it waits
-    assert ready() == []
-    merge.add(Held(25.0, "d", 1, 0, None))
-    assert ready() == ["d"]
-    merge.punctuate(1, 25.0, caught_up=True)
-    assert ready() == ["c"]
-    # a re-forward (a first stage restarted from its committed offset) is dropped
-    assert not merge.add(Held(20.0, "b", 0, 1, None))
-    assert merge.add(Held(40.0, "e", 0, 3, None))
-    assert merge.lowest_held(0) == 3 and merge.lowest_held(1) is None
 
 
 # ------------------------------------------------------------------ the worker, on Tansu

@@ -55,10 +55,10 @@ def test_the_registry_and_the_broker_take_the_partition_counts_from_the_settings
 def test_the_detection_worker_reads_the_partition_counts_from_the_settings() -> None:
     code = (
         "from services.detection import agents as a\n"
-        "print(a.app.conf.topic_partitions, a.area_tables.spike_counts.table.partitions,\n"
-        "      a.results_tables.positivity.table.partitions, a.area_stage.sources,\n"
-        "      list(a.results_processor.committed_results), a.by_area_topic.partitions)\n")
+        "print(a.app.conf.topic_partitions, a.tables.spike_counts.table.partitions,\n"
+        "      a.tables.positivity.table.partitions, len(a.processor.committed_reports),\n"
+        "      list(a.processor.committed_results))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True,
                          capture_output=True, text=True,
                          env={**os.environ, **ENV, "LOOKOUT_ENV": "test"})
-    assert out.stdout.split("\n")[0] == "6 6 6 12 [0, 1, 2, 3, 4, 5] 6", out.stderr[-2000:]
+    assert out.stdout.split("\n")[0] == "6 12 6 12 [0, 1, 2, 3, 4, 5]", out.stderr[-2000:]
