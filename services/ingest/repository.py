@@ -26,7 +26,7 @@ def active_key(session: Session,
     row = session.execute(
         select(ApiKey.id, ApiKey.site_id, ApiKey.scopes)
         .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))).first()
-    return None if row is None else row.tuple()
+    return None if row is None else row
 
 
 def drug_check_by_sample(session: Session, site_id: uuid.UUID,
@@ -46,7 +46,7 @@ def drug_check_keys(session: Session, site_id: uuid.UUID,
             select(DrugCheck.sample_id, DrugCheck.id, DrugCheck.event_id, DrugCheck.region_id,
                    DrugCheck.content_hash)
             .where(DrugCheck.site_id == site_id, DrugCheck.sample_id.in_(chunk))):
-            yield row.tuple()
+            yield row
 
 
 def report_keys(session: Session, site_id: uuid.UUID,
@@ -60,7 +60,7 @@ def report_keys(session: Session, site_id: uuid.UUID,
                    OverdoseReport.region_id, OverdoseReport.content_hash)
             .where(OverdoseReport.site_id == site_id,
                    OverdoseReport.idempotency_key.in_(chunk))):
-            yield row.tuple()
+            yield row
 
 
 def received_after(session: Session, model: type[DrugCheck] | type[OverdoseReport],
