@@ -11,7 +11,7 @@ import sys
 def tune_ingest_http() -> None:
     """For an ingest HTTP process, once its app is imported.
 
-    - A short switch interval: the group-commit writer thread (services/ingest/writer.py)
+    - A short switch interval: the group-commit writer thread (shared/group_commit.py)
       lets go of the GIL for every statement and must win it back from the busy event loop;
       at the default 5 ms each wait, a group of a few statements took tens of ms, all of it
       inside the write lock every other writer waits for.

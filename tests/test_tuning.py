@@ -30,7 +30,7 @@ def _run(tmp_path: Path, body: str) -> list[list[object]]:
 def test_importing_the_services_changes_no_process_setting(tmp_path: Path) -> None:
     before, after = _run(tmp_path, (
         "before = state()\n"
-        "import services.ingest.api, services.ingest.writer, services.alerts.agents\n"
+        "import services.ingest.api, shared.group_commit, services.alerts.agents\n"
         "print(json.dumps([before, state()]))\n"))
     assert after == before
 

@@ -16,8 +16,8 @@ from services.ingest import service
 from services.ingest.api import app
 from services.ingest.models import DrugCheck, OutboxMessage
 from services.ingest.schemas import DrugCheckIn
-from services.ingest.writer import GroupWriter
 from shared.db import get_engine, session_scope
+from shared.group_commit import GroupWriter
 from shared.problems import ProblemError
 from shared.settings import Settings, get_settings
 from testing.builders import drug_check
