@@ -13,8 +13,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from sqlalchemy.orm import Session
 
-from services.referrals import listings, pages, repository, service
 from services.referrals import models as m
+from services.referrals import pages, repository, service
 from services.referrals.notify import ChannelNotifier, NoticeQueue, ProviderNotifier
 from services.referrals.schemas import (
     ChoiceIn,
@@ -159,7 +159,7 @@ def list_services(session: DbSession, settings: AppSettings,
 def update_service(service_id: str, body: ServiceUpdateIn, session: DbSession,
                    settings: AppSettings) -> ServiceOut:
     """Availability and capacity (and where hand-off notices go)."""
-    svc = listings.update_service(session, settings, service_id, body)
+    svc = service.update_service(session, settings, service_id, body)
     return _service_out(svc, settings, repository.capacity_available(session, [svc.id]))
 
 
