@@ -1,7 +1,8 @@
 """Referral logic, by domain: the provider directory as matching sees it (`directory`), the
 conversation from request to choice (`conversation`), the provider hand-off (`handoff`),
-the staff API's callers (`site_keys`), follow-ups and purge (`retention`); `common` holds
-the statuses and the outbox writes they share.
+the staff API's callers (`site_keys`), referrals asked for over HTTP (`intake`), an admin's
+edits of a listing (`listings`), follow-ups and purge (`retention`); `common` holds the
+statuses and the outbox writes they share.
 
 Functions take a session and never commit; every status change writes a `ReferralEventV1`
 and every text an `SmsRequestedV1` to the outbox in the same transaction. `now` is always
@@ -38,19 +39,33 @@ from services.referrals.service.handoff import (
     provider_update,
     stuck_hand_offs,
 )
+from services.referrals.service.intake import (
+    LANGUAGES,
+    PAYMENTS,
+    WEB_CONSENT,
+    HelpForm,
+    HelpFormError,
+    region_for,
+    staff_referral,
+    web_referral,
+)
+from services.referrals.service.listings import update_service
 from services.referrals.service.retention import purge, stats, tick
 from services.referrals.service.site_keys import (
     STAFF_SCOPE,
     StaffCaller,
     apply_site_key,
     staff_caller,
+    visible_referral,
 )
 
 __all__ = [
-    "FINAL", "NOTICE_STALE_SECONDS", "OPEN", "PHONE_REFERENCE", "SHAREABLE", "STAFF_SCOPE",
-    "TRANSITIONS", "ConsentIn", "HandOff", "StaffCaller", "apply_site_key", "cached_entries",
-    "check_link", "choose", "claim_notice", "create_referral", "find_matches", "hand_off",
-    "handle_reply", "handle_request", "handle_stop", "invalidate_directory", "link_token",
-    "load_entries", "notify_and_record", "offer_options", "parse_service_types", "provider_link",
-    "provider_update", "purge", "set_status", "staff_caller", "stats", "stuck_hand_offs", "tick",
+    "FINAL", "LANGUAGES", "NOTICE_STALE_SECONDS", "OPEN", "PAYMENTS", "PHONE_REFERENCE",
+    "SHAREABLE", "STAFF_SCOPE", "TRANSITIONS", "WEB_CONSENT", "ConsentIn", "HandOff", "HelpForm",
+    "HelpFormError", "StaffCaller", "apply_site_key", "cached_entries", "check_link", "choose",
+    "claim_notice", "create_referral", "find_matches", "hand_off", "handle_reply",
+    "handle_request", "handle_stop", "invalidate_directory", "link_token", "load_entries",
+    "notify_and_record", "offer_options", "parse_service_types", "provider_link",
+    "provider_update", "purge", "region_for", "set_status", "staff_caller", "staff_referral",
+    "stats", "stuck_hand_offs", "tick", "update_service", "visible_referral", "web_referral",
 ]

@@ -11,10 +11,7 @@ from prometheus_client import Counter
 from sqlalchemy.orm import Session
 
 from services.referrals import models as m
-from shared.events import (
-    ReferralEventV1,
-    SmsRequestedV1,
-)
+from shared.events import ReferralEventV1, SmsRequestedV1
 from shared.outbox import outbox_row
 from shared.problems import ProblemError
 from shared.topics import REFERRAL_EVENTS, SMS_REQUESTS

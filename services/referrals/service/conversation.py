@@ -16,19 +16,11 @@ from sqlalchemy.orm import Session
 from services.referrals import models as m
 from services.referrals import texts
 from services.referrals.geo import centroid, resolve_place
-from services.referrals.matching import (
-    SERVICE_TYPES,
-    TREATMENT,
-    Match,
-)
+from services.referrals.matching import SERVICE_TYPES, TREATMENT, Match
 from services.referrals.service.common import HandOff, record_event, set_status, text_person
 from services.referrals.service.directory import find_matches
 from shared.crypto import encrypt_phone
-from shared.events import (
-    ContactStoppedV1,
-    ReferralRequestedV1,
-    SmsReceivedV1,
-)
+from shared.events import ContactStoppedV1, ReferralRequestedV1, SmsReceivedV1
 from shared.problems import ProblemError
 from shared.regions import RegionNotFoundError, get_region
 from shared.settings import Settings

@@ -13,14 +13,7 @@ from sqlalchemy.orm import Session
 
 from services.referrals import models as m
 from services.referrals.geo import centroid, region_time_zone
-from services.referrals.matching import (
-    DAYS,
-    DirectoryIndex,
-    Entry,
-    Hours,
-    Match,
-    Request,
-)
+from services.referrals.matching import DAYS, DirectoryIndex, Entry, Hours, Match, Request
 from services.referrals.matching import match as match_entries
 from shared.settings import Settings
 

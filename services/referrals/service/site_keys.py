@@ -12,9 +12,7 @@ from sqlalchemy.orm import Session
 
 from services.referrals import models as m
 from shared.crypto import hash_api_key
-from shared.events import (
-    SiteKeyChangedV1,
-)
+from shared.events import SiteKeyChangedV1
 from shared.problems import ProblemError
 from shared.settings import Settings
 
@@ -62,3 +60,13 @@ def staff_caller(session: Session, settings: Settings, token: str) -> StaffCalle
     if STAFF_SCOPE not in row.scopes:
         raise ProblemError(403, "Forbidden", f"This API key lacks the {STAFF_SCOPE!r} scope.")
     return StaffCaller(site_id=row.site_id, site_name=row.site_name)
+
+
+def visible_referral(session: Session, referral_id: uuid.UUID, caller: StaffCaller
+                     ) -> m.Referral:
+    """The referral, if this caller may see it (a site sees only its own); else 404, as for
+    a referral that does not exist."""
+    referral = session.get(m.Referral, referral_id)
+    if referral is None or not caller.may_see(referral):
+        raise ProblemError(404, "Not found", "no such referral")
+    return referral
