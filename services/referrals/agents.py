@@ -75,8 +75,9 @@ def _stop(event: ContactStoppedV1) -> None:
 def _site_key(event: SiteKeyChangedV1) -> None:
     with session_scope(settings.sqlalchemy_url) as session:
         row = service.apply_site_key(session, event)
-        log.info("site key %s of site %s: %s", row.key_id, row.site_id,
-                 "revoked" if row.revoked_at else "active")
+        if row is not None:
+            log.info("site key %s of site %s: %s", row.key_id, row.site_id,
+                     "revoked" if row.revoked_at else "active")
 
 
 def run_tick() -> dict[str, int]:

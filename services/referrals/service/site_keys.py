@@ -30,11 +30,15 @@ class StaffCaller:
         return self.site_id is None or referral.site_id == self.site_id
 
 
-def apply_site_key(session: Session, event: SiteKeyChangedV1) -> m.SiteKey:
-    """Keep the replica of ingest's keys: an upsert by key id, so a redelivered event
-    changes nothing; an older event never overwrites a newer one, and a revocation is final."""
+def apply_site_key(session: Session, event: SiteKeyChangedV1) -> m.SiteKey | None:
+    """Keep the replica of ingest's keys that may refer: an upsert by key id, so a redelivered
+    event changes nothing; an older event never overwrites a newer one, and a revocation is
+    final. Ingest announces every key (the dashboard wants every site's name): a key not yet
+    replicated and without the referrals scope is not kept (None)."""
     row = session.get(m.SiteKey, event.key_id)
     if row is None:
+        if STAFF_SCOPE not in event.scopes:
+            return None
         row = m.SiteKey(key_id=event.key_id, site_id=event.site_id, site_name=event.site_name,
                         key_hash=event.key_hash, scopes=list(event.scopes),
                         created_at=event.created_at, updated_at=event.occurred_at)
