@@ -1,4 +1,4 @@
-"""Process-wide runtime tuning, applied by the `lookout` entry points (services/cli.py) to the
+"""Process-wide runtime tuning, applied by the `lookout` entry points (services/cli/) to the
 process they start, never when a module is imported: a test or a tool that imports a service
 keeps Python's defaults. The measurements behind each setting are in docs/performance.md."""
 

@@ -38,8 +38,9 @@ def test_importing_the_services_changes_no_process_setting(tmp_path: Path) -> No
 def test_the_entry_points_tune_their_process(tmp_path: Path) -> None:
     default, ingest, alerts = _run(tmp_path, (
         "default = state()\n"
-        "from services import cli, tuning\n"
-        "cli._tune_http_process('ingest')\n"
+        "from services import tuning\n"
+        "from services.cli import processes\n"
+        "processes.tune_http_process('ingest')\n"
         "ingest = state()\n"
         "tuning.tune_alerts_worker()\n"
         "print(json.dumps([default, ingest, state()]))\n"))

@@ -49,13 +49,13 @@ def test_demo_data_reaches_every_page_and_leaves_a_draft(db_url: str, tmp_path: 
 
 
 def test_run_seeds_a_demo_reviewer_once(db_url: str, tmp_path: Path) -> None:
-    from services.cli import _seed_official
+    from services.cli.data import seed_official
     from services.dashboard import accounts
 
     settings = Settings(env="dev", database_url=db_url, var_dir=tmp_path / "var")
-    first = _seed_official(settings)
+    first = seed_official(settings)
     password = first.split("/ ")[1].split()[0]
-    assert "shown once" in first and "password was shown" in _seed_official(settings)
+    assert "shown once" in first and "password was shown" in seed_official(settings)
     with session_scope(db_url) as session:
         account = accounts.by_name(session, "demo")
         assert account is not None and account.role == "reviewer" and account.regions == ["*"]

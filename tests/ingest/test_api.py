@@ -172,8 +172,9 @@ def test_health_and_metrics(client: TestClient) -> None:
 def test_cli_refuses_a_taken_site_name(settings: Settings, monkeypatch: pytest.MonkeyPatch,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     from services import cli
+    from services.cli import accounts
 
-    monkeypatch.setattr(cli, "_settings", lambda: settings)
+    monkeypatch.setattr(accounts, "get_settings", lambda: settings)
     assert cli.main(["sites", "create", "Same"]) == 0
     key = capsys.readouterr().out.strip().splitlines()[-1]  # the key alone, last line
     from services.ingest.service import authenticate
