@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     relay_poll_interval: float = 0.05
     relay_batch_size: int = 500
     # Published rows are kept this long, to be published again when the broker loses them
-    # (the embedded broker restarted empty, shared/relay.py), then deleted.
+    # (the embedded broker restarted empty, shared/relay/), then deleted.
     relay_retention_hours: float = Field(default=720.0, gt=0)
     # A standby relay tries to take over each table this often (s).
     relay_standby_poll_seconds: float = Field(default=1.0, gt=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import importlib
 import signal
 import sys
 from typing import Any
@@ -58,11 +59,13 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def tune_http_process(service: str) -> None:
     """Process-wide tuning for the HTTP process about to serve `service` (services/tuning.py),
     after its app is imported (the tuning freezes what the import made)."""
-    if service == "ingest":
-        import services.ingest.api  # noqa: F401 - imported before the tuning
-        from services.tuning import tune_ingest_http
+    from services import tuning
 
-        tune_ingest_http()
+    tune = {"ingest": tuning.tune_ingest_http,
+            "dashboard": tuning.tune_dashboard_http}.get(service)
+    if tune is not None:
+        importlib.import_module(f"services.{service}.api")  # the app, before the tuning
+        tune()
 
 
 def _http_worker_setup(service: str) -> None:
