@@ -21,7 +21,6 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import ValidationError
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from tenacity import (
     AsyncRetrying,
@@ -33,9 +32,9 @@ from tenacity import (
     wait_incrementing,
 )
 
-from services.alerts import changes, service
+from services.alerts import changes, repository, service
 from services.alerts.app import app as app  # re-exported: `lookout worker alerts` runs it
-from services.alerts.models import Alert, Delivery, Subscriber
+from services.alerts.models import Alert
 from services.alerts.sender import Sender
 from services.alerts.sms import SmsBackend, make_backend
 from shared.db import session_scope, try_job_lock, utcnow
@@ -46,7 +45,6 @@ from shared.events import (
     SpikeSignalV1,
     signal_adapter,
 )
-from shared.gsm import segment_count
 from shared.kafka import client_security, make_producer
 from shared.metrics import AGENT_MESSAGES
 from shared.settings import get_settings
@@ -116,12 +114,7 @@ def _fan_out(alert_id: uuid.UUID) -> bool:
 def _pending_page(alert_id: uuid.UUID, after: uuid.UUID | None) -> list[tuple[uuid.UUID,
                                                                              uuid.UUID]]:
     with session_scope(settings.sqlalchemy_url) as session:
-        query = (select(Delivery.id, Delivery.subscriber_id)
-                 .where(Delivery.alert_id == alert_id, Delivery.status == "pending")
-                 .order_by(Delivery.id).limit(service.PAGE_SIZE))
-        if after is not None:
-            query = query.where(Delivery.id > after)
-        return [(d, s) for d, s in session.execute(query).all()]
+        return repository.pending_jobs(session, alert_id, after, service.PAGE_SIZE)
 
 
 _producer: AIOKafkaProducer | None = None
@@ -199,8 +192,7 @@ def _housekeeping() -> list[uuid.UUID]:
         to_fan_out: list[uuid.UUID] = []
         if not try_job_lock(session, "alerts.housekeeping"):  # another worker's round
             return to_fan_out
-        for alert in session.scalars(select(Alert).where(
-                Alert.status.in_(("draft", "approved", "sending")))):
+        for alert in repository.open_alerts(session):
             if service.expire_if_due(alert):
                 log.info("alert %s expired", alert.id)
             elif alert.status == "approved":
@@ -214,14 +206,12 @@ def _housekeeping() -> list[uuid.UUID]:
 
 def _sending_alerts() -> list[uuid.UUID]:
     with session_scope(settings.sqlalchemy_url) as session:
-        return list(session.scalars(select(Alert.id).where(Alert.status == "sending")))
+        return repository.sending_alert_ids(session)
 
 
 def _alert_of(delivery_id: uuid.UUID) -> tuple[uuid.UUID | None, uuid.UUID] | None:
     with session_scope(settings.sqlalchemy_url) as session:
-        row = session.execute(select(Delivery.alert_id, Delivery.subscriber_id)
-                              .where(Delivery.id == delivery_id)).first()
-        return (row[0], row[1]) if row else None
+        return repository.delivery_target(session, delivery_id)
 
 
 async def reconcile() -> None:
@@ -369,23 +359,8 @@ def _log_restart(state: RetryCallState) -> None:
 # ---- texts other services ask for -----------------------------------------------------------
 
 def _request_delivery(request: SmsRequestedV1) -> uuid.UUID | None:
-    """The delivery for this request (created once, keyed by the event id)."""
     with session_scope(settings.sqlalchemy_url) as session:
-        existing = session.scalar(select(Delivery.id)
-                                  .where(Delivery.request_id == request.event_id))
-        if existing is not None:
-            return existing
-        if session.get(Subscriber, request.contact_ref) is None:
-            log.warning("sms request %s: unknown contact_ref", request.event_id)
-            return None
-        now = utcnow()
-        delivery = Delivery(alert_id=None, request_id=request.event_id,
-                            subscriber_id=request.contact_ref, purpose=request.purpose[:32],
-                            body=request.body, segments=segment_count(request.body),
-                            created_at=now, updated_at=now)
-        session.add(delivery)
-        session.flush()
-        return delivery.id
+        return service.request_delivery(session, request)
 
 
 async def handle_request(request: SmsRequestedV1) -> None:
