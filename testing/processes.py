@@ -67,4 +67,4 @@ def wait_http(url: str, within: float = 60) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within {within}s")
+    raise TimeoutError(f"{url} did not answer within {within}s")
