@@ -15,9 +15,10 @@ _Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 class FormPoster:
     """Minimal keep-alive HTTP/1.1 client that POSTs form bodies (http and https).
 
-    Used instead of ``httpx.AsyncClient`` for status callbacks: measured here it costs ~0.12 ms
-    CPU per request versus ~1-2.5 ms for httpx/httpcore, which matters at >= 1,000 msg/s
-    (two callbacks per message). Handles Content-Length, chunked and close-delimited responses.
+    Used instead of ``httpx.AsyncClient`` for status callbacks: it costs the fake a fraction
+    of httpx's CPU per request, which matters when the fake shares the cores with the code
+    under test in a fan-out benchmark, two callbacks per message (docs/testing.md). Handles
+    Content-Length, chunked and close-delimited responses.
     """
 
     def __init__(self, timeout: float) -> None:

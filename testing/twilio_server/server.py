@@ -55,7 +55,7 @@ class FakeTwilioServer:
         if self._thread is not None:
             raise RuntimeError("FakeTwilioServer already started")
         # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto
-        # is TCP; with proto=0 Nagle + delayed ACK add ~40 ms to every response.
+        # is TCP; with proto=0 Nagle + delayed ACK delay every response (docs/testing.md).
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
