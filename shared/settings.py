@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -146,7 +146,8 @@ class Settings(BaseSettings):
     detection_spike_method: str = "poisson"
     detection_grace_hours: float = 48.0
     detection_cooldown_hours: float = 24.0
-    detection_regions_json: str = ""
+    # (pydantic-settings parses the JSON; an empty value is no override.)
+    detection_regions_json: dict[str, dict[str, Any]] | None = None
     # Faust consumers: longest wait for a fetch to fill (faust hard-codes 1500 ms).
     stream_fetch_max_wait_ms: int = Field(default=10, ge=0)
     # Faust producers (changelogs, signals): how long a send waits to share a request with
@@ -197,6 +198,11 @@ class Settings(BaseSettings):
     dashboard_credential_ttl_seconds: int = Field(default=60, ge=5, le=300)
     dashboard_public_url: str = ""  # base of setup links; empty: http://http_host:port
     dashboard_alerts_url: str = ""  # the alerts API the dashboard calls; empty: local
+
+    @field_validator("detection_regions_json", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:

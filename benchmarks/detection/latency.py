@@ -52,12 +52,12 @@ from sqlalchemy import select
 from benchmarks.detection.backtest_bc import DATA, site_keys
 from benchmarks.detection.stack import Stack, stack
 from benchmarks.detection.throughput import _ready
-from benchmarks.ingest.throughput import _cpu_seconds
 from shared.db import session_scope
 from shared.events import DetectedSubstanceV1, DrugCheckResultV1
 from shared.regions import by_postal_code
 from shared.topics import DRUGCHECK_RESULTS, SIGNALS
 from testing.detection_worker import Event, produce
+from testing.processes import cpu_seconds
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -209,7 +209,7 @@ class _Http:
 def _cpu(pids: dict[str, int]) -> dict[str, float]:
     """CPU seconds (user + system) so far of each named process (and its children), and of
     this one."""
-    out = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+    out = {name: cpu_seconds(pid) for name, pid in pids.items()}
     mine = os.times()
     out["benchmark"] = mine.user + mine.system
     return out

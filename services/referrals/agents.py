@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from services.referrals import service
-from services.referrals.app import app
+from services.referrals.app import app as app  # re-exported: `lookout worker referrals` runs it
 from services.referrals.notify import ChannelNotifier, NoticeQueue, ProviderNotifier
 from shared.db import session_scope, try_job_lock, utcnow
 from shared.events import ContactStoppedV1, ReferralRequestedV1, SiteKeyChangedV1, SmsReceivedV1

@@ -18,8 +18,10 @@ from services.referrals import pages, repository, service
 from services.referrals.notify import ChannelNotifier, NoticeQueue, ProviderNotifier
 from services.referrals.schemas import (
     ChoiceIn,
+    DevSmsOut,
     OptionOut,
     ReferralOut,
+    ReferralStatsOut,
     ServiceOut,
     ServiceUpdateIn,
     StaffReferralIn,
@@ -96,9 +98,9 @@ def staff_referral(body: StaffReferralIn, session: DbSession, settings: AppSetti
 
 
 @router.get("/v1/referrals/stats", dependencies=[AdminOnly], tags=["referrals"])
-def referral_stats(session: DbSession) -> dict[str, Any]:
+def referral_stats(session: DbSession) -> ReferralStatsOut:
     """Counts by status and source (no personal data)."""
-    return service.stats(session)
+    return ReferralStatsOut(**service.stats(session))
 
 
 @router.get("/v1/referrals/{referral_id}", tags=["referrals"])
@@ -166,11 +168,11 @@ def update_service(service_id: str, body: ServiceUpdateIn, session: DbSession,
 @router.get("/dev/outbox.json", dependencies=[DevOnly, AdminOnly], tags=["dev"],
             include_in_schema=False)
 def dev_outbox(session: DbSession,
-               limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[dict[str, Any]]:
+               limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[DevSmsOut]:
     """Texts to providers kept by the dev SMS backend (`LOOKOUT_SMS_BACKEND=outbox`)."""
-    rows = repository.dev_messages(session, limit)
-    return [{"sid": r.sid, "to": r.to_masked, "body": r.body, "segments": r.segments,
-             "created_at": r.created_at.isoformat()} for r in rows]
+    return [DevSmsOut(sid=r.sid, to=r.to_masked, body=r.body, segments=r.segments,
+                      created_at=r.created_at.isoformat())
+            for r in repository.dev_messages(session, limit)]
 
 
 app = create_app("referrals", title="Lookout referrals",

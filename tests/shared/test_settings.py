@@ -79,3 +79,23 @@ def test_prod_requires_the_public_alerts_url() -> None:
     assert Settings(env="prod", secret_key="s" * 32, admin_token="a" * 32,
                     sms_backend="twilio", twilio_auth_token="t" * 32,
                     public_alerts_url="https://alerts.example.org").public_alerts_url
+
+
+def test_detection_region_overrides_are_json_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """LOOKOUT_DETECTION_REGIONS_JSON keeps its format (a JSON object, or empty for none);
+    pydantic-settings parses it and refuses what is not an object of objects."""
+    monkeypatch.setenv("LOOKOUT_ENV", "test")
+    monkeypatch.setenv("LOOKOUT_DETECTION_REGIONS_JSON",
+                       '{"us/wa": {"method": "threshold", "params": {"threshold": 3}}}')
+    assert Settings().detection_regions_json == {
+        "us/wa": {"method": "threshold", "params": {"threshold": 3}}}
+    monkeypatch.setenv("LOOKOUT_DETECTION_REGIONS_JSON", "")
+    assert Settings().detection_regions_json is None
+    monkeypatch.delenv("LOOKOUT_DETECTION_REGIONS_JSON")
+    assert Settings().detection_regions_json is None
+    for bad in ('["us"]', '{"us": 3}', "not json"):
+        monkeypatch.setenv("LOOKOUT_DETECTION_REGIONS_JSON", bad)
+        with pytest.raises(ValueError, match="detection_regions_json"):
+            Settings()

@@ -1,7 +1,7 @@
 """Alert lifecycle, by domain: signal -> alert, new or merged into an open one (`signals`);
 review or approval by policy (`policy`, `review`); one delivery per subscriber (`fanout`);
-provider status callbacks (`statuses`); `common` holds the texts, approval and audit they
-share.
+provider status callbacks (`statuses`); texts other services ask for (`requests`);
+`common` holds the texts, approval and audit they share.
 
 Functions take a session and never commit: the caller's unit of work does. The names
 below are the package's interface.
@@ -36,6 +36,7 @@ from services.alerts.service.policy import (
     policy_for,
     text_block,
 )
+from services.alerts.service.requests import request_delivery
 from services.alerts.service.review import (
     TEXT_AUTHORING,
     approve,
@@ -62,5 +63,6 @@ __all__ = [
     "audit", "auto_approves", "cancel", "check_policy", "edit", "expire_if_due", "fan_out",
     "fan_out_page", "finish_if_done", "follow_up", "get_alert", "lab_confirmed",
     "needs_second_reviewer", "pending_deliveries", "policy_for", "record_status",
-    "region_and_ancestors", "reject", "review_state", "segments_of", "snapshot", "text_block",
+    "region_and_ancestors", "reject", "request_delivery", "review_state", "segments_of",
+    "snapshot", "text_block",
 ]

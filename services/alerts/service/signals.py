@@ -92,11 +92,7 @@ def alert_from_signal(
         mark_approved(alert, "policy:auto")
     else:
         log.info("alert for signal %s left for review (%s)", signal.event_id, blocked)
-    session.add(alert)
-    session.flush()
-    _add_sources(session, alert, signal)
-    audit(session, alert, SYSTEM, "create", None, blocked)
-    return alert
+    return _created(session, alert, signal, blocked)
 
 
 def _canary_alert(session: Session, settings: Settings,
@@ -114,10 +110,16 @@ def _canary_alert(session: Session, settings: Settings,
     blocked = text_block(alert.texts)
     if blocked is None:
         mark_approved(alert, "policy:canary")
+    return _created(session, alert, signal, blocked)
+
+
+def _created(session: Session, alert: Alert, signal: ContaminationSignalV1 | SpikeSignalV1,
+             review_reason: str | None) -> Alert:
+    """A new alert stored with its sources, and its creation audited."""
     session.add(alert)
     session.flush()
     _add_sources(session, alert, signal)
-    audit(session, alert, SYSTEM, "create", None, blocked)
+    audit(session, alert, SYSTEM, "create", None, review_reason)
     return alert
 
 
