@@ -16,7 +16,7 @@ MAX_LINES = 25
 # part of issue 16: each may only get shorter (its length then) until it is within it.
 PENDING = {
     "services.dashboard.auth.login": 35,
-    "services.dashboard.auth.review_action": 47,
+    "services.dashboard.review_routes.review_action": 47,
     "services.dashboard.auth.totp_check": 32,
 }
 
