@@ -54,7 +54,6 @@ from shared.topics import SIGNALS, SMS_OUTBOUND, SMS_REQUESTS
 log = logging.getLogger(__name__)
 PRODUCER = "alerts"
 settings = get_settings()
-service.check_policy(settings)
 
 
 def _raw_topic(name: str, partitions: int) -> Any:
