@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         seeded = dashboard_seed.seed(url, datetime.now(UTC), bc_days=days, reports=reports,
                            report_days=days)
         load_s = time.monotonic() - started
+        dashboard_seed.forget_parsed_export()  # the loader's, not the page process's
         with session_scope(url) as session:
             password = accounts.create(session, settings, "bench", "reviewer", "*",
                                        with_password=True).password
