@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaProducer
 from shared.events import DetectedSubstanceV1, DrugCheckResultV1, OverdoseReportV1
 from shared.substances import get_substance
 from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS
-from testing.detection_worker import SignalReader, Worker, send_raw, tansu, topic_of
+from testing.detection_worker import SignalReader, Worker, key_of, send_raw, tansu, topic_of
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -95,7 +95,7 @@ async def _publish(bootstrap: str, messages: list[tuple[str, bytes, bytes]]) -> 
 
 
 def _serialized(events: list[Any]) -> list[tuple[str, bytes, bytes]]:
-    return [(topic_of(e), e.region_id.encode(), e.model_dump_json().encode()) for e in events]
+    return [(topic_of(e), key_of(e), e.model_dump_json().encode()) for e in events]
 
 
 def _worker_cpu(worker: Worker) -> float:
