@@ -14,10 +14,11 @@ the novelty topic.
 The rule: the first anywhere of a substance is the candidate of smallest (time, id). A
 candidate is released once every other source partition can no longer forward an earlier
 one: it has forwarded its candidate of the substance already, its bound is at or past the
-candidate, or a report that it is caught up arrived after the candidate. Each partition carries its results in time order and forwards a substance
-once, so that bound holds; once a substance's first is decided, any other candidate of it is
-"not first" at once (also one older than the first that comes late: a late event, handled
-in arrival order as everywhere else). The decision depends only on the events, not on how
+candidate, or a report that it is caught up arrived after the candidate. Each partition
+carries its results in time order and forwards a substance once, so that bound holds; once
+a substance's first is decided, any other candidate of it is "not first" at once (also one
+older than the first that comes late: a late event, handled in arrival order as everywhere
+else). The decision depends only on the events, not on how
 the partitions interleave or how many workers run.
 """
 
