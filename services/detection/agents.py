@@ -259,6 +259,8 @@ class _Novelty:
         self.stream = stream
         async for event in stream.events():
             message = event.message
+            if not self._current(event):
+                continue  # fetched before a rebalance: delivered again from the commit
             p = message.partition
             part = self.parts.setdefault(p, Partition(DRUGCHECK_RESULTS.partitions))
             entry = [event, False]
@@ -287,10 +289,19 @@ class _Novelty:
                 candidate.event[1] = True
             await self._ack(p)
 
+    @staticmethod
+    def _current(event: Any) -> bool:
+        return bool(event.message.generation_id == app.consumer_generation_id)
+
     async def _ack(self, partition: int) -> None:
+        """Acknowledge in offset order: faust commits up to the first gap in what was
+        acknowledged, so a later offset acknowledged before a held one would commit past
+        it (a stale acknowledgement after a rebalance is not made at all)."""
         queue = self.unacked.get(partition)
         while queue and queue[0][1]:
-            await self.stream.ack(queue.popleft()[0])
+            event = queue.popleft()[0]
+            if self._current(event):
+                await self.stream.ack(event)
 
     def forget(self, revoked: set[TP]) -> None:
         for tp in revoked:
