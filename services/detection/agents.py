@@ -115,9 +115,13 @@ class _Ordered:
 
     def __init__(self, topic: str, agent: str, parse: Callable[[bytes], Any],
                  at: Callable[[Any], float], handle: Callable[[Any, int, int], Awaitable[None]],
-                 dlq: Any) -> None:
+                 dlq: Any, own: tuple[Any, ...]) -> None:
         self.topic, self.agent, self.parse, self.at = topic, agent, parse, at
         self.handle, self.dlq = handle, dlq
+        # the tables this agent writes: it flushes only those, under its own message (a
+        # flush of the other agent's held writes would put them in this message's
+        # changelog partition, not theirs)
+        self.own = own
         self.merge = EventTimeMerge()
         self.lock = asyncio.Lock()
         self.stream: Any = None
@@ -184,7 +188,7 @@ class _Ordered:
                     try:
                         await self.handle(parsed, held.partition, held.offset)
                     finally:
-                        tables.flush()
+                        tables.flush(self.own)
 
                 await handle_with_retries(event.message, raw, held.item, service="detection",
                                           agent=self.agent, handle=handle, dlq=self.dlq)
@@ -202,11 +206,11 @@ class _Ordered:
 ordered_results = _Ordered(DRUGCHECK_RESULTS.name, "contamination",
                            DrugCheckResultV1.model_validate_json,
                            lambda r: r.collected_at.timestamp(), processor.on_result,
-                           results_dlq)
+                           results_dlq, tables.of_results())
 ordered_reports = _Ordered(OVERDOSE_REPORTS.name, "spikes",
                            OverdoseReportV1.model_validate_json,
                            lambda r: r.occurred_at.timestamp(), processor.on_report,
-                           reports_dlq)
+                           reports_dlq, tables.of_reports())
 
 
 @app.agent(results_topic)

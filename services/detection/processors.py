@@ -72,12 +72,18 @@ class Tables:
         return (self.spike_counts, self.marks, self.episodes, self.seen, self.clusters,
                 self.positivity, self.spike_episodes)
 
-    def flush(self) -> None:
+    def flush(self, tables: tuple[MutableMapping[str, Any], ...] | None = None) -> None:
         """Write the held changes of write-behind tables (see `tablecache.WriteBehind`)."""
-        for table in self._all():
+        for table in self._all() if tables is None else tables:
             flush = getattr(table, "flush", None)
             if flush is not None:
                 flush()
+
+    def of_reports(self) -> tuple[MutableMapping[str, Any], ...]:
+        return (self.spike_counts, self.spike_episodes)
+
+    def of_results(self) -> tuple[MutableMapping[str, Any], ...]:
+        return (self.marks, self.episodes, self.seen, self.clusters, self.positivity)
 
     def forget(self) -> None:
         """Drop read caches (after a rebalance another worker may have written a key)."""
