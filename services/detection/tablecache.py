@@ -53,9 +53,9 @@ class WriteBehind(MutableMapping[str, Any]):
         return len(self.table)
 
     def forget(self) -> None:
-        """Drop the read cache (after a rebalance another worker may have written a key)."""
-        self.flush()
-        self._cache.clear()
+        """Drop the read cache (after a rebalance another worker may have written a key);
+        held writes stay for the flush of the message that made them."""
+        self._cache = {key: self._cache[key] for key in self._dirty}
 
     def flush(self) -> None:
         for key in self._dirty:
