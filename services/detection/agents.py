@@ -37,7 +37,7 @@ from shared.topics import DETECTION_NOVELTY, DRUGCHECK_RESULTS, OVERDOSE_REPORTS
 
 log = logging.getLogger(__name__)
 RELEASE_INTERVAL = 0.2  # s between checks for held messages a caught-up partition freed
-BOUNDS_HEARTBEAT = 1.0  # s between bounds reports to the novelty stage when nothing changed
+BOUNDS_INTERVAL = 1.0  # s between bounds reports to the novelty stage (sooner after a forward)
 
 
 def _raw_topic(name: str, partitions: int, internal: bool = False) -> Any:
@@ -81,6 +81,7 @@ async def _send(key: str, payload: str) -> None:
 
 async def _forward(substance: str, candidate: dict[str, Any]) -> None:
     await novelty_topic.send(key=substance.encode(), value=json.dumps(candidate).encode())
+    bounds_reporter.forwarded = True
 
 
 processor = Processor(load_config(get_settings()), tables, _send, _forward)
@@ -224,22 +225,25 @@ async def spikes(stream: Any) -> None:
 
 
 class _Bounds:
-    """Reports the results partitions' bounds to every novelty partition when they changed,
-    else every `BOUNDS_HEARTBEAT` s (`novelty.Bound`)."""
+    """Reports the results partitions' bounds (`novelty.Bound`) to every novelty partition
+    every `BOUNDS_INTERVAL` s, and at the next check after this worker forwarded a
+    candidate (so that one worker's own candidates wait one check, not an interval)."""
 
     def __init__(self) -> None:
-        self.sent: dict[str, list[Any]] | None = None
         self.sent_at = 0.0
+        self.forwarded = False
 
     async def report(self) -> None:
-        bounds = ordered_results.bounds()
         now = time.monotonic()
-        if not bounds or (bounds == self.sent and now - self.sent_at < BOUNDS_HEARTBEAT):
+        if not self.forwarded and now - self.sent_at < BOUNDS_INTERVAL:
             return
+        bounds = ordered_results.bounds()
+        if not bounds:
+            return
+        self.forwarded, self.sent_at = False, now
         value = json.dumps({"w": bounds}).encode()
         for partition in range(DETECTION_NOVELTY.partitions):
             await novelty_topic.send(key=b"~bounds", value=value, partition=partition)
-        self.sent, self.sent_at = bounds, now
 
 
 bounds_reporter = _Bounds()
@@ -334,7 +338,6 @@ async def forget_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
     ordered_reports.forget(revoked)
     novelty_stage.forget(revoked)
     processor.forget()
-    bounds_reporter.sent = None
 
 
 app.on_partitions_revoked.connect(forget_revoked)  # type: ignore[arg-type]
