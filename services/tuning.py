@@ -1,4 +1,4 @@
-"""Process-wide runtime tuning, applied by the `lookout` entry points (services/cli.py) to the
+"""Process-wide runtime tuning, applied by the `lookout` entry points (services/cli/) to the
 process they start, never when a module is imported: a test or a tool that imports a service
 keeps Python's defaults. The measurements behind each setting are in docs/performance.md."""
 
@@ -11,7 +11,7 @@ import sys
 def tune_ingest_http() -> None:
     """For an ingest HTTP process, once its app is imported.
 
-    - A short switch interval: the group-commit writer thread (services/ingest/writer.py)
+    - A short switch interval: the group-commit writer thread (shared/group_commit.py)
       lets go of the GIL for every statement and must win it back from the busy event loop;
       at the default 5 ms each wait, a group of a few statements took tens of ms, all of it
       inside the write lock every other writer waits for.
@@ -35,3 +35,16 @@ def tune_alerts_worker() -> None:
     objects of the sends in flight stop being promoted and walked by full collections."""
     gc.freeze()
     gc.set_threshold(20_000, *gc.get_threshold()[1:])
+
+
+def tune_dashboard_http() -> None:
+    """For a dashboard HTTP process, once its app is imported: what the import made (FastAPI,
+    SQLAlchemy, scipy, the templates' machinery) goes to the permanent generation, so a full
+    collection no longer walks it in the middle of a page (those were the drug supply page's
+    rare stalls, several times its usual time); the youngest generation is collected every
+    10,000 allocations instead of 700, so the rows and template values a page holds while it
+    renders die young instead of being promoted to the old generation, which would bring the
+    next full collection closer. A larger threshold makes each young collection itself a
+    stall of its own."""
+    gc.freeze()
+    gc.set_threshold(10_000, *gc.get_threshold()[1:])

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner
+from tenacity import AsyncRetrying, retry_if_result, stop_after_delay, wait_fixed
 
 from shared.settings import Settings
 from shared.topics import ALL_TOPICS
@@ -51,11 +50,13 @@ async def broker_answers(bootstrap: str, security: Security | None = None) -> bo
 
 async def wait_for_broker(bootstrap: str, within: float = 30.0,
                           security: Security | None = None) -> None:
-    deadline = time.monotonic() + within
-    while not await broker_answers(bootstrap, security):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no Kafka broker answered at {bootstrap} within {within:.0f}s")
-        await asyncio.sleep(0.2)
+    """Return once a broker answers at `bootstrap`, asking every 0.2 s for `within` s."""
+    poll = AsyncRetrying(stop=stop_after_delay(within), wait=wait_fixed(0.2),
+                         retry=retry_if_result(lambda up: not up),
+                         retry_error_callback=lambda _state: False)
+    answered: bool = await poll(broker_answers, bootstrap, security)
+    if not answered:
+        raise TimeoutError(f"no Kafka broker answered at {bootstrap} within {within:.0f}s")
 
 
 async def ensure_topics(bootstrap: str, security: Security | None = None,

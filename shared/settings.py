@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.events import Severity
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEV_SECRET_KEY = "dev-only-secret-key-change-me"  # noqa: S105 - refused outside dev
@@ -23,6 +25,33 @@ MIN_SECRET_BYTES = 32  # outside dev: the secret key and the admin token
 
 class InsecureSettingsError(ValueError):
     """A secret was left at its development default outside dev mode."""
+
+
+class AlertRegionPolicy(BaseModel):
+    """Which new alerts of a region are approved without review (one value of
+    LOOKOUT_ALERT_POLICY_JSON: an object of these options, or just the list of severities).
+
+    severities: the severities approved by policy;
+    lab_confirmed: a contamination alert also needs its substance identified by a
+      confirmatory method (alerts' `CONFIRMATORY_METHODS`); overdose spikes name no
+      substance, so severity alone decides for them;
+    as_sold_novel: a `novel_substance` signal for exactly what the sample was sold as
+      (cocaine in a sample sold as cocaine) may be approved too; by default it goes to review;
+    second_reviewer: a critical alert reviewed by officials needs the approvals of two
+      different reviewers, the second not the author of the last edit of its text.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    severities: frozenset[Severity] = frozenset()
+    lab_confirmed: bool = False
+    as_sold_novel: bool = False
+    second_reviewer: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_list_is_the_severities(cls, value: object) -> object:
+        return {"severities": value} if isinstance(value, list) else value
 
 
 class Settings(BaseSettings):
@@ -97,10 +126,11 @@ class Settings(BaseSettings):
     twilio_skip_signature_check: bool = False
 
     # Alert policy: in dev every alert is auto-approved; elsewhere only critical ones.
-    auto_approve_severities: list[str] = Field(default_factory=lambda: ["critical"])
-    # Alerts: per-region policy, JSON {"region prefix": ["critical", ...]}; the longest
-    # matching prefix wins, else auto_approve_severities.
-    alert_policy_json: str = ""
+    auto_approve_severities: list[Severity] = Field(default_factory=lambda: _critical_only())
+    # Alerts: per-region policy, JSON {"region prefix": ["critical", ...] or {options}}
+    # (pydantic-settings parses it; an empty value is none); the longest matching prefix
+    # wins, else auto_approve_severities.
+    alert_policy_json: dict[str, AlertRegionPolicy] | None = None
     alert_merge_window_hours: float = 6.0  # signals of one region+substance merge within this
     alert_lifetime_hours: float = 72.0  # an alert not sent by then expires
     # Alerts sender: in-flight sends per worker (each delivery still claimed once), and how
@@ -128,7 +158,7 @@ class Settings(BaseSettings):
     relay_poll_interval: float = 0.05
     relay_batch_size: int = 500
     # Published rows are kept this long, to be published again when the broker loses them
-    # (the embedded broker restarted empty, shared/relay.py), then deleted.
+    # (the embedded broker restarted empty, shared/relay/), then deleted.
     relay_retention_hours: float = Field(default=720.0, gt=0)
     # A standby relay tries to take over each table this often (s).
     relay_standby_poll_seconds: float = Field(default=1.0, gt=0)
@@ -146,7 +176,8 @@ class Settings(BaseSettings):
     detection_spike_method: str = "poisson"
     detection_grace_hours: float = 48.0
     detection_cooldown_hours: float = 24.0
-    detection_regions_json: str = ""
+    # (pydantic-settings parses the JSON; an empty value is no override.)
+    detection_regions_json: dict[str, dict[str, Any]] | None = None
     # Faust consumers: longest wait for a fetch to fill (faust hard-codes 1500 ms).
     stream_fetch_max_wait_ms: int = Field(default=10, ge=0)
     # Faust producers (changelogs, signals): how long a send waits to share a request with
@@ -197,6 +228,11 @@ class Settings(BaseSettings):
     dashboard_credential_ttl_seconds: int = Field(default=60, ge=5, le=300)
     dashboard_public_url: str = ""  # base of setup links; empty: http://http_host:port
     dashboard_alerts_url: str = ""  # the alerts API the dashboard calls; empty: local
+
+    @field_validator("detection_regions_json", "alert_policy_json", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
@@ -268,6 +304,10 @@ class Settings(BaseSettings):
 
     def service_url(self, port: int) -> str:
         return f"http://{self.http_host}:{port}"
+
+
+def _critical_only() -> list[Severity]:
+    return ["critical"]
 
 
 def _served_countries() -> list[str]:

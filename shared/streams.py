@@ -4,7 +4,6 @@ app changes inside faust and aiokafka is in `shared.faust_patches`."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any, TypeVar
 import faust
 from aiokafka.helpers import create_ssl_context
 from pydantic import ValidationError
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_exponential
 
 from shared.faust_patches import PatchedApp
 from shared.kafka import CachedPartitioner
@@ -104,18 +104,18 @@ async def handle_with_retries(
 ) -> None:
     """Run `handle` on one parsed message: retried `HANDLER_ATTEMPTS` times with backoff,
     then dead-lettered."""
-    for attempt in range(1, HANDLER_ATTEMPTS + 1):
-        try:
-            await handle(parsed)
-            AGENT_MESSAGES.labels(service, agent, "ok").inc()
-            return
-        except Exception as exc:
-            if attempt == HANDLER_ATTEMPTS:
-                await dead_letter(dlq, message, raw, f"handler failed: {exc!r}", service,
-                                  agent)
-            else:
-                log.warning("%s: attempt %d failed: %r", agent, attempt, exc)
-                await asyncio.sleep(0.2 * 2**attempt)
+    def log_failure(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("%s: attempt %d failed: %r", agent, state.attempt_number, exc)
+
+    try:
+        await AsyncRetrying(stop=stop_after_attempt(HANDLER_ATTEMPTS),
+                            wait=wait_exponential(multiplier=0.4), before_sleep=log_failure,
+                            reraise=True)(handle, parsed)
+    except Exception as exc:
+        await dead_letter(dlq, message, raw, f"handler failed: {exc!r}", service, agent)
+        return
+    AGENT_MESSAGES.labels(service, agent, "ok").inc()
 
 
 async def dead_letter(

@@ -1,6 +1,7 @@
 """Real processes for the alerts tests and benchmarks: a Tansu broker, SQLite (or
 PostgreSQL), the alerts worker(s) and API started with `lookout`, many subscribers seeded
-fast, a signal published."""
+fast, a signal published; the process tests' fixtures (a fake Twilio server for SID and
+TOKEN, a broker)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import insert
 
@@ -24,13 +26,15 @@ from services.stack import command
 from shared.broker import free_port, running_tansu
 from shared.crypto import encrypt_phone, phone_lookup_hash
 from shared.db import get_engine
-from shared.settings import REPO_ROOT
+from shared.settings import REPO_ROOT, Settings
 from shared.topics import SIGNALS
 from testing.builders import contamination_signal
+from testing.twilio_server import FakeTwilioServer
 
 SID = "AC" + "4" * 32
 TOKEN = "procs-auth-token"
 REGION = "us/wa/king-county/98104"
+SECRET = Settings().secret_key  # the processes run with the default test secret
 
 
 def phone_of(i: int) -> str:
@@ -39,6 +43,20 @@ def phone_of(i: int) -> str:
 
 
 tansu = running_tansu  # a fresh broker on a free port, topics created
+
+
+@pytest.fixture
+def fake_twilio() -> Iterator[FakeTwilioServer]:
+    """The fake Twilio server the stack's processes send to (account SID, auth TOKEN)."""
+    with FakeTwilioServer(account_sid=SID, auth_token=TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def bootstrap() -> Iterator[str]:
+    """A fresh broker's bootstrap address."""
+    with tansu() as address:
+        yield address
 
 
 def seed_subscribers(url: str, secret_key: str, count: int, region: str = REGION,

@@ -105,7 +105,7 @@ def test_nothing_is_embedded_when_a_cluster_is_named(tmp_path: Path) -> None:
 def test_workers_run_on_uvloop(tmp_path: Path) -> None:
     # The loop policy must be set before an app is imported (importing it creates its
     # loop); set after, it was silently ignored and every worker ran on asyncio's loop.
-    code = ("import sys; from services.cli import worker_app; "
+    code = ("import sys; from services.cli.processes import worker_app; "
             "print(*(type(worker_app(s).loop).__module__ for s in sys.argv[1:]))")
     for service in ("detection", "alerts", "referrals"):
         done = subprocess.run([sys.executable, "-c", code, service], env=_env(tmp_path),

@@ -30,7 +30,8 @@ def _run(tmp_path: Path, body: str) -> list[list[object]]:
 def test_importing_the_services_changes_no_process_setting(tmp_path: Path) -> None:
     before, after = _run(tmp_path, (
         "before = state()\n"
-        "import services.ingest.api, services.ingest.writer, services.alerts.agents\n"
+        "import services.ingest.api, shared.group_commit, services.alerts.agents\n"
+        "import services.dashboard.api\n"
         "print(json.dumps([before, state()]))\n"))
     assert after == before
 
@@ -38,8 +39,9 @@ def test_importing_the_services_changes_no_process_setting(tmp_path: Path) -> No
 def test_the_entry_points_tune_their_process(tmp_path: Path) -> None:
     default, ingest, alerts = _run(tmp_path, (
         "default = state()\n"
-        "from services import cli, tuning\n"
-        "cli._tune_http_process('ingest')\n"
+        "from services import tuning\n"
+        "from services.cli import processes\n"
+        "processes.tune_http_process('ingest')\n"
         "ingest = state()\n"
         "tuning.tune_alerts_worker()\n"
         "print(json.dumps([default, ingest, state()]))\n"))
@@ -48,3 +50,15 @@ def test_the_entry_points_tune_their_process(tmp_path: Path) -> None:
     assert isinstance(ingest[2], int) and isinstance(default[2], int)
     assert ingest[2] > default[2]  # the imported app was frozen
     assert alerts[0] == [20_000, 50, 100]
+
+
+def test_the_dashboard_server_tunes_its_process(tmp_path: Path) -> None:
+    default, dashboard = _run(tmp_path, (
+        "default = state()\n"
+        "from services.cli import processes\n"
+        "processes.tune_http_process('dashboard')\n"
+        "print(json.dumps([default, state()]))\n"))
+    assert dashboard[0] == [10_000, 10, 10]
+    assert dashboard[1] == default[1]  # the switch interval is left alone
+    assert isinstance(dashboard[2], int) and isinstance(default[2], int)
+    assert dashboard[2] > default[2]  # the imported app was frozen

@@ -4,7 +4,9 @@ The read model holds the Drug Checking BC export's last year and 11,000 syntheti
 reports over Florida's 67 counties (testing/dashboard_seed.py, through the dashboard's own
 consumer), plus a story of signals, alerts and referrals. A signed-in official's browser is
 played by an HTTP client on the app in process (the session cookie checked on every
-request, as in production); each page is asked `--requests` times after a warm-up.
+request, as in production); each page is asked `--requests` times after a warm-up. The
+process is tuned as `lookout serve dashboard` tunes its own (services/tuning.py: the imported
+app frozen out of the garbage collector's reach, a larger young generation).
 
     .venv/bin/python -m benchmarks.dashboard.pages            # a year, 100 requests a page
     .venv/bin/python -m benchmarks.dashboard.pages --quick    # 28 days, 20 requests a page
@@ -32,6 +34,7 @@ from fastapi.testclient import TestClient
 from migrations import upgrade
 from services.dashboard import accounts
 from services.dashboard.api import app
+from services.tuning import tune_dashboard_http
 from shared.db import session_scope
 from shared.settings import Settings, get_settings
 from testing import dashboard_seed
@@ -74,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--database-url", default="", help="default: a fresh SQLite file")
     args = parser.parse_args(argv)
+    tune_dashboard_http()  # as `lookout serve dashboard` does once the app is imported
     days, reports, n = (28, 1_000, 20) if args.quick else (365, 11_000, args.requests)
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database_url or f"sqlite:///{Path(tmp) / 'lookout.db'}"
@@ -84,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         seeded = dashboard_seed.seed(url, datetime.now(UTC), bc_days=days, reports=reports,
                            report_days=days)
         load_s = time.monotonic() - started
+        dashboard_seed.forget_parsed_export()  # the loader's, not the page process's
         with session_scope(url) as session:
             password = accounts.create(session, settings, "bench", "reviewer", "*",
                                        with_password=True).password

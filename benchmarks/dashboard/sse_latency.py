@@ -37,6 +37,7 @@ from shared.broker import free_port, running_tansu
 from shared.db import session_scope
 from shared.events import SpikeSignalV1
 from shared.topics import SIGNALS
+from testing.processes import wait_http
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -102,18 +103,6 @@ async def _listen(url: str, received: dict[str, float], stop: asyncio.Event,
                 event = data = None
             if stop.is_set():
                 return
-
-
-def _wait_http(url: str, within: float = 180) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer")
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -194,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         try:
             base = f"http://127.0.0.1:{port}"
-            _wait_http(f"{base}/healthz")
+            wait_http(f"{base}/healthz", within=180)
             figures = asyncio.run(_run(bootstrap, base, db, args.rate, seconds))
         except Exception:
             for name in ("worker.log", "web.log"):

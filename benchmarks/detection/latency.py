@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import os
 import platform
 import statistics
@@ -46,18 +45,18 @@ from typing import Any
 
 import httpx
 import zipcodes
-from aiokafka import AIOKafkaConsumer
 from sqlalchemy import select
 
 from benchmarks.detection.backtest_bc import DATA, site_keys
+from benchmarks.detection.latency_clients import BareHttp, SignalReader
 from benchmarks.detection.stack import Stack, stack
 from benchmarks.detection.throughput import _ready
-from benchmarks.ingest.throughput import _cpu_seconds
 from shared.db import session_scope
 from shared.events import DetectedSubstanceV1, DrugCheckResultV1
 from shared.regions import by_postal_code
-from shared.topics import DRUGCHECK_RESULTS, SIGNALS
+from shared.topics import DRUGCHECK_RESULTS
 from testing.detection_worker import Event, produce
+from testing.processes import cpu_seconds
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -79,137 +78,10 @@ def _percentiles(values: list[float]) -> dict[str, float]:
             "mean_ms": round(statistics.fmean(values) * 1000, 1)}
 
 
-class _Reader:
-    """Reads signals.v1 and drugcheck.results.v1 from the beginning in a process of its own,
-    so that its clock is not held up by the load generator's loop (in one loop with an httpx
-    client at 200 requests/s on a loaded machine, the signals were read up to seconds after
-    they were on the topic). Per event id it keeps when it read the first signal naming it
-    (wall clock) and that signal's Kafka timestamp (the worker's clock when it handed the
-    signal to its producer), and the Kafka timestamp of the result itself (the relay's or
-    the benchmark's send)."""
-
-    def __init__(self, bootstrap: str) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_reader_main, args=(bootstrap, child), daemon=True)
-
-    def start(self) -> None:
-        self._proc.start()
-        if self._conn.recv() != "ready":
-            raise RuntimeError("signal reader did not start")
-
-    async def finish(self, expected: set[str], within: float, drain: float = 0.0
-                     ) -> tuple[dict[str, tuple[float, float]], dict[str, float],
-                                list[dict[str, Any]]]:
-        """Waits until every expected event has a signal and `drain` s have passed (or
-        `within` s), stops the reader and returns (first signal per event: read, Kafka ts;
-        Kafka ts per result; every distinct signal: id, pattern, evidence, read, Kafka ts)."""
-        self._conn.send((sorted(expected), within, drain))
-        first, relayed, signals = await asyncio.to_thread(self._conn.recv)
-        await asyncio.to_thread(self._proc.join, 10)
-        return first, relayed, signals
-
-
-def _reader_main(bootstrap: str, conn: Any) -> None:
-    asyncio.run(_read(bootstrap, conn))
-
-
-async def _read(bootstrap: str, conn: Any) -> None:
-    consumer = AIOKafkaConsumer(SIGNALS.name, DRUGCHECK_RESULTS.name, bootstrap_servers=bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                group_id=None, fetch_max_wait_ms=5)
-    await consumer.start()
-    first: dict[str, tuple[float, float]] = {}
-    relayed: dict[str, float] = {}
-    signals: dict[str, dict[str, Any]] = {}  # signal event id -> the first copy read
-    conn.send("ready")
-    expected: set[str] | None = None
-    deadline = drained = float("inf")
-    try:
-        while expected is None or ((not expected <= first.keys() or time.time() < drained)
-                                   and time.time() < deadline):
-            if expected is None and conn.poll():
-                ids, within, drain = conn.recv()
-                expected, deadline = set(ids), time.time() + within
-                drained = time.time() + drain
-            batches = await consumer.getmany(timeout_ms=20)
-            now = time.time()
-            for messages in batches.values():
-                for message in messages:
-                    value = message.value or b""
-                    if not value.startswith(b"{"):  # the readiness probe
-                        continue
-                    data = json.loads(value)
-                    if message.topic == SIGNALS.name:
-                        for evidence in data.get("evidence_event_ids", []):
-                            first.setdefault(evidence, (now, message.timestamp / 1000))
-                        signals.setdefault(data["event_id"], {
-                            "pattern": data.get("pattern"),
-                            "evidence": data.get("evidence_event_ids", []),
-                            "read": now, "sent": message.timestamp / 1000})
-                    else:
-                        relayed.setdefault(data["event_id"], message.timestamp / 1000)
-    finally:
-        await consumer.stop()
-    conn.send((first, relayed, list(signals.values())))
-
-
-class _Http:
-    """Bare HTTP/1.1 keep-alive connections for the load generator, with requests serialized
-    before the clock starts: an httpx client cost the benchmark's loop about 1-2 ms of CPU
-    per request, so at 200/s on a loaded machine it fell behind (27 requests/s offered
-    instead of 200) and read its 202s late, up to seconds after the relay had published."""
-
-    def __init__(self, url: str, limit: int = 64) -> None:
-        parsed = httpx.URL(url)
-        self.host, self.port = parsed.host, parsed.port or 80
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-        self._slots = asyncio.Semaphore(limit)
-
-    def request(self, path: str, body: bytes, headers: dict[str, str]) -> bytes:
-        lines = [f"POST {path} HTTP/1.1", f"Host: {self.host}:{self.port}",
-                 "Content-Type: application/json", f"Content-Length: {len(body)}",
-                 *(f"{k}: {v}" for k, v in headers.items())]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-    async def send(self, request: bytes) -> tuple[int, bytes]:
-        async with self._slots:
-            if self._idle:
-                reader, writer = self._idle.pop()
-                try:
-                    return await self._exchange(reader, writer, request)
-                except (ConnectionError, asyncio.IncompleteReadError):
-                    pass  # the server closed it while idle (keep-alive timeout): a new one
-            reader, writer = await asyncio.open_connection(self.host, self.port)
-            return await self._exchange(reader, writer, request)
-
-    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                        request: bytes) -> tuple[int, bytes]:
-        try:
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            body = await reader.readexactly(length)
-        except BaseException:
-            writer.close()
-            raise
-        self._idle.append((reader, writer))
-        return status, body
-
-    def close(self) -> None:
-        for _reader, writer in self._idle:
-            writer.close()
-
-
 def _cpu(pids: dict[str, int]) -> dict[str, float]:
     """CPU seconds (user + system) so far of each named process (and its children), and of
     this one."""
-    out = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+    out = {name: cpu_seconds(pid) for name, pid in pids.items()}
     mine = os.times()
     out["benchmark"] = mine.user + mine.system
     return out
@@ -268,7 +140,7 @@ def _hops(accepted: dict[str, float], first: dict[str, tuple[float, float]],
     }
 
 
-def _worst_requests(http: _Http, zips: list[str], api_key: str) -> list[bytes]:
+def _worst_requests(http: BareHttp, zips: list[str], api_key: str) -> list[bytes]:
     """Fentanyl in a sample sold as cocaine, each in a ZIP code of its own (a new region:
     three signals each)."""
     now = datetime.now(UTC) - timedelta(hours=1)
@@ -298,7 +170,7 @@ def _bc_bodies(n: int) -> list[Any]:
     return [b.model_copy(update={"collected_at": b.collected_at + shift}) for b in bodies]
 
 
-async def _bc_requests(s: Stack, http: _Http, bodies: list[Any]) -> list[bytes]:
+async def _bc_requests(s: Stack, http: BareHttp, bodies: list[Any]) -> list[bytes]:
     sites = sorted({b.collection_site or "" for b in bodies})
     async with httpx.AsyncClient(base_url=s.ingest_url, timeout=60) as client:
         keys = await site_keys(client, sites)
@@ -330,12 +202,12 @@ def _triggered(accepted: dict[str, float], signals: list[dict[str, Any]]
 
 async def _ingest_phase(s: Stack, mix: str, n: int, zips: list[str], rate: float
                         ) -> dict[str, Any]:
-    reader = _Reader(s.bootstrap)
+    reader = SignalReader(s.bootstrap)
     await asyncio.to_thread(reader.start)
     accepted: dict[str, float] = {}  # event id -> when its 202 was read (wall clock)
     failures = 0
     failed: list[str] = []
-    http = _Http(s.ingest_url)
+    http = BareHttp(s.ingest_url)
     if mix == "bc":
         requests = await _bc_requests(s, http, await asyncio.to_thread(_bc_bodies, n))
     else:
@@ -412,7 +284,7 @@ async def _ingest_phase(s: Stack, mix: str, n: int, zips: list[str], rate: float
 
 
 async def _kafka_phase(s: Stack, zips: list[str], rate: float) -> dict[str, Any]:
-    reader = _Reader(s.bootstrap)
+    reader = SignalReader(s.bootstrap)
     await asyncio.to_thread(reader.start)
     acked: dict[str, float] = {}
     now = datetime.now(UTC) - timedelta(hours=1)

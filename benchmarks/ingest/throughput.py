@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import re
-import resource
 import shutil
 import statistics
 import subprocess
@@ -46,6 +45,7 @@ from services.ingest.service import create_site
 from shared.broker import free_port, start_tansu
 from shared.db import session_scope
 from shared.kafka import ensure_topics, wait_for_broker
+from testing.processes import CpuShare, wait_http
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 REPO = Path(__file__).resolve().parents[2]
@@ -218,70 +218,12 @@ async def batches(base: str, key: str, seconds: float, clients: int,
             "p99_ms": percentile(latencies, 0.99) * 1000}
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of a process and its children (uvicorn's workers), from
-    /proc; 0 where there is no /proc."""
-    total = 0.0
-    for p in [pid, *_children(pid)]:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return []
-    return [int(c) for c in found]
-
-
-class CpuShare:
-    """How the machine's cores were shared during a phase: ingest (all workers), the relay,
-    the broker and this client (with wrk). Tells whether a phase was CPU-bound, and where."""
-
-    def __init__(self, procs: dict[str, int]) -> None:
-        self.procs = procs
-
-    def _now(self) -> dict[str, float]:
-        mine, children = os.times(), resource.getrusage(resource.RUSAGE_CHILDREN)
-        out = {name: _cpu_seconds(pid) for name, pid in self.procs.items()}
-        out["client"] = (mine.user + mine.system + children.ru_utime + children.ru_stime)
-        return out
-
-    def __enter__(self) -> CpuShare:
-        self.start, self.t0 = self._now(), time.perf_counter()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        end, elapsed = self._now(), time.perf_counter() - self.t0
-        self.cores = {k: round((end[k] - self.start[k]) / elapsed, 2) for k in end}
-
-    def __str__(self) -> str:
-        return "CPU in cores: " + ", ".join(f"{k} {v:.2f}" for k, v in self.cores.items())
-
-
 def _unpublished(url: str) -> tuple[int, int]:
     with session_scope(url) as session:
         total = session.scalar(select(func.count()).select_from(OutboxMessage)) or 0
         left = session.scalar(select(func.count()).select_from(OutboxMessage)
                               .where(OutboxMessage.published_at.is_(None))) or 0
     return int(total), int(left)
-
-
-def _wait_http(url: str, within: float = 60) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within {within}s")
 
 
 def main() -> int:
@@ -328,7 +270,7 @@ def main() -> int:
                                       stdout=subprocess.DEVNULL))
         procs.append(subprocess.Popen([LOOKOUT, "relay", "ingest"], env=env, cwd=REPO,
                                       stdout=subprocess.DEVNULL))
-        _wait_http(f"{base}/healthz")
+        wait_http(f"{base}/healthz")
         # warm up every worker (imports, caches)
         asyncio.run(singles_httpx(base, key, 1.0, 8))
 

@@ -38,9 +38,7 @@ from benchmarks.ingest.throughput import (
     LOOKOUT,
     REPO,
     RESULTS,
-    CpuShare,
     _unpublished,
-    _wait_http,
     batches,
     singles_httpx,
     singles_wrk,
@@ -50,6 +48,7 @@ from services.ingest.service import create_site
 from shared.broker import free_port, start_tansu
 from shared.db import get_engine, session_scope
 from shared.kafka import ensure_topics, wait_for_broker
+from testing.processes import CpuShare, wait_http
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -78,7 +77,7 @@ def measure(workers: int, env: dict[str, str], key: str, seconds: float, clients
                               env={**env, "LOOKOUT_INGEST_PORT": str(port),
                                    "LOOKOUT_INGEST_WORKERS": str(workers)})
     try:
-        _wait_http(f"{base}/healthz")
+        wait_http(f"{base}/healthz")
         asyncio.run(singles_httpx(base, key, 1.0, 8))  # warm every worker up
         cpu = {**pids, "ingest": server.pid}
         with CpuShare(cpu) as share:

@@ -19,7 +19,7 @@ down_revision = "referrals_0003"
 branch_labels = None
 depends_on = None
 
-REFERENCE = "referral.callback_phone_encrypted"  # services.referrals.service.PHONE_REFERENCE
+REFERENCE = "referral.callback_phone_encrypted"  # services.referrals.service.handoff.PHONE_REFERENCE
 
 
 def upgrade() -> None:

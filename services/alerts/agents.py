@@ -21,12 +21,20 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import ValidationError
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_fixed,
+    wait_incrementing,
+)
 
-from services.alerts import changes, service
-from services.alerts.app import app
-from services.alerts.models import Alert, Delivery, Subscriber
+from services.alerts import changes, repository, service
+from services.alerts.app import app as app  # re-exported: `lookout worker alerts` runs it
+from services.alerts.models import Alert
 from services.alerts.sender import Sender
 from services.alerts.sms import SmsBackend, make_backend
 from shared.db import session_scope, try_job_lock, utcnow
@@ -37,7 +45,6 @@ from shared.events import (
     SpikeSignalV1,
     signal_adapter,
 )
-from shared.gsm import segment_count
 from shared.kafka import client_security, make_producer
 from shared.metrics import AGENT_MESSAGES
 from shared.settings import get_settings
@@ -47,7 +54,6 @@ from shared.topics import SIGNALS, SMS_OUTBOUND, SMS_REQUESTS
 log = logging.getLogger(__name__)
 PRODUCER = "alerts"
 settings = get_settings()
-service.check_policy(settings)
 
 
 def _raw_topic(name: str, partitions: int) -> Any:
@@ -107,12 +113,7 @@ def _fan_out(alert_id: uuid.UUID) -> bool:
 def _pending_page(alert_id: uuid.UUID, after: uuid.UUID | None) -> list[tuple[uuid.UUID,
                                                                              uuid.UUID]]:
     with session_scope(settings.sqlalchemy_url) as session:
-        query = (select(Delivery.id, Delivery.subscriber_id)
-                 .where(Delivery.alert_id == alert_id, Delivery.status == "pending")
-                 .order_by(Delivery.id).limit(service.PAGE_SIZE))
-        if after is not None:
-            query = query.where(Delivery.id > after)
-        return [(d, s) for d, s in session.execute(query).all()]
+        return repository.pending_jobs(session, alert_id, after, service.PAGE_SIZE)
 
 
 _producer: AIOKafkaProducer | None = None
@@ -190,8 +191,7 @@ def _housekeeping() -> list[uuid.UUID]:
         to_fan_out: list[uuid.UUID] = []
         if not try_job_lock(session, "alerts.housekeeping"):  # another worker's round
             return to_fan_out
-        for alert in session.scalars(select(Alert).where(
-                Alert.status.in_(("draft", "approved", "sending")))):
+        for alert in repository.open_alerts(session):
             if service.expire_if_due(alert):
                 log.info("alert %s expired", alert.id)
             elif alert.status == "approved":
@@ -205,14 +205,12 @@ def _housekeeping() -> list[uuid.UUID]:
 
 def _sending_alerts() -> list[uuid.UUID]:
     with session_scope(settings.sqlalchemy_url) as session:
-        return list(session.scalars(select(Alert.id).where(Alert.status == "sending")))
+        return repository.sending_alert_ids(session)
 
 
 def _alert_of(delivery_id: uuid.UUID) -> tuple[uuid.UUID | None, uuid.UUID] | None:
     with session_scope(settings.sqlalchemy_url) as session:
-        row = session.execute(select(Delivery.alert_id, Delivery.subscriber_id)
-                              .where(Delivery.id == delivery_id)).first()
-        return (row[0], row[1]) if row else None
+        return repository.delivery_target(session, delivery_id)
 
 
 async def reconcile() -> None:
@@ -243,16 +241,20 @@ async def recover_on_start() -> None:
     (its unique (alert, subscriber) rows collide with ours): then this one waits and tries
     again, and finds every delivery made (it crashed the worker at start before)."""
     for alert_id in await asyncio.to_thread(_sending_alerts):
-        for attempt in range(1, RECOVER_ATTEMPTS + 1):
-            try:
-                await fan_out_and_publish(alert_id)
-                break
-            except IntegrityError:
-                log.info("alert %s: another worker is fanning it out; recovery again in %d s",
-                         alert_id, attempt)
-                await asyncio.sleep(attempt)
-        else:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(IntegrityError),
+            stop=stop_after_attempt(RECOVER_ATTEMPTS),
+            wait=wait_incrementing(start=1, increment=1), before_sleep=_log_recovery_wait,
+            reraise=True)
+        try:
+            await retrying(fan_out_and_publish, alert_id)
+        except IntegrityError:
             log.warning("alert %s: recovery gave up; the dispatcher's ticks go on", alert_id)
+
+
+def _log_recovery_wait(state: RetryCallState) -> None:
+    log.info("alert %s: another worker is fanning it out; recovery again in %.0f s",
+             state.args[0], state.upcoming_sleep)
 
 
 @app.timer(1.0)
@@ -304,19 +306,21 @@ async def send_records(records: list[Any], *, agent: str = "sending") -> None:
             await _dead_letter(outbound_dlq, record, raw, f"undecodable: {exc}", "alerts", agent)
     if not jobs:
         return
-    for attempt in range(1, 4):
-        try:
-            await sender.send_batch([job.delivery_id for _r, _raw, job in jobs])
-            AGENT_MESSAGES.labels("alerts", agent, "ok").inc(len(jobs))
-            return
-        except Exception as exc:
-            if attempt == 3:
-                for record, raw, _job in jobs:
-                    await _dead_letter(outbound_dlq, record, raw,
-                                       f"handler failed: {exc!r}", "alerts", agent)
-            else:
-                log.warning("send batch attempt %d failed: %r", attempt, exc)
-                await asyncio.sleep(0.2 * 2**attempt)
+    retrying = AsyncRetrying(stop=stop_after_attempt(3), wait=wait_exponential(multiplier=0.4),
+                             before_sleep=_log_batch_retry, reraise=True)
+    try:
+        await retrying(sender.send_batch, [job.delivery_id for _r, _raw, job in jobs])
+    except Exception as exc:
+        for record, raw, _job in jobs:
+            await _dead_letter(outbound_dlq, record, raw, f"handler failed: {exc!r}", "alerts",
+                               agent)
+        return
+    AGENT_MESSAGES.labels("alerts", agent, "ok").inc(len(jobs))
+
+
+def _log_batch_retry(state: RetryCallState) -> None:
+    log.warning("send batch attempt %d failed: %r", state.attempt_number,
+                state.outcome.exception() if state.outcome else None)
 
 
 async def consume_jobs(consumer: AIOKafkaConsumer) -> None:
@@ -334,40 +338,28 @@ async def consume_jobs(consumer: AIOKafkaConsumer) -> None:
 @app.task
 async def sending() -> None:
     """The sender's consumer; restarted after a failure (e.g. the broker went away)."""
-    while True:
-        consumer = _job_consumer()
-        try:
-            await consumer.start()
-            await consume_jobs(consumer)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("sending: the job consumer failed; restarting it in 2 s")
-            await asyncio.sleep(2)
-        finally:
-            await consumer.stop()
+    await AsyncRetrying(wait=wait_fixed(2), before_sleep=_log_restart)(_run_job_consumer)
+
+
+async def _run_job_consumer() -> None:
+    consumer = _job_consumer()
+    try:
+        await consumer.start()
+        await consume_jobs(consumer)
+    finally:
+        await consumer.stop()
+
+
+def _log_restart(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    log.error("sending: the job consumer failed; restarting it in 2 s", exc_info=error)
 
 
 # ---- texts other services ask for -----------------------------------------------------------
 
 def _request_delivery(request: SmsRequestedV1) -> uuid.UUID | None:
-    """The delivery for this request (created once, keyed by the event id)."""
     with session_scope(settings.sqlalchemy_url) as session:
-        existing = session.scalar(select(Delivery.id)
-                                  .where(Delivery.request_id == request.event_id))
-        if existing is not None:
-            return existing
-        if session.get(Subscriber, request.contact_ref) is None:
-            log.warning("sms request %s: unknown contact_ref", request.event_id)
-            return None
-        now = utcnow()
-        delivery = Delivery(alert_id=None, request_id=request.event_id,
-                            subscriber_id=request.contact_ref, purpose=request.purpose[:32],
-                            body=request.body, segments=segment_count(request.body),
-                            created_at=now, updated_at=now)
-        session.add(delivery)
-        session.flush()
-        return delivery.id
+        return service.request_delivery(session, request)
 
 
 async def handle_request(request: SmsRequestedV1) -> None:

@@ -68,8 +68,8 @@ async def sms_status(request: Request, settings: AppSettings,
     form = await webhooks.signed_form(request, settings, "/v1/sms/status", x_twilio_signature)
     status = form.get("MessageStatus", "")
     STATUS_CALLBACKS.labels(status if status in service.STATUS_RANK else "other").inc()
-    outcome = await webhooks.StatusWriter.of(settings.sqlalchemy_url).record(
-        form.get("MessageSid", ""), status, form.get("ErrorCode") or None)
+    outcome = await webhooks.record_status(settings.sqlalchemy_url, form.get("MessageSid", ""),
+                                           status, form.get("ErrorCode") or None)
     STATUS_OUTCOMES.labels(outcome).inc()
     return Response(status_code=204)
 

@@ -1,4 +1,4 @@
-"""The alerts API's reads: one function per query."""
+"""The alerts API's and worker's reads: one function per query."""
 
 from __future__ import annotations
 
@@ -48,3 +48,32 @@ def audit_of(session: Session, alert_id: uuid.UUID) -> list[AlertAudit]:
 def dev_outbox(session: Session, limit: int) -> list[DevOutboxMessage]:
     return list(session.scalars(select(DevOutboxMessage).order_by(DevOutboxMessage.id.desc())
                                 .limit(limit)))
+
+
+def pending_jobs(session: Session, alert_id: uuid.UUID, after: uuid.UUID | None,
+                 limit: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """(delivery, subscriber) of the alert's pending deliveries after `after`, in id order."""
+    query = (select(Delivery.id, Delivery.subscriber_id)
+             .where(Delivery.alert_id == alert_id, Delivery.status == "pending")
+             .order_by(Delivery.id).limit(limit))
+    if after is not None:
+        query = query.where(Delivery.id > after)
+    return [(d, s) for d, s in session.execute(query).all()]
+
+
+def sending_alert_ids(session: Session) -> list[uuid.UUID]:
+    return list(session.scalars(select(Alert.id).where(Alert.status == "sending")))
+
+
+def open_alerts(session: Session) -> list[Alert]:
+    return list(session.scalars(select(Alert).where(
+        Alert.status.in_(("draft", "approved", "sending")))))
+
+
+def delivery_target(session: Session, delivery_id: uuid.UUID
+                    ) -> tuple[uuid.UUID | None, uuid.UUID] | None:
+    """(alert, subscriber) of a delivery (the alert None for a text another service asked
+    for), or None when there is no such delivery."""
+    row = session.execute(select(Delivery.alert_id, Delivery.subscriber_id)
+                          .where(Delivery.id == delivery_id)).first()
+    return (row[0], row[1]) if row else None

@@ -18,6 +18,7 @@ import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from prometheus_client import Counter
@@ -26,6 +27,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from services.alerts.contacts import TEXTABLE
 from services.alerts.models import Alert, Delivery, Subscriber
@@ -42,6 +44,11 @@ RECONCILED = Counter("lookout_alerts_sms_reconciled_total",
                      "Deliveries found stuck in `sending` after a crash, by outcome",
                      ["outcome"])
 MAX_ATTEMPTS = 5
+
+
+def _send_backoff(state: RetryCallState) -> float:
+    """Doubling from a second, at most 8 s, times a jitter between 0.5 and 1.5."""
+    return min(0.5 * 2.0**state.attempt_number, 8.0) * (0.5 + random.random())
 
 
 @dataclass(frozen=True)
@@ -211,33 +218,46 @@ class Sender:
 
     async def _attempts(self, claimed: Claimed) -> tuple[uuid.UUID, Receipt | None,
                                                          SmsError | None]:
-        error: SmsError | None = None
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                return claimed.delivery_id, await self.backend.send(claimed.phone,
-                                                                    claimed.body), None
-            except SmsError as exc:
-                error = exc
-                if exc.http_status is None:
-                    # Timeout or broken connection: the message may have been accepted.
-                    # Ask before sending again, so a retry never makes a second copy; if
-                    # the provider cannot tell either, leave the delivery `sending` for
-                    # the reconciler (None, None).
-                    try:
-                        found = await self.backend.find_sent(claimed.phone, claimed.body,
-                                                             claimed.claimed_at)
-                    except SmsError:
-                        return claimed.delivery_id, None, None
-                    if found is not None:
-                        return claimed.delivery_id, found, None
-                if not exc.retryable or attempt == MAX_ATTEMPTS:
-                    break
-                delay = min(0.5 * 2**attempt, 8) * (0.5 + random.random())
-                log.warning("sms retry %d in %.1fs (code %s)", attempt, delay, exc.code)
-                await asyncio.to_thread(self._touch, claimed.delivery_id)
-                await asyncio.sleep(delay)
-                await self.bucket.take()
-        return claimed.delivery_id, None, error
+        """Send, retrying what the provider says may be retried (backoff with jitter; each
+        retry keeps the delivery fresh and takes a token again): the receipt once sent, the
+        error once given up, (None, None) when nobody can tell whether it went."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(lambda exc: isinstance(exc, SmsError) and exc.retryable),
+            stop=stop_after_attempt(MAX_ATTEMPTS), wait=_send_backoff,
+            before=self._take_for_retry, before_sleep=partial(self._before_retry, claimed),
+            reraise=True)
+        try:
+            return claimed.delivery_id, await retrying(self._send_once, claimed), None
+        except SmsError as exc:
+            return claimed.delivery_id, None, exc
+
+    async def _send_once(self, claimed: Claimed) -> Receipt | None:
+        try:
+            return await self.backend.send(claimed.phone, claimed.body)
+        except SmsError as exc:
+            if exc.http_status is None:
+                # Timeout or broken connection: the message may have been accepted. Ask
+                # before sending again, so a retry never makes a second copy; if the
+                # provider cannot tell either, leave the delivery `sending` for the
+                # reconciler (None).
+                try:
+                    found = await self.backend.find_sent(claimed.phone, claimed.body,
+                                                         claimed.claimed_at)
+                except SmsError:
+                    return None
+                if found is not None:
+                    return found
+            raise
+
+    async def _take_for_retry(self, state: RetryCallState) -> None:
+        if state.attempt_number > 1:
+            await self.bucket.take()
+
+    async def _before_retry(self, claimed: Claimed, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.warning("sms retry %d in %.1fs (code %s)", state.attempt_number,
+                    state.upcoming_sleep, getattr(error, "code", None))
+        await asyncio.to_thread(self._touch, claimed.delivery_id)
 
     # ---- crash recovery ---------------------------------------------------------------------
 

@@ -3,77 +3,41 @@ commits, and an inbound SMS handled in its own unit of work."""
 
 from __future__ import annotations
 
-import asyncio
 import time
+from collections.abc import Sequence
 
 from fastapi import Request
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from tenacity import retry, retry_if_exception_type, stop_after_attempt
 from twilio.request_validator import RequestValidator
 
 from services.alerts import contacts, inbound, repository, service
 from services.alerts.keywords import parse as parse_keyword
 from shared.db import session_scope
+from shared.group_commit import writer_for
 from shared.problems import ProblemError
 from shared.settings import Settings
+
+# A status callback is answered only once its status is committed (nothing answered is
+# lost); the callbacks that arrive while one group is written share the next transaction
+# (shared/group_commit.py), at most STATUS_GROUP of them.
+STATUS_GROUP = 200
+
+
+async def record_status(url: str, sid: str, status: str, error_code: str | None) -> str:
+    outcomes = await writer_for(url, STATUS_GROUP).store([(sid, status, error_code)],
+                                                         store_statuses, "statuses")
+    return str(outcomes[0])
 
 
 # An IntegrityError: an early row for one SID made at the same time; once more sees it.
 @retry(retry=retry_if_exception_type(IntegrityError), stop=stop_after_attempt(2),
        reraise=True)
-def record_statuses(url: str, items: list[tuple[str, str, str | None]]) -> list[str]:
-    with session_scope(url) as session:
+def store_statuses(session: Session, items: Sequence[tuple[str, str, str | None]],
+                   _looked_up: object = None) -> list[str]:
+    with session.begin_nested():
         return [service.record_status(session, *item) for item in items]
-
-
-class StatusWriter:
-    """Group commit for status callbacks: a callback is answered only once its status is
-    committed (nothing answered is lost), but the callbacks that arrive while one batch is
-    written (in a thread: the event loop keeps taking callbacks) share the next transaction.
-    Under a fan-out's flood of callbacks this is one thread hop and one commit per batch
-    instead of per callback."""
-
-    MAX_BATCH = 200
-    _writers: dict[str, StatusWriter] = {}
-
-    def __init__(self, url: str, loop: asyncio.AbstractEventLoop) -> None:
-        self.url = url
-        self.loop = loop
-        self.waiting: list[tuple[tuple[str, str, str | None], asyncio.Future[str]]] = []
-        self.task: asyncio.Task[None] | None = None
-
-    @classmethod
-    def of(cls, url: str) -> StatusWriter:
-        loop = asyncio.get_running_loop()
-        writer = cls._writers.get(url)
-        if writer is None or writer.loop is not loop:  # e.g. a new test client's loop
-            writer = cls._writers[url] = StatusWriter(url, loop)
-        return writer
-
-    async def record(self, sid: str, status: str, error_code: str | None) -> str:
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self.waiting.append(((sid, status, error_code), future))
-        if self.task is None or self.task.done():
-            self.task = asyncio.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        while self.waiting:
-            batch = self.waiting[:self.MAX_BATCH]
-            del self.waiting[:self.MAX_BATCH]
-            try:
-                outcomes = await asyncio.to_thread(record_statuses, self.url,
-                                                   [item for item, _f in batch])
-            except Exception as exc:
-                for _item, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_item, future), outcome in zip(batch, outcomes, strict=True):
-                if not future.done():
-                    future.set_result(outcome)
-
-
 
 
 def handle_inbound(settings: Settings, phone: str, body: str, sid: str) -> str:

@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services.dashboard import models
+from shared.db import Base
 from shared.events import DrugCheckResultV1, OverdoseReportV1
 from shared.substances import HIGH_RISK, get_substance
 
@@ -118,7 +119,7 @@ class Counts:
                     add=["samples"])
 
 
-def _upsert(session: Session, model: type[models.Base], keys: list[str],
+def _upsert(session: Session, model: type[Base], keys: list[str],
             rows: list[dict[str, Any]], add: list[str], replace: tuple[str, ...] | list[str]
             = ()) -> None:
     """Insert `rows`, or add their `add` columns to the row already there."""

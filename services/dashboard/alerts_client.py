@@ -62,3 +62,12 @@ async def erase_subscriber(settings: Settings, official: Official,
                            phone: str) -> httpx.Response:
     return await request(settings, official, "DELETE", "/v1/admin/subscribers",
                          params={"phone": phone})
+
+
+def problem_detail(response: httpx.Response) -> str:
+    """What a refusal of the alerts API says (its problem+json detail or title)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return f"The alerts service answered {response.status_code}."
+    return str(body.get("detail") or body.get("title") or response.status_code)

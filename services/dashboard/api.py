@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi.staticfiles import StaticFiles
 
-from services.dashboard import auth, pages, stream, views_routes
+from services.dashboard import admin_routes, auth, pages, review_routes, stream, views_routes
 from services.dashboard.templating import STATIC_DIR
 from shared.web import create_app
 
@@ -12,6 +12,8 @@ app = create_app("dashboard", title="Lookout dashboard",
                  description="Officials' dashboard: signals, review, trends, drug supply.")
 auth.install(app)
 app.include_router(auth.router)
+app.include_router(admin_routes.router)
+app.include_router(review_routes.router)
 app.include_router(pages.router)
 app.include_router(stream.router)
 app.include_router(views_routes.router)

@@ -1,30 +1,24 @@
-"""Officials' accounts, sessions, CSRF, TOTP, the Admin page (accounts, the audit log and
-its CSV export, subscriber data) and review actions sent to the alerts API, signed."""
+"""Signing in: the login page (throttled, with its own CSRF cookie), the second factor
+(TOTP) and its enrolment, account setup links, logout; the error pages and the page helper
+the other route modules share. The Admin page is in `admin_routes`, review actions in
+`review_routes`."""
 
 from __future__ import annotations
 
-import csv
-import io
-import re
 import secrets
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Annotated, Any
 
 import segno
-from fastapi import APIRouter, FastAPI, Form, Query, Request
-from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from fastapi import APIRouter, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, Response
 from markupsafe import Markup
-from sqlalchemy import select
 
-from services.dashboard import accounts, alerts_client
-from services.dashboard.account_models import DashboardAudit
+from services.dashboard import accounts
 from services.dashboard.security import (
     LOGIN_CSRF_COOKIE,
     PageError,
     Redirect,
-    SignedIn,
     SignedInOfficial,
     check_csrf,
     clear_session_cookie,
@@ -32,14 +26,12 @@ from services.dashboard.security import (
     install_template_globals,
     login_limiter,
     redirect,
-    require_role,
     safe_next,
     secure_cookies,
     set_session_cookie,
     signed_in_any_factor,
 )
 from services.dashboard.templating import templates
-from shared.csvexport import safe_cell
 from shared.db import utcnow
 from shared.problems import ProblemError
 from shared.web import AppSettings, DbSession, settings_of
@@ -47,8 +39,6 @@ from shared.web import AppSettings, DbSession, settings_of
 router = APIRouter(tags=["accounts"])
 install_template_globals(templates.env)
 
-Admin = Annotated[SignedIn, require_role("admin")]
-TEXT_FIELD = re.compile(r"^text_([a-z]{2})$")
 
 
 def install(app: FastAPI) -> None:
@@ -253,191 +243,3 @@ def totp_enrol(request: Request, session: DbSession, settings: AppSettings,
     accounts.audit(session, account.name, "totp_enrol", official_id=account.id,
                    client=client_address(request))
     return redirect("/")
-
-
-# ---- Admin: accounts, audit log, subscriber data ----------------------------------------------
-
-@router.get("/admin", response_class=HTMLResponse)
-def admin_page(request: Request, session: DbSession, signed: Admin) -> HTMLResponse:
-    return page(request, "admin.html", accounts=accounts.list_accounts(session), created=None,
-                error=None)
-
-
-@router.post("/admin/accounts", response_class=HTMLResponse)
-def admin_create(request: Request, session: DbSession, settings: AppSettings, signed: Admin,
-                 name: Annotated[str, Form(max_length=64)],
-                 role: Annotated[str, Form()], regions: Annotated[str, Form(max_length=500)],
-                 csrf_token: Annotated[str, Form()] = "") -> HTMLResponse:
-    check_csrf(signed, csrf_token)
-    try:
-        new = accounts.create(session, settings, name, role, regions)
-    except ProblemError as exc:
-        return page(request, "admin.html", exc.status, accounts=accounts.list_accounts(session),
-                    created=None, error=exc.detail)
-    accounts.audit(session, signed.account.name, "account_create", official_id=signed.account.id,
-                   target=new.account.name, client=client_address(request), role=role,
-                   regions=new.account.regions)
-    return page(request, "admin.html", 201, accounts=accounts.list_accounts(session),
-                created=new, error=None)
-
-
-@router.post("/admin/accounts/{name}/disable")
-def admin_disable(request: Request, session: DbSession, signed: Admin, name: str,
-                  csrf_token: Annotated[str, Form()] = "") -> Response:
-    check_csrf(signed, csrf_token)
-    if name == signed.account.name:
-        raise PageError(409, "Conflict", "You cannot disable your own account.")
-    try:
-        accounts.disable(session, name)
-    except ProblemError as exc:
-        raise PageError(exc.status, exc.title, exc.detail) from exc
-    accounts.audit(session, signed.account.name, "account_disable",
-                   official_id=signed.account.id, target=name, client=client_address(request))
-    return redirect("/admin")
-
-
-AUDIT_COLUMNS = ("at", "actor", "action", "target", "outcome", "client", "detail")
-
-
-def _audit_rows(session: DbSession, limit: int, actor: str | None) -> list[DashboardAudit]:
-    query = select(DashboardAudit).order_by(DashboardAudit.id.desc()).limit(limit)
-    if actor:
-        query = query.where(DashboardAudit.actor == actor.strip().lower())
-    return list(session.scalars(query))
-
-
-@router.get("/admin/audit", response_class=HTMLResponse)
-def audit_page(request: Request, session: DbSession, signed: Admin,
-               limit: Annotated[int, Query(ge=1, le=5000)] = 200,
-               actor: str | None = None) -> HTMLResponse:
-    return page(request, "admin_audit.html", rows=_audit_rows(session, limit, actor),
-                actor=actor or "", limit=limit)
-
-
-@router.get("/admin/audit.csv")
-def audit_csv(session: DbSession, signed: Admin,
-              limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
-              actor: str | None = None) -> StreamingResponse:
-    rows = _audit_rows(session, limit, actor)
-
-    def lines() -> Iterator[str]:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(AUDIT_COLUMNS)
-        for row in rows:  # a typed name such as "=HYPERLINK(...)" must not run as a formula
-            writer.writerow([safe_cell(v) for v in (
-                row.at.isoformat(), row.actor, row.action, row.target or "", row.outcome,
-                row.client or "", "" if row.detail is None else _detail_text(row.detail))])
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-        yield buffer.getvalue()
-
-    return StreamingResponse(lines(), media_type="text/csv", headers={
-        "Content-Disposition": 'attachment; filename="dashboard-audit.csv"'})
-
-
-def _detail_text(detail: dict[str, Any]) -> str:
-    return "; ".join(f"{k}={v}" for k, v in sorted(detail.items()))
-
-
-@router.get("/admin/subscribers", response_class=HTMLResponse)
-def subscribers_page(request: Request, signed: Admin) -> HTMLResponse:
-    return page(request, "admin_subscribers.html", exported=None, erased=False, error=None)
-
-
-@router.post("/admin/subscribers", response_class=HTMLResponse)
-async def subscribers_action(request: Request, session: DbSession, settings: AppSettings,
-                             signed: Admin, phone: Annotated[str, Form(max_length=40)],
-                             action: Annotated[str, Form()],
-                             csrf_token: Annotated[str, Form()] = "") -> HTMLResponse:
-    """Export (decrypts the number: an admin action of this named account, audited here and
-    logged by alerts) or erase one subscriber's data, through the alerts API."""
-    check_csrf(signed, csrf_token)
-    if action not in ("export", "erase"):
-        raise PageError(422, "Unknown action", "export or erase")
-    call = alerts_client.export_subscriber if action == "export" else \
-        alerts_client.erase_subscriber
-    response = await call(settings, signed.official, phone)
-    ok = response.status_code < 400
-    accounts.audit(session, signed.account.name, f"subscriber_{action}",
-                   "ok" if ok else "failed", official_id=signed.account.id,
-                   target=f"phone ending {phone.strip()[-2:]}", client=client_address(request),
-                   status=response.status_code)
-    if not ok:
-        return page(request, "admin_subscribers.html", response.status_code, exported=None,
-                    erased=False, error=_problem_detail(response))
-    return page(request, "admin_subscribers.html",
-                exported=response.json() if action == "export" else None,
-                erased=action == "erase", error=None)
-
-
-# ---- review actions: the alerts API, with the official's signed credential --------------------
-
-def _problem_detail(response: Any) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return f"The alerts service answered {response.status_code}."
-    return str(body.get("detail") or body.get("title") or response.status_code)
-
-
-@router.get("/alerts/{alert_id}/review", response_class=HTMLResponse)
-async def review_page(request: Request, settings: AppSettings, signed: SignedInOfficial,
-                      alert_id: uuid.UUID) -> HTMLResponse:
-    """The alert as the alerts service has it, with the review actions (the workbench page
-    includes the same `review_actions.html`)."""
-    response = await alerts_client.alert(settings, signed.official, alert_id)
-    if response.status_code >= 400:
-        raise PageError(response.status_code, "Alert unavailable", _problem_detail(response))
-    return page(request, "review.html", alert=response.json())
-
-
-@router.post("/alerts/{alert_id}/{action}", response_class=HTMLResponse)
-async def review_action(request: Request, session: DbSession, settings: AppSettings,
-                        signed: SignedInOfficial, alert_id: uuid.UUID,
-                        action: str) -> Response:
-    """approve | edit | reject | cancel | update | all-clear, with the form's `csrf_token`,
-    `reason` (required to reject), `text_<lang>` texts and `force`. The alerts service
-    checks the credential, the role and the regions again; its refusals are shown."""
-    if action not in alerts_client.ACTIONS:
-        raise PageError(404, "Not found", f"No review action {action!r}.")
-    form = await request.form()
-    check_csrf(signed, str(form.get("csrf_token") or ""))
-    client = client_address(request)
-    official = signed.official
-    target = f"alert {alert_id}"
-    if not official.has_role("reviewer"):
-        accounts.audit(session, official.name, f"alert_{action}", "refused",
-                       official_id=signed.account.id, target=target, client=client,
-                       reason=f"role {official.role}")
-        # Answered, not raised: the audit row above is committed with the request.
-        return error_page(request, 403, "Forbidden", f"{official.name} is a "
-                          f"{official.role}: only reviewers act on alerts.")
-    reason = str(form.get("reason") or "").strip()[:1000] or None
-    if action in ("reject", "cancel") and not reason:
-        raise PageError(422, "Reason required", f"Say why you {action} this alert.")
-    texts = {m.group(1): str(v).strip() for k, v in form.items()
-             if (m := TEXT_FIELD.match(k)) and str(v).strip()}
-    body: dict[str, Any] = {"reason": reason, "force": form.get("force") in ("1", "on",
-                                                                           "true")}
-    if action in ("edit", "update", "all-clear") and texts:
-        body["texts"] = texts
-    try:
-        response = await alerts_client.act(settings, official, alert_id, action, body)
-    except Exception as exc:  # the alerts service is down or slow
-        accounts.audit(session, official.name, f"alert_{action}", "error",
-                       official_id=signed.account.id, target=target, client=client,
-                       error=exc.__class__.__name__)
-        return error_page(request, 502, "Alerts service unavailable",
-                          "The action was not taken: try again.")
-    ok = response.status_code < 400
-    accounts.audit(session, official.name, f"alert_{action}", "ok" if ok else "refused",
-                   official_id=signed.account.id, target=target, client=client,
-                   status=response.status_code, reason=reason)
-    if not ok:
-        return error_page(request, response.status_code, "Not done",
-                          _problem_detail(response))
-    result = response.json()
-    next_ = form.get("next")
-    return redirect(safe_next(str(next_)) if next_ else f"/alerts/{result['id']}/review")

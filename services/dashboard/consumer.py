@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from services.dashboard import models
 from services.dashboard.aggregates import Counts, county_of, state_of
-from shared.db import session_scope, utcnow
+from shared.db import Base, session_scope, utcnow
 from shared.events import (
     AlertChangedV1,
     ContaminationSignalV1,
@@ -102,10 +102,10 @@ class Bulk:
     executemany per table at its end (the ORM's unit of work cost ~1 ms a row here)."""
 
     def __init__(self) -> None:
-        self.rows: dict[type[models.Base], list[dict[str, Any]]] = {}
+        self.rows: dict[type[Base], list[dict[str, Any]]] = {}
         self.counts = Counts()
 
-    def add(self, model: type[models.Base], **row: Any) -> None:
+    def add(self, model: type[Base], **row: Any) -> None:
         self.rows.setdefault(model, []).append(row)
 
     def change(self, kind: str, ref: uuid.UUID, region_id: str | None, **data: Any) -> None:

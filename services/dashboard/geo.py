@@ -8,11 +8,16 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from functools import cache
+from typing import Any
 
 import zipcodes
 
 from services.dashboard.templating import STATIC_DIR
+
+# zipcodes has no type hints: the lookup used here, typed as it is used.
+_zip_matching: Callable[[str], list[dict[str, Any]]] = zipcodes.matching
 
 TOPOLOGY = STATIC_DIR / "vendor" / "us-atlas" / "counties-albers-10m.json"
 TOPOLOGY_URL = "/static/vendor/us-atlas/counties-albers-10m.json"
@@ -91,7 +96,7 @@ def zip_point(region_id: str) -> tuple[float, float] | None:
     parts = region_id.split("/")
     if len(parts) != 4 or parts[0] != "us" or not re.fullmatch(r"\d{5}", parts[3]):
         return None
-    found = zipcodes.matching(parts[3])
+    found = _zip_matching(parts[3])
     if not found:
         return None
     return albers_usa(float(found[0]["lat"]), float(found[0]["long"]))

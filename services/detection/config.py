@@ -9,7 +9,6 @@ the longest prefix of a region id wins (``"*"`` applies everywhere). Every field
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,9 +77,7 @@ def load_config(settings: Settings) -> DetectionConfig:
     """Build and check the configuration; raises ValueError on a bad setting."""
     base = _region_config(RegionConfig(), {"method": settings.detection_spike_method},
                           "LOOKOUT_DETECTION_SPIKE_METHOD")
-    raw = json.loads(settings.detection_regions_json) if settings.detection_regions_json else {}
-    if not isinstance(raw, dict):
-        raise ValueError("LOOKOUT_DETECTION_REGIONS_JSON must be a JSON object")
+    raw = settings.detection_regions_json or {}
     overrides = sorted(
         ((prefix.rstrip("/"), _region_config(base, value, f"region {prefix!r}"))
          for prefix, value in raw.items()),

@@ -47,7 +47,7 @@ async def submit_drug_checks(request: Request) -> Response:
     field errors), the valid ones accepted.
 
     The hot path: auth (cached keys), parsing and validation run on the event loop; the
-    write goes to the process's group-commit writer (services/ingest/writer.py), and the
+    write goes to the process's group-commit writer (shared/group_commit.py), and the
     answer comes after the commit."""
     settings = settings_of(request)
     caller = await caller_of(request, settings, "results")

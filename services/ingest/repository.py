@@ -26,7 +26,7 @@ def active_key(session: Session,
     row = session.execute(
         select(ApiKey.id, ApiKey.site_id, ApiKey.scopes)
         .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))).first()
-    return None if row is None else row.tuple()
+    return None if row is None else row
 
 
 def drug_check_by_sample(session: Session, site_id: uuid.UUID,
@@ -42,11 +42,10 @@ def drug_check_keys(session: Session, site_id: uuid.UUID,
     """(sample_id, id, event_id, region_id, content_hash) of the site's stored results
     among these sample ids."""
     for chunk in chunks(sample_ids):
-        for row in session.connection().execute(
+        yield from session.connection().execute(
             select(DrugCheck.sample_id, DrugCheck.id, DrugCheck.event_id, DrugCheck.region_id,
                    DrugCheck.content_hash)
-            .where(DrugCheck.site_id == site_id, DrugCheck.sample_id.in_(chunk))):
-            yield row.tuple()
+            .where(DrugCheck.site_id == site_id, DrugCheck.sample_id.in_(chunk)))
 
 
 def report_keys(session: Session, site_id: uuid.UUID,
@@ -55,12 +54,11 @@ def report_keys(session: Session, site_id: uuid.UUID,
     """(idempotency_key, id, event_id, region_id, content_hash) of the site's stored
     reports among these idempotency keys."""
     for chunk in chunks(keys):
-        for row in session.execute(
+        yield from session.execute(
             select(OverdoseReport.idempotency_key, OverdoseReport.id, OverdoseReport.event_id,
                    OverdoseReport.region_id, OverdoseReport.content_hash)
             .where(OverdoseReport.site_id == site_id,
-                   OverdoseReport.idempotency_key.in_(chunk))):
-            yield row.tuple()
+                   OverdoseReport.idempotency_key.in_(chunk)))
 
 
 def received_after(session: Session, model: type[DrugCheck] | type[OverdoseReport],

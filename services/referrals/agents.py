@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from services.referrals import service
-from services.referrals.app import app
+from services.referrals.app import app as app  # re-exported: `lookout worker referrals` runs it
 from services.referrals.notify import ChannelNotifier, NoticeQueue, ProviderNotifier
 from shared.db import session_scope, try_job_lock, utcnow
 from shared.events import ContactStoppedV1, ReferralRequestedV1, SiteKeyChangedV1, SmsReceivedV1
@@ -75,8 +75,9 @@ def _stop(event: ContactStoppedV1) -> None:
 def _site_key(event: SiteKeyChangedV1) -> None:
     with session_scope(settings.sqlalchemy_url) as session:
         row = service.apply_site_key(session, event)
-        log.info("site key %s of site %s: %s", row.key_id, row.site_id,
-                 "revoked" if row.revoked_at else "active")
+        if row is not None:
+            log.info("site key %s of site %s: %s", row.key_id, row.site_id,
+                     "revoked" if row.revoked_at else "active")
 
 
 def run_tick() -> dict[str, int]:

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from functools import cache
+from typing import Any
 
 import zipcodes
 
 from shared.regions import Region, RegionNotFoundError, by_city, by_postal_code, get_region
+
+# zipcodes has no type hints: the two lookups used here, typed as they are used.
+_zip_matching: Callable[[str], list[dict[str, Any]]] = zipcodes.matching
+_zip_filter_by: Callable[..., list[dict[str, Any]]] = zipcodes.filter_by
 
 # City centres of the BC catalog regions (approximate, public).
 BC_CENTROIDS: dict[str, tuple[float, float]] = {
@@ -43,14 +49,14 @@ def centroid(region_id: str) -> tuple[float, float] | None:
     if parts[0] != "us":
         return None
     if len(parts) == 4:
-        found = zipcodes.matching(parts[3])
+        found = _zip_matching(parts[3])
         if found and found[0]["lat"]:
             return float(str(found[0]["lat"])), float(str(found[0]["long"]))
         return None
     if len(parts) == 3:
         state = parts[1].upper()
         points = [(float(str(z["lat"])), float(str(z["long"])))
-                  for z in zipcodes.filter_by(state=state)
+                  for z in _zip_filter_by(state=state)
                   if z["county"] and _slug(str(z["county"])) == parts[2] and z["lat"]]
         if points:
             return (sum(p[0] for p in points) / len(points),

@@ -100,3 +100,21 @@ class ServiceOut(BaseModel):
     notify_channel: str | None
     # For a webhook: the secret the provider checks our signatures with (docs/referrals.md).
     webhook_secret: str | None = None
+
+
+class ReferralStatsOut(BaseModel):
+    """Counts only: no personal data."""
+
+    total: int
+    by_status: dict[str, int]
+    by_source: dict[str, int]
+
+
+class DevSmsOut(BaseModel):
+    """A text kept by the dev SMS backend (the number masked)."""
+
+    sid: str
+    to: str
+    body: str
+    segments: int
+    created_at: str

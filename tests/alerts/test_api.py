@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from twilio.request_validator import RequestValidator
 
 from services.alerts import service, webhooks
@@ -182,13 +183,14 @@ def test_concurrent_callbacks_share_transactions_and_all_apply(
             delivery.status, delivery.provider_sid = "queued", f"SM{i:032d}"
             sids.append(delivery.provider_sid)
     batches: list[int] = []
-    real = webhooks.record_statuses
+    real = webhooks.store_statuses
 
-    def counting(url: str, items: list[tuple[str, str, str | None]]) -> list[str]:
+    def counting(session: Session, items: Sequence[tuple[str, str, str | None]],
+                 looked_up: object = None) -> list[str]:
         batches.append(len(items))
-        return real(url, items)
+        return real(session, items, looked_up)
 
-    monkeypatch.setattr(webhooks, "record_statuses", counting)
+    monkeypatch.setattr(webhooks, "store_statuses", counting)
     app.dependency_overrides[get_settings] = lambda: public_settings
     params = [{"MessageSid": sid, "MessageStatus": status}
               for status in ("sent", "delivered") for sid in [*sids, "SMunknown"]]

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from services.alerts import service
@@ -26,7 +26,7 @@ from shared.events import (
     SpikeSignalV1,
     signal_adapter,
 )
-from shared.settings import Settings, get_settings
+from shared.settings import AlertRegionPolicy, Settings, get_settings
 from testing.builders import contamination_signal, result_event
 from tests.alerts.test_service import add_subscriber
 from tests.credentials import official_headers
@@ -104,12 +104,13 @@ def spike_signal(region: str, severity: Severity) -> SpikeSignalV1:
                          observed=9, expected=2, upperbound=5, method="poisson", score=2.5)
 
 
-POLICY = json.dumps({
-    "us/wa": ["warning", "critical"],
-    "us/wa/pierce-county": [],
-    "us/or": {"severities": ["critical"], "lab_confirmed": True},
-    "us/or/lane-county": {"severities": ["warning", "critical"], "as_sold_novel": True},
-})
+POLICY = {
+    "us/wa": AlertRegionPolicy(severities=frozenset({"warning", "critical"})),
+    "us/wa/pierce-county": AlertRegionPolicy(),
+    "us/or": AlertRegionPolicy(severities=frozenset({"critical"}), lab_confirmed=True),
+    "us/or/lane-county": AlertRegionPolicy(severities=frozenset({"warning", "critical"}),
+                                           as_sold_novel=True),
+}
 WA, PIERCE, OR, LANE = ("us/wa/king-county/98104", "us/wa/pierce-county/98402",
                         "us/or/multnomah-county/97201", "us/or/lane-county/97401")
 FTIR, GCMS, LCMS = ("ftir",), ("ftir", "gc_ms"), ("lc_ms",)
@@ -157,20 +158,18 @@ def test_lab_confirmation_does_not_apply_to_overdose_spikes(settings: Settings) 
 
 
 def test_global_default_policy_via_the_empty_prefix(settings: Settings) -> None:
-    policy = settings.model_copy(update={"alert_policy_json": json.dumps(
-        {"": {"severities": ["critical"], "lab_confirmed": True}})})
+    policy = settings.model_copy(update={"alert_policy_json": {
+        "": AlertRegionPolicy(severities=frozenset({"critical"}), lab_confirmed=True)}})
     assert not service.auto_approves(policy, signal_of("us/ca/x", identified_by=FTIR))
     assert service.auto_approves(policy, signal_of("us/ca/x", identified_by=GCMS))
 
 
-def test_unknown_policy_options_are_refused(settings: Settings) -> None:
-    policy = settings.model_copy(update={
-        "alert_policy_json": '{"us/wa": {"severities": ["critical"], "lab_confirmd": true}}'})
-    with pytest.raises(ValueError, match="lab_confirmd"):
-        service.check_policy(policy)
-    with pytest.raises(ValueError, match="severe"):
-        service.check_policy(policy.model_copy(update={
-            "alert_policy_json": '{"us/wa": ["severe"]}'}))
+def test_unknown_policy_options_are_refused_when_the_settings_load() -> None:
+    with pytest.raises(ValidationError, match="lab_confirmd"):
+        Settings(env="test", alert_policy_json={
+            "us/wa": {"severities": ["critical"], "lab_confirmd": True}})
+    with pytest.raises(ValidationError, match="severe"):
+        Settings(env="test", alert_policy_json={"us/wa": ["severe"]})
 
 
 def test_a_qualifying_signal_approves_the_draft_it_merges_into(settings: Settings) -> None:

@@ -9,40 +9,23 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 from twilio.request_validator import RequestValidator
 
 from shared.settings import Settings
 from testing.alerts_stack import (
-    SID,
+    SECRET,
     TOKEN,
     Stack,
     phone_of,
     publish_signal,
     seed_subscribers,
-    tansu,
     wait_until,
 )
 from testing.twilio_server import FakeTwilioServer
 from tests.conftest import MigratedSqlite
-
-SECRET = Settings().secret_key  # the processes run with the default test secret
-
-
-@pytest.fixture
-def fake_twilio() -> Iterator[FakeTwilioServer]:
-    with FakeTwilioServer(account_sid=SID, auth_token=TOKEN) as server:
-        yield server
-
-
-@pytest.fixture
-def bootstrap() -> Iterator[str]:
-    with tansu() as b:
-        yield b
 
 
 def _counts(server: FakeTwilioServer) -> Counter[str]:

@@ -23,7 +23,7 @@ from services.alerts.api import app
 from services.alerts.models import Alert, AlertAudit, Delivery, UsedCredential
 from shared.db import session_scope
 from shared.officials import AUDIENCE, ISSUER, public_key, verify
-from shared.settings import Settings, get_settings
+from shared.settings import AlertRegionPolicy, Settings, get_settings
 from testing.builders import contamination_signal
 from tests.alerts.test_service import add_subscriber
 from tests.credentials import official_headers
@@ -197,8 +197,8 @@ def test_the_fan_out_does_not_send_an_alert_sent_back_to_review(settings: Settin
 
 @pytest.fixture
 def two_reviewers(settings: Settings) -> Settings:
-    return settings.model_copy(update={"alert_policy_json": json.dumps(
-        {"us/wa": {"severities": [], "second_reviewer": True}})})
+    return settings.model_copy(update={"alert_policy_json": {
+        "us/wa": AlertRegionPolicy(second_reviewer=True)}})
 
 
 def test_critical_alerts_need_a_second_reviewer_not_the_last_editor(

@@ -11,46 +11,28 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from sqlalchemy import insert, select
 
 from services.alerts.models import Alert, OutboxMessage
 from shared.broker import free_port
 from shared.db import get_engine
-from shared.settings import Settings
 from shared.topics import ALERT_EVENTS
 from testing.alerts_stack import (
-    SID,
-    TOKEN,
+    SECRET,
     Stack,
     phone_of,
     publish_signal,
     seed_subscribers,
-    tansu,
     wait_until,
 )
 from testing.twilio_server import FakeTwilioServer
 
-SECRET = Settings().secret_key  # the processes run with the default test secret
 COUNT = 10_000
 SENDERS = {"a": "+15005550006", "b": "+12065550100"}  # each worker its own sender number
 EXPIRING = 12  # drafts that expire while both workers run
-
-
-@pytest.fixture
-def fake_twilio() -> Iterator[FakeTwilioServer]:
-    with FakeTwilioServer(account_sid=SID, auth_token=TOKEN) as server:
-        yield server
-
-
-@pytest.fixture
-def bootstrap() -> Iterator[str]:
-    with tansu() as b:
-        yield b
 
 
 def _seed_expiring_drafts(url: str, start_in: float) -> list[uuid.UUID]:

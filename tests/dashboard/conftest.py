@@ -16,6 +16,7 @@ from services.dashboard.api import app
 from services.dashboard.security import _login_limiters
 from shared.db import session_scope
 from shared.settings import Settings, get_settings
+from testing.alerts_stack import bootstrap, fake_twilio  # noqa: F401  (fixtures: browser test)
 
 PASSWORD = "correct horse battery"
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from sqlalchemy import text
 
 from shared.db import get_engine
 from shared.settings import Settings
-from testing.alerts_stack import SID, TOKEN, Stack, seed_subscribers, tansu, wait_until
+from testing.alerts_stack import REGION, SECRET, Stack, seed_subscribers, wait_until
 from testing.builders import contamination_signal
 from testing.twilio_server import FakeTwilioServer
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
@@ -33,22 +32,6 @@ from tests.conftest import MigratedSqlite, free_port, run_lookout
 from tests.credentials import official_headers
 
 pytestmark = pytest.mark.e2e
-REGION = "us/wa/king-county/98104"
-SECRET = Settings().secret_key  # the processes run with the default test secret
-
-
-@pytest.fixture
-def fake_twilio() -> Iterator[FakeTwilioServer]:
-    with FakeTwilioServer(account_sid=SID, auth_token=TOKEN) as server:
-        yield server
-
-
-@pytest.fixture
-def bootstrap() -> Iterator[str]:
-    with tansu() as b:
-        yield b
-
-
 def _publish(bootstrap: str) -> None:
     signal = contamination_signal(REGION, severity="warning")  # not approved by policy
 

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from services.dashboard import models
 from services.dashboard.consumer import TOPICS
 from services.stack import command
-from shared.db import session_scope
+from shared.db import Base, session_scope
 from shared.faust_patches import fetched_end_offsets
 from shared.topics import SIGNALS
 from testing.alerts_stack import wait_until
@@ -72,7 +72,7 @@ async def _dead_lettered(bootstrap: str, topic: str) -> list[bytes]:
         await consumer.stop()
 
 
-def _count(url: str, model: type[models.Base]) -> int:
+def _count(url: str, model: type[Base]) -> int:
     with session_scope(url) as session:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
 

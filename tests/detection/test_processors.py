@@ -170,7 +170,7 @@ def test_county_level_groups_zip_codes_and_a_new_episode_opens_after_the_cooldow
 
 def test_per_region_method_override() -> None:
     overrides = {"us/wa": {"method": "threshold", "params": {"threshold": 3}}}
-    run = Run(detection_regions_json=json.dumps(overrides))
+    run = Run(detection_regions_json=overrides)
     sent = run.feed(daily_reports([4]))
     assert [(s["method"], s["observed"]) for s in sent] == [("threshold", 4.0)]
     assert run.processor.config.for_region("us/or/multnomah-county/97201") == RegionConfig()
@@ -178,7 +178,7 @@ def test_per_region_method_override() -> None:
 
 def test_bad_region_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown detection setting"):
-        load_config(Settings(env="test", detection_regions_json='{"us": {"nope": 1}}'))
+        load_config(Settings(env="test", detection_regions_json={"us": {"nope": 1}}))
     with pytest.raises(ValueError, match="needs LOOKOUT_DETECTION_SPIKE_BUCKET=week"):
         load_config(Settings(env="test", detection_spike_method="farrington-flexible"))
 
@@ -249,7 +249,7 @@ def test_rising_positivity_above_the_baseline() -> None:
 
 def test_contamination_thresholds_per_region() -> None:
     strict = {"us/wa/king-county": {"cluster_k": 2, "cluster_m": 2}}
-    run = Run(detection_regions_json=json.dumps(strict))
+    run = Run(detection_regions_json=strict)
     run.feed([result(0, T0, ["heroin", "xylazine"], sold_as="heroin")])
     sent = run.feed([result(1, T0 + timedelta(hours=1), ["heroin", "xylazine"],
                             sold_as="heroin", site=1)])

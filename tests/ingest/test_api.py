@@ -17,7 +17,9 @@ from services.ingest.models import DrugCheck, OutboxMessage
 from services.ingest.service import create_site
 from shared.db import session_scope
 from shared.settings import Settings, get_settings
+from shared.topics import SITE_KEYS
 from testing.builders import drug_check
+from tests.ingest.conftest import DATA_ROWS
 
 
 @pytest.fixture
@@ -51,8 +53,9 @@ def test_accepts_a_result_and_writes_its_outbox_row_in_the_same_transaction(
     assert body["status"] == "accepted"
     assert body["region_id"] == "us/wa/king-county/98104"
     with session_scope(settings.sqlalchemy_url) as session:
-        outbox = session.scalars(select(OutboxMessage)).all()
-        assert len(outbox) == 1
+        outbox = session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).all()
+        assert [m.topic for m in outbox] == [SITE_KEYS.name, "drugcheck.results.v1"]
+        outbox = outbox[1:]  # after the site's key announcement
         assert outbox[0].topic == "drugcheck.results.v1"
         assert outbox[0].key == "us/wa/king-county/98104"
         event = json.loads(outbox[0].payload)
@@ -77,7 +80,8 @@ def test_same_sample_again_is_a_duplicate_and_other_content_a_conflict(
     assert changed.status_code == 409
     assert _problem(changed)["existing_id"] == first.json()["id"]
     with session_scope(settings.sqlalchemy_url) as session:
-        assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 1
+        assert session.scalar(select(func.count()).select_from(OutboxMessage)
+                              .where(DATA_ROWS)) == 1
         assert session.scalar(select(func.count()).select_from(DrugCheck)) == 1
 
 
@@ -172,8 +176,9 @@ def test_health_and_metrics(client: TestClient) -> None:
 def test_cli_refuses_a_taken_site_name(settings: Settings, monkeypatch: pytest.MonkeyPatch,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     from services import cli
+    from services.cli import accounts
 
-    monkeypatch.setattr(cli, "_settings", lambda: settings)
+    monkeypatch.setattr(accounts, "get_settings", lambda: settings)
     assert cli.main(["sites", "create", "Same"]) == 0
     key = capsys.readouterr().out.strip().splitlines()[-1]  # the key alone, last line
     from services.ingest.service import authenticate

@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from migrations import alembic_config, upgrade
 from services.referrals import api as referrals_api
 from services.referrals import models as m
+from services.referrals import pages as referrals_pages
 from services.referrals import service
 from services.referrals.api import app
 from services.referrals.notify import FakeNotifier, NoticeQueue
@@ -36,9 +37,10 @@ def client(settings: Settings) -> Iterator[TestClient]:
     near = settings.model_copy(update={"referrals_max_distance_km": 20.0})
     app.dependency_overrides[get_settings] = lambda: near
     app.state.notifier, app.state.notices = FakeNotifier(), NoticeQueue()
-    referrals_api._link_limiters.clear()  # each test starts with full link buckets
+    referrals_pages._link_limiters.clear()  # each test starts with full link buckets
     # The API stamps real time; pin it to a Tuesday morning so the sample clinics are open.
     with mock.patch.object(referrals_api, "utcnow", lambda: TUESDAY_10AM), \
+            mock.patch.object(referrals_pages, "utcnow", lambda: TUESDAY_10AM), \
             TestClient(app) as c:
         yield c
     app.dependency_overrides.clear()
@@ -232,9 +234,9 @@ def test_a_provider_link_expires(client: TestClient, settings: Settings) -> None
     rid, token = _link(client)
     expires = datetime.fromtimestamp(int(token.partition(".")[0]), TUESDAY_10AM.tzinfo)
     assert expires == TUESDAY_10AM + timedelta(days=settings.referrals_link_days)
-    with mock.patch.object(referrals_api, "utcnow", lambda: expires - timedelta(seconds=1)):
+    with mock.patch.object(referrals_pages, "utcnow", lambda: expires - timedelta(seconds=1)):
         assert client.get(f"/r/{rid}?t={token}").status_code == 200
-    with mock.patch.object(referrals_api, "utcnow", lambda: expires):
+    with mock.patch.object(referrals_pages, "utcnow", lambda: expires):
         late = client.get(f"/r/{rid}?t={token}")
         assert late.status_code == 410 and "expired" in late.json()["detail"]
         post = client.post(f"/r/{rid}", data={"t": token, "status": "connected"})

@@ -14,6 +14,7 @@ from services.alerts import inbound
 from services.alerts.models import OutboxMessage as AlertsOutbox
 from services.referrals import models as m
 from services.referrals import service, texts
+from services.referrals.matching import TREATMENT
 from services.referrals.notify import FakeNotifier
 from shared.db import get_sessionmaker, session_scope, try_job_lock
 from shared.gsm import segment_count
@@ -308,7 +309,7 @@ def test_spanish_requests_get_spanish_texts_and_spanish_speaking_places(
 
 
 def test_meth_is_not_methadone_and_a_state_is_too_coarse(settings: Settings) -> None:
-    assert service.parse_service_types("TREATMENT for meth") == list(service.TREATMENT)
+    assert service.parse_service_types("TREATMENT for meth") == list(TREATMENT)
     assert service.parse_service_types("need suboxone or detox") == [
         "buprenorphine", "withdrawal_management"]
     load_directory(settings.sqlalchemy_url)

@@ -1,7 +1,7 @@
-"""Site staff refer with their site's own API key: ingest announces keys with the
-`referrals` scope on `sites.keys.v1` (through its outbox, in the key change's transaction);
-the referrals worker keeps a replica; the staff API checks the key there (401/403
-problem+json), honours revocation and records the referring site.
+"""Site staff refer with their site's own API key: ingest announces every key on
+`sites.keys.v1` (through its outbox, in the key change's transaction); the referrals worker
+keeps a replica of those with the `referrals` scope; the staff API checks the key there
+(401/403 problem+json), honours revocation and records the referring site.
 
 The events here travel from ingest's outbox to the worker's handler as the relay would carry
 them (the payload as written); `test_site_keys_end_to_end` runs the real processes on a
@@ -136,7 +136,11 @@ def test_unknown_wrong_scope_other_site_and_admin_only_answers(
     _, results_only = sites.site("Lab Only", ["results", "reports"])
     _, mine = sites.site("Site A", ["referrals"])
     _, theirs = sites.site("Site B", ["referrals"])
-    assert len(sites.relay()) == 2  # a key without the referrals scope is not announced
+    announced = sites.relay()
+    assert [e.site_name for e in announced] == ["Lab Only", "Site A", "Site B"]
+    with session_scope(settings.sqlalchemy_url) as session:  # the replica keeps referrers
+        kept = session.scalars(select(m.SiteKey.site_name).order_by(m.SiteKey.site_name))
+        assert list(kept) == ["Site A", "Site B"]
 
     assert "Authorization" in problem(client.post("/v1/referrals", json=BODY), 401)["detail"]
     problem(client.post("/v1/referrals", json=BODY, headers=bearer("lk_made-up")), 401)
@@ -196,11 +200,13 @@ def test_revocation_and_rotation_are_honoured_and_final(client: TestClient,
 def test_an_added_key_is_announced_and_the_admin_token_still_refers(
         client: TestClient, settings: Settings) -> None:
     sites = Ingest(settings)
-    site_id, _ = sites.site("Adds a key", ["results"])
+    site_id, results_key = sites.site("Adds a key", ["results"])
     with session_scope(settings.sqlalchemy_url) as session:
         _, key = ingest.add_key(session, site_id, ["referrals"])
-    [event] = sites.relay()
-    assert event.scopes == ["referrals"] and event.site_id == site_id
+    first, event = sites.relay()
+    assert first.scopes == ["results"] and event.scopes == ["referrals"]
+    assert event.site_id == site_id
+    problem(client.post("/v1/referrals", json=BODY, headers=bearer(results_key)), 401)
     assert client.post("/v1/referrals", json=BODY, headers=bearer(key)).status_code == 201
     by_admin = client.post("/v1/referrals", json=BODY, headers=ADMIN)
     assert by_admin.status_code == 201 and by_admin.json()["site_id"] is None

@@ -114,13 +114,13 @@ def _submit_more(settings: Settings) -> list[str]:
 def test_published_rows_past_the_retention_are_deleted(settings: Settings) -> None:
     _submit(settings, 10)
     old, recent = utcnow() - timedelta(hours=settings.relay_retention_hours + 1), utcnow()
-    with session_scope(settings.sqlalchemy_url) as session:
-        session.execute(update(OutboxMessage).where(OutboxMessage.id <= 4)
+    with session_scope(settings.sqlalchemy_url) as session:  # row 1: the site's key, just sent
+        session.execute(update(OutboxMessage).where(OutboxMessage.id.between(2, 5))
                         .values(published_at=old))
-        session.execute(update(OutboxMessage).where(OutboxMessage.id.between(5, 7))
+        session.execute(update(OutboxMessage).where(OutboxMessage.id.between(6, 8))
                         .values(published_at=recent))
     assert purge_published(settings, OutboxMessage) == 4
     with session_scope(settings.sqlalchemy_url) as session:
         left = session.scalar(select(func.count()).select_from(OutboxMessage))
-    assert left == 6  # the 3 recent and the 3 unpublished stay
+    assert left == 7  # the site's key, the 3 recent and the 3 unpublished stay
     assert _unpublished(settings) == 3

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from shared.settings import Settings
+from shared.settings import AlertRegionPolicy, Settings
 
 
 def test_dev_defaults_work() -> None:
@@ -79,3 +79,44 @@ def test_prod_requires_the_public_alerts_url() -> None:
     assert Settings(env="prod", secret_key="s" * 32, admin_token="a" * 32,
                     sms_backend="twilio", twilio_auth_token="t" * 32,
                     public_alerts_url="https://alerts.example.org").public_alerts_url
+
+
+def test_detection_region_overrides_are_json_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """LOOKOUT_DETECTION_REGIONS_JSON keeps its format (a JSON object, or empty for none);
+    pydantic-settings parses it and refuses what is not an object of objects."""
+    monkeypatch.setenv("LOOKOUT_ENV", "test")
+    monkeypatch.setenv("LOOKOUT_DETECTION_REGIONS_JSON",
+                       '{"us/wa": {"method": "threshold", "params": {"threshold": 3}}}')
+    assert Settings().detection_regions_json == {
+        "us/wa": {"method": "threshold", "params": {"threshold": 3}}}
+    monkeypatch.setenv("LOOKOUT_DETECTION_REGIONS_JSON", "")
+    assert Settings().detection_regions_json is None
+    monkeypatch.delenv("LOOKOUT_DETECTION_REGIONS_JSON")
+    assert Settings().detection_regions_json is None
+    for bad in ('["us"]', '{"us": 3}', "not json"):
+        monkeypatch.setenv("LOOKOUT_DETECTION_REGIONS_JSON", bad)
+        with pytest.raises(ValueError, match="detection_regions_json"):
+            Settings()
+
+
+def test_the_alert_policy_is_json_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LOOKOUT_ALERT_POLICY_JSON keeps its format (per region prefix, a list of severities or
+    an object of options; empty for none); pydantic-settings parses it and refuses what is
+    malformed when the settings load."""
+    monkeypatch.setenv("LOOKOUT_ENV", "test")
+    monkeypatch.setenv("LOOKOUT_ALERT_POLICY_JSON", '{"us/wa": ["warning", "critical"], '
+                       '"us/or": {"severities": ["critical"], "lab_confirmed": true}}')
+    assert Settings().alert_policy_json == {
+        "us/wa": AlertRegionPolicy(severities=frozenset({"warning", "critical"})),
+        "us/or": AlertRegionPolicy(severities=frozenset({"critical"}), lab_confirmed=True)}
+    monkeypatch.setenv("LOOKOUT_ALERT_POLICY_JSON", "")
+    assert Settings().alert_policy_json is None
+    monkeypatch.delenv("LOOKOUT_ALERT_POLICY_JSON")
+    assert Settings().alert_policy_json is None
+    for bad in ('["critical"]', '{"us": 3}', '{"us": ["severe"]}',
+                '{"us": {"severities": [], "lab_confirmd": true}}', "not json"):
+        monkeypatch.setenv("LOOKOUT_ALERT_POLICY_JSON", bad)
+        with pytest.raises(ValueError, match="alert_policy_json"):
+            Settings()

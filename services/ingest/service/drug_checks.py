@@ -28,9 +28,9 @@ from services.ingest.service.common import (
     normalize_sold_as,
     resolve_location,
 )
-from services.ingest.writer import writer_for
 from shared.db import BulkInsert, RawJSON, bulk_insert, get_engine, utcnow
 from shared.events import DrugCheckResultV1
+from shared.group_commit import writer_for
 from shared.ids import uuid7
 from shared.outbox import outbox_row
 from shared.partition_keys import drug_check_result_key
@@ -269,7 +269,7 @@ def _submit_one_by_one(
 async def submit_grouped(url: str, caller: Caller,
                          bodies: list[DrugCheckIn | None]) -> list[ItemOutcome]:
     """The HTTP hot path's store: prepared here (hashes, events: CPU work, outside any
-    lock), then stored through the process's group commit (services/ingest/writer.py),
+    lock), then stored through the process's group commit (shared/group_commit.py),
     merged with the same site's other requests of the group (an item sees the ones before
     it)."""
     prepared = prepare_drug_checks(caller, bodies, get_engine(url).dialect)

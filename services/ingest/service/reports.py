@@ -25,9 +25,9 @@ from services.ingest.service.common import (
     normalize_sold_as,
     resolve_location,
 )
-from services.ingest.writer import writer_for
 from shared.db import utcnow
 from shared.events import OverdoseReportV1
+from shared.group_commit import writer_for
 from shared.ids import uuid7
 from shared.outbox import outbox_row
 from shared.partition_keys import overdose_report_key

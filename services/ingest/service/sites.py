@@ -1,5 +1,5 @@
 """Sites and their API keys: authentication (with a short per-process cache) and the admin
-operations; keys other services need are announced on `sites.keys.v1`."""
+operations; every key change is announced on `sites.keys.v1`."""
 
 from __future__ import annotations
 
@@ -144,15 +144,10 @@ def rotate_key(session: Session, site_id: uuid.UUID,
     return add_key(session, site_id, list(old.scopes))
 
 
-# Scopes served by other services: keys holding one are announced on `sites.keys.v1` (in the
-# change's transaction, through the outbox) so those services can check them in a replica
-# of their own. Keys for ingest alone are not announced: no one else needs them.
-ANNOUNCED_SCOPES = frozenset({"referrals"})
-
-
+# Every key's creation and revocation is announced on `sites.keys.v1` (in the change's
+# transaction, through the outbox), with its site's name: the referrals service keeps the
+# keys with its scope to check them in a replica of its own, the dashboard every site's name.
 def _announce_key(session: Session, row: ApiKey, site_name: str) -> None:
-    if not ANNOUNCED_SCOPES.intersection(row.scopes):
-        return
     event = SiteKeyChangedV1(
         producer=PRODUCER, key_id=row.id, site_id=row.site_id, site_name=site_name,
         key_hash=row.key_hash, scopes=list(row.scopes), created_at=row.created_at,

@@ -6,16 +6,20 @@ from __future__ import annotations
 import ipaddress
 import re
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
 from services.referrals import models as m
-from services.referrals import repository, service
-from services.referrals.schemas import ServiceUpdateIn
+from services.referrals import repository
+from services.referrals.service.directory import invalidate_directory
 from shared.db import utcnow
 from shared.outbound import RefusedURLError, check_url, is_public
 from shared.problems import ProblemError
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from services.referrals.schemas import ServiceUpdateIn
 
 E164 = re.compile(r"\+[1-9]\d{7,14}")
 
@@ -36,7 +40,7 @@ def update_service(session: Session, settings: Settings, service_id: str,
                       now)
     svc.updated_at = now
     session.flush()
-    service.invalidate_directory()
+    invalidate_directory()
     return svc
 
 

@@ -1,5 +1,5 @@
-"""Group commit: one writer per process stores the submissions of many requests in one
-transaction.
+"""Group commit: one writer per process and database stores the work of many requests in
+one transaction (ingest's submissions, alerts' Twilio status callbacks).
 
 Why: a commit, and handing work to a thread, cost far more than storing one result. Under
 load the HTTP handlers (async, on the event loop) validate their request and queue a unit of
@@ -19,7 +19,7 @@ of each, while each request keeps the semantics of its own transaction:
 When the writer is idle a unit is taken at once (no waiting to fill a group): groups form by
 themselves while a commit is in progress.
 
-The write lock (one writer at a time across ingest's processes on SQLite) is the resource
+The write lock (one writer at a time across processes on SQLite) is the resource
 every request waits for, so a unit may do its reads first (`lookup`, e.g. which sample ids
 the site has already sent), from committed data before the lock is taken; what another
 process commits in between is caught by the database's unique keys, and the unit's `store`
@@ -42,7 +42,7 @@ from shared.db import checkpoint_soon, get_sessionmaker, session_scope, write_lo
 Lookup = Callable[[Session, Sequence[Any]], Any]
 Store = Callable[[Session, Sequence[Any], Any], list[Any]]  # (session, items, looked up)
 
-_thread = ThreadPoolExecutor(1, thread_name_prefix="ingest-writer")
+_thread = ThreadPoolExecutor(1, thread_name_prefix="group-writer")
 # `lookout serve ingest` shortens the switch interval for this thread (services/tuning.py).
 
 
@@ -56,10 +56,12 @@ class _Job:
 
 
 class GroupWriter:
-    """The group-commit writer of one event loop and one database."""
+    """The group-commit writer of one event loop and one database; `max_group`: at most so
+    many requests in one transaction (None: everything queued)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, max_group: int | None = None) -> None:
         self.url = url
+        self.max_group = max_group
         self._queue: list[_Job] = []
         self._drain_task: asyncio.Task[None] | None = None
 
@@ -84,7 +86,8 @@ class GroupWriter:
         loop = asyncio.get_running_loop()
         try:
             while self._queue:
-                group, self._queue = self._queue, []
+                size = len(self._queue) if self.max_group is None else self.max_group
+                group, self._queue = self._queue[:size], self._queue[size:]
                 try:
                     outcomes = await loop.run_in_executor(_thread, self._commit, group)
                 except BaseException as exc:  # cancelled, or a bug: fail the group, not hang
@@ -151,14 +154,16 @@ class GroupWriter:
         return [outcomes[id(job)] for job in group]
 
 
-_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, GroupWriter]] = (
+_Key = tuple[str, int | None]
+_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_Key, GroupWriter]] = (
     weakref.WeakKeyDictionary())
 
 
-def writer_for(url: str) -> GroupWriter:
+def writer_for(url: str, max_group: int | None = None) -> GroupWriter:
     """This event loop's writer for the database at `url` (a worker process has one loop;
-    tests start a loop per client)."""
-    by_url = _writers.setdefault(asyncio.get_running_loop(), {})
-    if url not in by_url:
-        by_url[url] = GroupWriter(url)
-    return by_url[url]
+    tests start a loop per client). The writers of a process share one thread."""
+    by_key = _writers.setdefault(asyncio.get_running_loop(), {})
+    key = (url, max_group)
+    if key not in by_key:
+        by_key[key] = GroupWriter(url, max_group)
+    return by_key[key]

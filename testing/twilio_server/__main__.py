@@ -1,0 +1,3 @@
+from testing.twilio_server.cli import main
+
+main()
