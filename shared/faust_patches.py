@@ -53,6 +53,7 @@ from faust.streams import _current_event
 from faust.transport.consumer import RecordMap
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, TransportT
+from mode.utils.queues import ThrowableQueue
 
 SUPPORTED = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
 
@@ -187,10 +188,21 @@ class PatchedApp(faust.App):
 def keep_changelog_queue_on_resume(app: faust.App) -> None:
     """Patch 4: the app's changelog queue keeps what it holds when the consumer resumes.
     Recovery tells replayed changelog messages apart by offset, so nothing needs clearing.
-    Safe only where no rebalance revokes a partition the queue holds messages of (the
-    detection worker owns every partition)."""
-    app.tables._changelog_queue = app.FlowControlQueue(  # type: ignore[attr-defined]
-        maxsize=app.conf.stream_buffer_maxsize, clear_on_resume=False)
+    A kept message of a partition a rebalance took away is dropped when taken: faust's
+    recovery would apply it to whichever table it handled before (its own comment, "XXX
+    bug: the ``else`` branch above only logs a warning and falls through")."""
+    class _Kept(ThrowableQueue):  # type: ignore[type-arg]
+        async def get(self) -> Any:
+            while True:
+                event = await super().get()
+                recovery = app.tables.recovery  # type: ignore[attr-defined]
+                tp = event.message.tp
+                if tp in recovery.active_tps or tp in recovery.standby_tps:
+                    return event
+
+    app.tables._changelog_queue = _Kept(  # type: ignore[attr-defined]
+        maxsize=app.conf.stream_buffer_maxsize, flow_control=app.flow_control,
+        clear_on_resume=False)
 
 
 def committed_offset(consumer: Any, tp: TP) -> int | None:

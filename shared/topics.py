@@ -49,6 +49,12 @@ ALL_TOPICS: tuple[Topic, ...] = (DRUGCHECK_RESULTS, OVERDOSE_REPORTS, SIGNALS, S
                                  REFERRAL_REQUESTS, SMS_REQUESTS, SMS_INBOUND, REFERRAL_EVENTS,
                                  SITE_KEYS, ALERT_EVENTS, CONTACT_STOPS)
 
+# Detection's novelty stage (docs/detection.md, "N workers"): its own internal topic, made
+# by the detection Faust app like its changelogs (the `lookout-detection-` prefix its Kafka
+# user owns), so not in ALL_TOPICS (no DLQ, nobody else reads or writes it).
+DETECTION_NOVELTY = Topic("lookout-detection-novelty", "substance key", None)
+INTERNAL_TOPICS: tuple[Topic, ...] = (DETECTION_NOVELTY,)
+
 
 def topic_names(include_dlq: bool = True) -> list[str]:
     names = [t.name for t in ALL_TOPICS]

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.broker import free_port, running_tansu
 from shared.events import DrugCheckResultV1, OverdoseReportV1
+from shared.partition_keys import drug_check_result_key, overdose_report_key
 from shared.settings import REPO_ROOT
 from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS, SIGNALS, partitions_of
 
@@ -99,9 +100,16 @@ def topic_of(event: Event) -> str:
         DRUGCHECK_RESULTS.name
 
 
+def key_of(event: Event) -> bytes:
+    """The message key ingest gives the event (`shared.partition_keys`)."""
+    if isinstance(event, OverdoseReportV1):
+        return overdose_report_key(event.region_id).encode()
+    return drug_check_result_key(event.region_id).encode()
+
+
 async def produce(bootstrap: str, events: Iterable[Event], *, rate: float = 0,
                   on_sent: Callable[[Event, float], None] | None = None) -> None:
-    """Publish events keyed by region (as the ingest relay does); `rate` events/s (0: as
+    """Publish events keyed as the ingest relay does (`key_of`); `rate` events/s (0: as
     fast as possible); `on_sent(event, monotonic time)` after each is acknowledged."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0 if rate
                                 else 5, max_batch_size=256 * 1024)
@@ -115,7 +123,7 @@ async def produce(bootstrap: str, events: Iterable[Event], *, rate: float = 0,
                 if delay > 0:
                     await asyncio.sleep(delay)
             fut = await producer.send(topic_of(event), event.model_dump_json().encode(),
-                                      key=event.region_id.encode())
+                                      key=key_of(event))
             if on_sent is not None:
                 await fut
                 on_sent(event, time.monotonic())

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
-from services.ingest.models import ApiKey
+from services.ingest.models import ApiKey, OutboxMessage
 from shared.crypto import hash_api_key
 from shared.db import session_scope
 from shared.kafka import broker_answers
 from shared.settings import Settings
+from shared.topics import SITE_KEYS
 from tests.conftest import REPO_ROOT, free_port
 
 
@@ -42,6 +45,26 @@ def test_sites_create_prints_the_key_alone_on_its_last_line(tmp_path: Path) -> N
         row = session.query(ApiKey).filter_by(key_hash=hash_api_key(key)).one()
         assert row.scopes == ["results"]
     assert key not in (tmp_path / "cli.db").read_bytes().decode("latin-1")
+
+
+def test_sites_announce_sends_every_key_again_with_its_site_name(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    assert _run(env, "db", "upgrade").returncode == 0
+    assert _run(env, "sites", "create", "Night Van", "--scopes", "reports").returncode == 0
+    assert _run(env, "sites", "create", "Hub", "--scopes", "referrals").returncode == 0
+    url = env["LOOKOUT_DATABASE_URL"]
+    with session_scope(url) as session:  # as a database from before every key was announced
+        session.query(OutboxMessage).delete()
+    done = _run(env, "sites", "announce")
+    assert done.returncode == 0, done.stderr
+    assert "2 site key(s) announced" in done.stdout
+    with session_scope(url) as session:
+        rows = session.query(OutboxMessage).all()
+        announced = {json.loads(row.payload)["site_name"]: json.loads(row.payload)["scopes"]
+                     for row in rows if row.topic == SITE_KEYS.name}
+        keys = {row.id for row in session.query(ApiKey)}
+        assert {uuid.UUID(row.key) for row in rows} == keys
+    assert announced == {"Night Van": ["reports"], "Hub": ["referrals"]}
 
 
 def test_smoke_fails_clearly_when_nothing_runs(tmp_path: Path) -> None:

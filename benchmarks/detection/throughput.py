@@ -3,6 +3,7 @@ drug-check results/s on this machine).
 
     .venv/bin/python -m benchmarks.detection.throughput           # 60,000 reports, 30,000 results
     .venv/bin/python -m benchmarks.detection.throughput --quick   # 6,000 and 3,000
+    .venv/bin/python -m benchmarks.detection.throughput --workers [--quick]  # 1 vs 2 workers
 
 A real `lookout worker detection` process on a fresh Tansu broker. Once both agents consume,
 the events (serialized beforehand) are published as fast as the producer goes (keyed by
@@ -10,6 +11,12 @@ region, as the relay does) and the clock runs until the worker's /metrics count 
 handled. Reports fall in 200 ZIP codes over 90 days with a few spikes; results in 50
 regions with a realistic mix of substances (so the contamination tables fill as they
 would). Prints the figures and saves JSON under benchmarks/results/.
+
+`--workers`: one worker, then two in one consumer group, each on a fresh broker; once every
+worker consumes, reports (over eight states: a state's reports are one partition) and
+results mixed in event-time order are published as fast as the producer goes (a backlog
+on every partition), and the clock runs until the workers' /metrics count every one
+handled. Prints the aggregate events/s of each and the ratio (issue 15: at least 1.6).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from aiokafka import AIOKafkaProducer
 from shared.events import DetectedSubstanceV1, DrugCheckResultV1, OverdoseReportV1
 from shared.substances import get_substance
 from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS
-from testing.detection_worker import SignalReader, Worker, send_raw, tansu, topic_of
+from testing.detection_worker import SignalReader, Worker, key_of, send_raw, tansu, topic_of
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -41,8 +48,9 @@ MIXES = [["cocaine"], ["cocaine", "caffeine"], ["fentanyl", "caffeine"], ["heroi
          ["mdma"], ["fentanyl", "bromazolam"], ["ketamine"]]
 
 
-def reports(n: int, rng: random.Random) -> list[OverdoseReportV1]:
-    zips = [f"us/wa/county-{i % 20}/98{i:03d}" for i in range(200)]
+def reports(n: int, rng: random.Random, states: int = 1) -> list[OverdoseReportV1]:
+    zips = [f"us/s{i % states}/county-{i % 20}/98{i:03d}" if states > 1 else
+            f"us/wa/county-{i % 20}/98{i:03d}" for i in range(200)]
     span = 90 * 86400
     out = []
     for i in range(n):
@@ -95,7 +103,7 @@ async def _publish(bootstrap: str, messages: list[tuple[str, bytes, bytes]]) -> 
 
 
 def _serialized(events: list[Any]) -> list[tuple[str, bytes, bytes]]:
-    return [(topic_of(e), e.region_id.encode(), e.model_dump_json().encode()) for e in events]
+    return [(topic_of(e), key_of(e), e.model_dump_json().encode()) for e in events]
 
 
 def _worker_cpu(worker: Worker) -> float:
@@ -138,12 +146,96 @@ async def _ready(worker: Worker, bootstrap: str) -> None:
         await reader.stop()
 
 
+async def _probe_all(bootstrap: str, workers: list[Worker]) -> None:
+    """Probes on every source partition until every worker has handled one."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            for topic in (OVERDOSE_REPORTS, DRUGCHECK_RESULTS):
+                for p in range(topic.partitions):
+                    await producer.send_and_wait(topic.name, b"probe", key=b"probe",
+                                                 partition=p)
+            await asyncio.sleep(2)
+            if all(w.handled("spikes") + w.handled("contamination") > 0 for w in workers):
+                return
+            if time.monotonic() > deadline or not all(w.alive() for w in workers):
+                raise RuntimeError("workers did not start\n" +
+                                   "\n".join(w.log()[-1500:] for w in workers))
+    finally:
+        await producer.stop()
+
+
+def _handled(workers: list[Worker]) -> float:
+    return sum(w.handled("spikes") + w.handled("contamination") for w in workers)
+
+
+def _group(count: int, events: list[Any]) -> dict[str, Any]:
+    with tansu() as bootstrap, tempfile.TemporaryDirectory() as tmp:
+        workers = [Worker(bootstrap, Path(tmp) / f"var{i}") for i in range(count)]
+        for w in workers:
+            w.start()
+        try:
+            asyncio.run(_probe_all(bootstrap, workers))
+            time.sleep(3)  # the last probes handled, the group settled
+            base = _handled(workers)
+            messages = _serialized(events)
+            cpu_before = sum(_worker_cpu(w) for w in workers)
+            load_before = os.getloadavg()
+            started = time.monotonic()
+            asyncio.run(_publish(bootstrap, messages))
+            while _handled(workers) - base < len(events):
+                if time.monotonic() > started + 900 or not all(w.alive() for w in workers):
+                    raise RuntimeError(f"handled {_handled(workers) - base} of {len(events)}")
+                time.sleep(0.05)
+            elapsed = time.monotonic() - started
+            cpu = sum(_worker_cpu(w) for w in workers) - cpu_before
+        finally:
+            for w in workers:
+                w.stop()
+    figures = {"workers": count, "events": len(events), "seconds": round(elapsed, 3),
+               "events_per_s": round(len(events) / elapsed, 1),
+               "workers_cpu_ms_per_event": round(cpu * 1000 / len(events), 3),
+               "load_average_before": load_before, "load_average_after": os.getloadavg()}
+    print(f"{count} worker(s): {figures['events_per_s']:>8,.0f} events/s ({len(events):,} in "
+          f"{elapsed:.1f} s), workers' CPU {figures['workers_cpu_ms_per_event']:.3f} ms per "
+          f"event, load {load_before} -> {os.getloadavg()}")
+    return figures
+
+
+def workers_main(quick: bool) -> None:
+    n_reports, n_results = (6_000, 3_000) if quick else (20_000, 10_000)
+    rng = random.Random(4)
+    events: list[Any] = [*reports(n_reports, rng, states=8), *results(n_results, rng)]
+    events.sort(key=lambda e: getattr(e, "occurred_at", None) or e.collected_at)
+    one = _group(1, events)
+    two = _group(2, events)
+    ratio = two["events_per_s"] / one["events_per_s"]
+    figures: dict[str, Any] = {
+        "benchmark": "detection_workers", "quick": quick, "overdose_reports": n_reports,
+        "drug_check_results": n_results, "one_worker": one, "two_workers": two,
+        "ratio": round(ratio, 3), "ratio_target": 1.6, "met": ratio >= 1.6,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    print(f"ratio 2 / 1 workers: {ratio:.2f} (target 1.6)")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"detection_workers{'_quick' if quick else ''}.json"
+    out.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"saved {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--workers", action="store_true", help="1 vs 2 workers")
     parser.add_argument("--reports", type=int, default=None)
     parser.add_argument("--results", type=int, default=None)
     args = parser.parse_args()
+    if args.workers:
+        workers_main(args.quick)
+        return
     n_reports = args.reports or (6_000 if args.quick else 60_000)
     n_results = args.results or (3_000 if args.quick else 30_000)
     rng = random.Random(4)

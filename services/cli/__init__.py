@@ -9,6 +9,7 @@ from services.cli.accounts import (
     cmd_officials_disable,
     cmd_officials_keys,
     cmd_officials_list,
+    cmd_sites_announce,
     cmd_sites_create,
 )
 from services.cli.data import (
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scopes", nargs="+", choices=["results", "reports", "referrals"],
                    default=["results", "reports"])
     p.set_defaults(func=cmd_sites_create)
+    p = sites.add_parser("announce", help="announce every site key again (after an upgrade: "
+                         "the dashboard learns the names of sites made before)")
+    p.set_defaults(func=cmd_sites_announce)
     officials = sub.add_parser("officials", help="officials' dashboard accounts"
                                ).add_subparsers(dest="officials_command", required=True)
     p = officials.add_parser("create", help="create an account; prints a one-time setup "

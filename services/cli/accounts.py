@@ -27,6 +27,16 @@ def cmd_sites_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sites_announce(args: argparse.Namespace) -> int:
+    from services.ingest.service import announce_all_keys
+    from shared.db import session_scope
+
+    with session_scope(get_settings().sqlalchemy_url) as session:
+        count = announce_all_keys(session)
+    print(f"{count} site key(s) announced on sites.keys.v1 (sent by the relay)")
+    return 0
+
+
 def cmd_officials_create(args: argparse.Namespace) -> int:
     from services.dashboard import accounts
     from shared.db import session_scope

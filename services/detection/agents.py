@@ -1,16 +1,22 @@
 """Detection agents: overdose reports -> spike signals, drug-check results -> contamination
-signals, over changelog-backed tables (see `processors` for the logic and table layout).
+signals, over changelog-backed tables (see `processors` for the logic and table layout),
+and the novelty stage (`novelty`), which decides "never seen anywhere".
 
-Tables use the key's partitioner (`use_partitioner`): a key written while handling messages
-from several source partitions (a county gathers several ZIPs) always goes to one changelog
-partition, so recovery after a crash restores its last value. One worker owns every
-partition (see docs/detection.md, "Scaling").
+Any number of workers run in one consumer group. Reports are keyed by state and results by
+region (`shared.partition_keys`), so every key of every table is written while handling
+one source partition: the tables are co-partitioned with their source topic (a key's
+changelog partition is its source partition) and a rebalance moves a key's state with its
+partition. The novelty table is co-partitioned with the novelty topic. See
+docs/detection.md, "N workers".
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
@@ -19,6 +25,7 @@ from pydantic import ValidationError
 
 from services.detection.app import app
 from services.detection.config import load_config
+from services.detection.novelty import Candidate, Order, Partition, parse_bounds
 from services.detection.ordering import EventTimeMerge, Held
 from services.detection.processors import Processor, Tables
 from services.detection.tablecache import WriteBehind
@@ -26,14 +33,16 @@ from shared.events import DrugCheckResultV1, OverdoseReportV1
 from shared.faust_patches import bind_current_event, committed_offset
 from shared.settings import get_settings
 from shared.streams import dead_letter, handle_with_retries
-from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS, SIGNALS, Topic
+from shared.topics import DETECTION_NOVELTY, DRUGCHECK_RESULTS, OVERDOSE_REPORTS, SIGNALS, Topic
 
 log = logging.getLogger(__name__)
 RELEASE_INTERVAL = 0.2  # s between checks for held messages a caught-up partition freed
+BOUNDS_INTERVAL = 1.0  # s between bounds reports to the novelty stage (sooner after a forward)
 
 
-def _raw_topic(name: str, partitions: int) -> Any:
-    return app.topic(name, value_serializer="raw", key_serializer="raw", partitions=partitions)
+def _raw_topic(name: str, partitions: int, internal: bool = False) -> Any:
+    return app.topic(name, value_serializer="raw", key_serializer="raw", partitions=partitions,
+                     internal=internal)
 
 
 results_topic = _raw_topic(DRUGCHECK_RESULTS.name, DRUGCHECK_RESULTS.partitions)
@@ -41,30 +50,41 @@ results_dlq = _raw_topic(DRUGCHECK_RESULTS.dlq, DRUGCHECK_RESULTS.partitions)
 reports_topic = _raw_topic(OVERDOSE_REPORTS.name, OVERDOSE_REPORTS.partitions)
 reports_dlq = _raw_topic(OVERDOSE_REPORTS.dlq, OVERDOSE_REPORTS.partitions)
 signals_topic = _raw_topic(SIGNALS.name, SIGNALS.partitions)
+novelty_topic = _raw_topic(DETECTION_NOVELTY.name, DETECTION_NOVELTY.partitions, internal=True)
 
 
 def _table(name: str, help_: str, partitions: int = DRUGCHECK_RESULTS.partitions
            ) -> WriteBehind:
-    return WriteBehind(app.Table(name, partitions=partitions, use_partitioner=True,
-                                 key_type=str, help=help_))
+    # co-partitioned with the source topic: a write goes to the changelog partition of the
+    # message being handled (`bind_current_event`)
+    return WriteBehind(app.Table(name, partitions=partitions, key_type=str, help=help_))
 
 
 tables = Tables(
     spike_counts=_table("spike-areas", "overdose reports per area: counts per event-time bucket",
                         OVERDOSE_REPORTS.partitions),
     marks=_table("marks", "newest event-time day per region (contamination)"),
-    episodes=_table("episodes", "open signal per (region, kind, substance)"),
+    episodes=_table("episodes", "open signal per (region, pattern, substance)"),
     seen=_table("substances-seen", "last time each substance was seen per region"),
     clusters=_table("clusters", "recent high-risk results per (region, substance)"),
     positivity=_table("positivity", "samples and positives per region, substance and day"),
+    spike_episodes=_table("spike-episodes", "open spike signal per area",
+                          OVERDOSE_REPORTS.partitions),
 )
+novelty_table = app.Table("novelty", partitions=DETECTION_NOVELTY.partitions, key_type=str,
+                          help="the first result anywhere with each substance")
 
 
 async def _send(key: str, payload: str) -> None:
     await signals_topic.send(key=key.encode(), value=payload.encode())
 
 
-processor = Processor(load_config(get_settings()), tables, _send)
+async def _forward(substance: str, candidate: dict[str, Any]) -> None:
+    await novelty_topic.send(key=substance.encode(), value=json.dumps(candidate).encode())
+    bounds_reporter.forwarded = True
+
+
+processor = Processor(load_config(get_settings()), tables, _send, _forward)
 
 
 class _Committed(Mapping[int, "int | None"]):
@@ -96,12 +116,27 @@ class _Ordered:
 
     def __init__(self, topic: str, agent: str, parse: Callable[[bytes], Any],
                  at: Callable[[Any], float], handle: Callable[[Any, int, int], Awaitable[None]],
-                 dlq: Any) -> None:
+                 dlq: Any, own: tuple[Any, ...]) -> None:
         self.topic, self.agent, self.parse, self.at = topic, agent, parse, at
         self.handle, self.dlq = handle, dlq
+        # the tables this agent writes: it flushes only those, under its own message (a
+        # flush of the other agent's held writes would put them in this message's
+        # changelog partition, not theirs)
+        self.own = own
         self.merge = EventTimeMerge()
         self.lock = asyncio.Lock()
         self.stream: Any = None
+        self.last: dict[int, Order] = {}  # per partition, the last message handled
+
+    def bounds(self) -> dict[str, list[Any]]:
+        """Per partition owned: [time, id of the last message handled (None, None before
+        any), caught up (nothing held, nothing more to fetch)]."""
+        out: dict[str, list[Any]] = {}
+        for p in self.partitions():
+            at, event_id = self.last.get(p, (None, None))
+            caught_up = not self.merge.holds(p) and self.caught_up(p, self.merge.next_offset(p))
+            out[str(p)] = [at, event_id, caught_up]
+        return out
 
     def partitions(self) -> list[int]:
         return [tp.partition for tp in app.consumer.assignment() if tp.topic == self.topic]
@@ -154,25 +189,29 @@ class _Ordered:
                     try:
                         await self.handle(parsed, held.partition, held.offset)
                     finally:
-                        tables.flush()
+                        tables.flush(self.own)
 
                 await handle_with_retries(event.message, raw, held.item, service="detection",
                                           agent=self.agent, handle=handle, dlq=self.dlq)
+                self.last[held.partition] = (held.at, held.tiebreak)
             if event is not None:
                 await self.stream.ack(event)
 
     def forget(self, revoked: set[TP]) -> None:
-        self.merge.forget(tp.partition for tp in revoked if tp.topic == self.topic)
+        partitions = {tp.partition for tp in revoked if tp.topic == self.topic}
+        self.merge.forget(partitions)
+        for p in partitions:
+            self.last.pop(p, None)
 
 
 ordered_results = _Ordered(DRUGCHECK_RESULTS.name, "contamination",
                            DrugCheckResultV1.model_validate_json,
                            lambda r: r.collected_at.timestamp(), processor.on_result,
-                           results_dlq)
+                           results_dlq, tables.of_results())
 ordered_reports = _Ordered(OVERDOSE_REPORTS.name, "spikes",
                            OverdoseReportV1.model_validate_json,
                            lambda r: r.occurred_at.timestamp(), processor.on_report,
-                           reports_dlq)
+                           reports_dlq, tables.of_reports())
 
 
 @app.agent(results_topic)
@@ -185,15 +224,120 @@ async def spikes(stream: Any) -> None:
     await ordered_reports.run(stream.noack())
 
 
+class _Bounds:
+    """Reports the results partitions' bounds (`novelty.Bound`) to every novelty partition
+    every `BOUNDS_INTERVAL` s, and at the next check after this worker forwarded a
+    candidate (so that one worker's own candidates wait one check, not an interval)."""
+
+    def __init__(self) -> None:
+        self.sent_at = 0.0
+        self.forwarded = False
+
+    async def report(self) -> None:
+        now = time.monotonic()
+        if not self.forwarded and now - self.sent_at < BOUNDS_INTERVAL:
+            return
+        bounds = ordered_results.bounds()
+        if not bounds:
+            return
+        self.forwarded, self.sent_at = False, now
+        value = json.dumps({"w": bounds}).encode()
+        for partition in range(DETECTION_NOVELTY.partitions):
+            await novelty_topic.send(key=b"~bounds", value=value, partition=partition)
+
+
+bounds_reporter = _Bounds()
+
+
+class _Novelty:
+    """The novelty stage on the partitions of the novelty topic this worker owns: candidates
+    held until `novelty.Partition` releases them, then one of their two signals sent;
+    messages acknowledged in offset order per partition once released."""
+
+    def __init__(self) -> None:
+        self.parts: dict[int, Partition] = {}
+        self.unacked: dict[int, deque[list[Any]]] = {}  # per partition: [event, done]
+        self.stream: Any = None
+
+    def _first(self, substance: str) -> Order | None:
+        value = novelty_table.get(substance)
+        return None if value is None else (float(value["t"]), str(value["id"]))
+
+    async def run(self, stream: Any) -> None:
+        self.stream = stream
+        async for event in stream.events():
+            message = event.message
+            if not self._current(event):
+                continue  # fetched before a rebalance: delivered again from the commit
+            p = message.partition
+            part = self.parts.setdefault(p, Partition(DRUGCHECK_RESULTS.partitions))
+            entry = [event, False]
+            self.unacked.setdefault(p, deque()).append(entry)
+            try:
+                value = json.loads(bytes(event.value or b""))
+                key = bytes(message.key or b"").decode()
+                if "w" in value:
+                    for source, last, caught_up in parse_bounds(value):
+                        part.report(source, last, caught_up)
+                    entry[1] = True
+                else:
+                    candidate = Candidate.from_json(key, value)
+                    candidate.event = entry
+                    part.add(candidate)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("novelty: undecodable message at %s/%s: %s", p, message.offset, exc)
+                entry[1] = True
+            bind_current_event(event)  # table writes and sends belong to it
+            for candidate, first in part.ready(self._first):
+                if first and novelty_table.get(candidate.substance) is None:
+                    novelty_table[candidate.substance] = {"t": candidate.at,
+                                                          "id": candidate.event_id}
+                payload = candidate.first if first else candidate.other
+                await _send(candidate.region, payload)
+                candidate.event[1] = True
+            await self._ack(p)
+
+    @staticmethod
+    def _current(event: Any) -> bool:
+        return bool(event.message.generation_id == app.consumer_generation_id)
+
+    async def _ack(self, partition: int) -> None:
+        """Acknowledge in offset order: faust commits up to the first gap in what was
+        acknowledged, so a later offset acknowledged before a held one would commit past
+        it (a stale acknowledgement after a rebalance is not made at all)."""
+        queue = self.unacked.get(partition)
+        while queue and queue[0][1]:
+            event = queue.popleft()[0]
+            if self._current(event):
+                await self.stream.ack(event)
+
+    def forget(self, revoked: set[TP]) -> None:
+        for tp in revoked:
+            if tp.topic == DETECTION_NOVELTY.name:
+                self.parts.pop(tp.partition, None)
+                self.unacked.pop(tp.partition, None)
+
+
+novelty_stage = _Novelty()
+
+
+@app.agent(novelty_topic)
+async def novelty(stream: Any) -> None:
+    await novelty_stage.run(stream.noack())
+
+
 @app.timer(RELEASE_INTERVAL)
 async def release_caught_up() -> None:
     await ordered_results.release()
     await ordered_reports.release()
+    await bounds_reporter.report()
 
 
 async def forget_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
     ordered_results.forget(revoked)
     ordered_reports.forget(revoked)
+    novelty_stage.forget(revoked)
+    processor.forget()
 
 
 app.on_partitions_revoked.connect(forget_revoked)  # type: ignore[arg-type]

@@ -8,6 +8,8 @@ from shared.streams import make_faust_app
 
 app = make_faust_app("detection", get_settings())
 # A recovering table could miss the first messages of a changelog partition when faust
-# clears its changelog queue on resume (seen on Tansu at every restart of some brokers);
-# the detection worker owns every partition, so no rebalance revokes one it holds.
+# clears its changelog queue on resume (seen on Tansu at every restart of some brokers).
 keep_changelog_queue_on_resume(app)
+# The tables are in memory: a worker taking a partition over reads its changelog from the
+# start whatever it held, so standby copies would only cost every worker the others' writes.
+app.conf.table_standby_replicas = 0

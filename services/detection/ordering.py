@@ -55,6 +55,9 @@ class EventTimeMerge:
     def next_offset(self, partition: int) -> int | None:
         return self._next.get(partition)
 
+    def holds(self, partition: int) -> bool:
+        return bool(self._queues.get(partition))
+
     def add(self, held: Held) -> None:
         """Hold a received message (one received already is ignored)."""
         p = held.partition

@@ -10,8 +10,12 @@ Tables (keys are strings):
                 "o": {partition: last offset counted}}: one value (one changelog write) per
                 report, buckets older than a late report can need are dropped
 - marks         "c|<region>" -> {"b": newest day}
-- episodes      "<region>|<kind or pattern>|<substance>" -> open episode (see `episodes`)
-- seen          "<region>|<substance>", "*|<substance>" -> {"t": last seen, "e": trigger}
+- episodes      "<region>|<pattern>|<substance>" -> open episode (see `episodes`)
+- spike_episodes "<area>|spike|overdose" -> the same for spikes (a table of the reports'
+                partitions, as the other tables are of the results' partitions)
+- seen          "<region>|<substance>", "*|<substance>" -> {"t": last seen, "e": trigger};
+                with a novelty stage (`forward`), "*|<partition>|<substance>": seen in that
+                source partition (the novelty stage decides "never seen anywhere")
 - clusters      "<region>|<substance>" -> {"r": [[time, site, event id], ...]}
 - positivity    "<region>|<day>", "<region>|<substance>|<day>" -> {"n", "o"} day counters
 """
@@ -22,7 +26,7 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from services.detection import episodes, patterns, rules, spikes
@@ -45,6 +49,9 @@ WEEK_OFFSET = 4 * DAY  # 1970-01-05, the first Monday after the epoch
 THRESHOLD_CACHE_MAX = 100_000
 
 Send = Callable[[str, str], Awaitable[None]]  # (key, signal JSON)
+# (substance key, candidate) -> to the novelty stage (`novelty.Candidate.to_json`)
+Forward = Callable[[str, dict[str, Any]], Awaitable[None]]
+FORWARDED = "forwarded"  # an episode trigger whose signal the novelty stage sends
 
 
 @dataclass
@@ -55,18 +62,35 @@ class Tables:
     seen: MutableMapping[str, Any]
     clusters: MutableMapping[str, Any]
     positivity: MutableMapping[str, Any]
+    spike_episodes: MutableMapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def in_memory(cls) -> Tables:
-        return cls({}, {}, {}, {}, {}, {})
+        return cls({}, {}, {}, {}, {}, {}, {})
 
-    def flush(self) -> None:
+    def _all(self) -> tuple[MutableMapping[str, Any], ...]:
+        return (self.spike_counts, self.marks, self.episodes, self.seen, self.clusters,
+                self.positivity, self.spike_episodes)
+
+    def flush(self, tables: tuple[MutableMapping[str, Any], ...] | None = None) -> None:
         """Write the held changes of write-behind tables (see `tablecache.WriteBehind`)."""
-        for table in (self.spike_counts, self.marks, self.episodes, self.seen, self.clusters,
-                      self.positivity):
+        for table in self._all() if tables is None else tables:
             flush = getattr(table, "flush", None)
             if flush is not None:
                 flush()
+
+    def of_reports(self) -> tuple[MutableMapping[str, Any], ...]:
+        return (self.spike_counts, self.spike_episodes)
+
+    def of_results(self) -> tuple[MutableMapping[str, Any], ...]:
+        return (self.marks, self.episodes, self.seen, self.clusters, self.positivity)
+
+    def forget(self) -> None:
+        """Drop read caches (after a rebalance another worker may have written a key)."""
+        for table in self._all():
+            forget = getattr(table, "forget", None)
+            if forget is not None:
+                forget()
 
 
 def bucket_start(at: float, size: int) -> int:
@@ -88,15 +112,25 @@ def area_name(area: str, region_id: str, region_name: str) -> str:
 
 
 class Processor:
-    def __init__(self, config: DetectionConfig, tables: Tables, send: Send) -> None:
+    def __init__(self, config: DetectionConfig, tables: Tables, send: Send,
+                 forward: Forward | None = None) -> None:
         self.config = config
         self.t = tables
         self.send = send
+        # None: this processor sees every source partition and decides "never seen
+        # anywhere" itself; else that decision is the novelty stage's (`novelty`)
+        self.forward = forward
         self._thresholds: dict[tuple[str, int], tuple[int, int | None]] = {}
         self._versions: dict[str, int] = {}  # bumped when a past bucket of an area changes
         # committed offset per source partition (undo entries below it are dropped)
         self.committed_reports: Mapping[int, int | None] = {}
         self.committed_results: Mapping[int, int | None] = {}
+
+    def forget(self) -> None:
+        """After a rebalance: drop every cache of what other workers may have changed."""
+        self._thresholds.clear()
+        self._versions.clear()
+        self.t.forget()
 
     # ------------------------------------------------------------------ spikes
 
@@ -206,7 +240,8 @@ class Processor:
 
         await self._gate(msg, area, "spike", "overdose", ev.severity,
                          report.occurred_at.timestamp(),
-                         _utc(bucket).isoformat(), str(report.event_id), build, "spike")
+                         _utc(bucket).isoformat(), str(report.event_id), build, "spike",
+                         self.t.spike_episodes)
 
     # ------------------------------------------------------------------ contamination
 
@@ -226,14 +261,26 @@ class Processor:
                 "unexpected_adulterant", patterns.Found(sub.id, sub.name, sub.risk, True),
                 signal.severity, (result.event_id,)))
         found = patterns.found_substances(result)
+        deferred: list[tuple[patterns.Candidate, patterns.Candidate]] = []
         for f in found:
             key = f"{region}|{f.key}"
+            anywhere_key = f"*|{f.key}" if self.forward is None else f"*|{partition}|{f.key}"
+            in_region, anywhere = msg.get(seen, key), msg.get(seen, anywhere_key)
             candidate, new_region, new_anywhere = patterns.novel(
-                result, at, f, cfg, msg.get(seen, key), msg.get(seen, f"*|{f.key}"))
+                result, at, f, cfg, in_region, anywhere)
             if new_region is not None:
                 msg.put(seen, key, new_region)
             if new_anywhere is not None:
-                msg.put(seen, f"*|{f.key}", new_anywhere)
+                msg.put(seen, anywhere_key, new_anywhere)
+            if candidate and self.forward is not None and in_region is None \
+                    and (anywhere is None or anywhere.get("e") == str(result.event_id)):
+                # New to this partition: whether it is new anywhere is the novelty stage's
+                # to decide, when that changes the signal.
+                other, _, _ = patterns.novel(result, at, f, cfg, None,
+                                             {"t": at, "e": None})
+                if other and other.severity != candidate.severity:
+                    deferred.append((candidate, other))
+                    continue
             if candidate:
                 candidates.append(candidate)
         mark_key = f"c|{region}"
@@ -249,6 +296,8 @@ class Processor:
             candidates += self._windows(msg, result, at, day, found, cfg)
         for c in candidates:
             await self._send_contamination(msg, result, c)
+        for first, other in deferred:
+            await self._defer_novel(msg, result, first, other)
 
     def _windows(self, msg: Message, result: DrugCheckResultV1, at: float, day: int,
                  found: list[patterns.Found], cfg: RegionConfig) -> list[patterns.Candidate]:
@@ -298,8 +347,8 @@ class Processor:
             canary = signal.model_copy(update={"canary": True})
             await self.send(canary.region_id, canary.model_dump_json())
 
-    async def _send_contamination(self, msg: Message, result: DrugCheckResultV1,
-                                  c: patterns.Candidate) -> None:
+    def _builder(self, result: DrugCheckResultV1, c: patterns.Candidate
+                 ) -> Callable[[uuid.UUID], str]:
         sold_name = None
         if result.sold_as_id:
             try:
@@ -320,18 +369,55 @@ class Processor:
                                       if d.substance_id == c.substance.key}),
             ).model_dump_json()
 
+        return build
+
+    async def _send_contamination(self, msg: Message, result: DrugCheckResultV1,
+                                  c: patterns.Candidate) -> None:
         await self._gate(msg, result.region_id, c.pattern, c.substance.key, c.severity,
                          result.collected_at.timestamp(), result.collected_at.isoformat(),
-                         str(result.event_id), build, "contamination")
+                         str(result.event_id), self._builder(result, c), "contamination")
+
+    async def _defer_novel(self, msg: Message, result: DrugCheckResultV1,
+                           first: patterns.Candidate, other: patterns.Candidate) -> None:
+        """A substance new to the region and to this source partition, whose signal depends
+        on whether it is new anywhere (`first`) or not (`other`): the episode opens here
+        (with `other`'s severity: within it, no later candidate of this region and
+        substance can tell the two apart), and both signals go to the novelty stage, which
+        sends one. A redelivered trigger forwards them again."""
+        region, sub = result.region_id, first.substance.key
+        key = episodes.episode_key(region, first.pattern, sub)
+        state = msg.get(self.t.episodes, key)
+        at, window, trigger = (result.collected_at.timestamp(),
+                               result.collected_at.isoformat(), str(result.event_id))
+        replay = state is not None and state["triggers"].get(trigger) == FORWARDED
+        if state is not None and not replay:
+            # an episode of this region and substance already: not new anywhere
+            await self._send_contamination(msg, result, other)
+            return
+        payloads = {}
+        for c in (first, other):
+            payloads[c.severity] = self._builder(result, c)(
+                episodes.signal_id(key, window, c.severity))
+        if not replay:
+            decision = episodes.Decision("open", window, episodes.signal_id(
+                key, window, other.severity))
+            msg.put(self.t.episodes, key, episodes.record(
+                None, decision, severity=other.severity, at=at, trigger=trigger,
+                payload=FORWARDED))
+        assert self.forward is not None
+        await self.forward(sub, {
+            "t": at, "id": trigger, "p": msg.partition, "o": msg.offset, "region": region,
+            "first": payloads[first.severity], "other": payloads[other.severity]})
 
     # ------------------------------------------------------------------ the gate
 
     async def _gate(self, msg: Message, region: str, pattern: str, substance: str,
                     severity: Severity,
                     at: float, window: str, trigger: str, build: Callable[[uuid.UUID], str],
-                    kind: str) -> None:
+                    kind: str, table: MutableMapping[str, Any] | None = None) -> None:
+        table = self.t.episodes if table is None else table
         key = episodes.episode_key(region, pattern, substance)
-        state = msg.get(self.t.episodes, key)
+        state = msg.get(table, key)
         decision = episodes.decide(state, key, severity=severity, at=at, window=window,
                                    trigger=trigger, cooldown=self.config.cooldown_seconds)
         if decision.action == "suppress":
@@ -339,11 +425,13 @@ class Processor:
             return
         if decision.action == "replay":
             assert decision.payload is not None
+            if decision.payload == FORWARDED:
+                return  # the novelty stage sends this one (`_defer_novel`)
             payload = decision.payload
         else:
             assert decision.event_id is not None
             payload = build(decision.event_id)
-            msg.put(self.t.episodes, key, episodes.record(
+            msg.put(table, key, episodes.record(
                 state, decision, severity=severity, at=at, trigger=trigger, payload=payload))
         SIGNALS.labels(kind, pattern).inc()
         log.info("signal %s %s %s in %s (%s)", kind, pattern, substance, region, severity)

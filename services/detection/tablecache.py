@@ -1,9 +1,10 @@
 """A read cache in front of a Faust table, with writes held until `flush`.
 
 Every Faust table read goes through several layers of Faust bookkeeping, and a spike
-evaluation reads up to a few hundred buckets; the worker is each table's only writer, so it
-can keep what it read or wrote. The agents flush after each message, before Faust
-acknowledges it: a commit then covers every changelog write of the committed messages.
+evaluation reads up to a few hundred buckets; the worker is the only writer of the
+partitions it owns, so it can keep what it read or wrote until a rebalance (`forget`). The
+agents flush after each message, before Faust acknowledges it: a commit then covers every
+changelog write of the committed messages.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ CACHE_MAX = 500_000  # cached keys before the read cache is dropped (it refills 
 
 class WriteBehind(MutableMapping[str, Any]):
     """A table seen through a read cache, with writes held until `flush` (one changelog
-    message per changed key per batch). The worker is the table's only writer."""
+    message per changed key per batch). The worker is the only writer of its partitions'
+    keys until a rebalance (`forget`)."""
 
     def __init__(self, table: MutableMapping[str, Any]) -> None:
         self.table = table
@@ -49,6 +51,11 @@ class WriteBehind(MutableMapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self.table)
+
+    def forget(self) -> None:
+        """Drop the read cache (after a rebalance another worker may have written a key);
+        held writes stay for the flush of the message that made them."""
+        self._cache = {key: self._cache[key] for key in self._dirty}
 
     def flush(self) -> None:
         for key in self._dirty:

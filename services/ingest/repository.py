@@ -83,6 +83,10 @@ def sites_with_active_keys(session: Session) -> list[tuple[Site, int]]:
     return [(site, int(n)) for site, n in rows]
 
 
+def all_sites(session: Session) -> list[Site]:
+    return list(session.scalars(select(Site).order_by(Site.created_at, Site.id)))
+
+
 def keys_of_site(session: Session, site_id: uuid.UUID) -> list[ApiKey]:
     return list(session.scalars(select(ApiKey).where(ApiKey.site_id == site_id)
                                 .order_by(ApiKey.created_at)))

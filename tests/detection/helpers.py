@@ -104,3 +104,67 @@ def county_history(days: int = 70, seed: int = 15) -> list[OverdoseReportV1]:
                 n += 1
     out.sort(key=lambda r: (r.occurred_at, str(r.event_id)))
     return out
+
+
+def _bc_export() -> str:
+    from pathlib import Path
+
+    return str(Path(__file__).resolve().parents[3] / "shared" / "data"
+               / "drugcheckingbc-2018-2020.csv")
+
+
+def bc_results(n: int) -> list[DrugCheckResultV1]:
+    """The Drug Checking BC export's first `n` results in time order, as ingest makes them
+    (fixed ids), in event-time order."""
+    from services.ingest.csv_import import parse_csv
+    from services.ingest.service import build_result_event
+
+    with open(_bc_export(), encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    # the file is newest first: its header and last rows are the oldest results
+    _fmt, rows = parse_csv("\n".join([lines[0], *lines[-(n + 200):]]) + "\n")
+    bodies = [row.body for row in rows if row.body is not None]
+    bodies.reverse()
+    bodies.sort(key=lambda b: b.collected_at)
+    ns = uuid.UUID("8d5b3c1e-4f6a-4e2b-9c7d-15a0c0ffee15")
+    out = [build_result_event(b, uuid.uuid5(ns, f"site-{b.collection_site}"),
+                              uuid.uuid5(ns, f"result-{i}"), uuid.uuid5(ns, f"event-{i}"))
+           for i, b in enumerate(bodies[:n])]
+    out.sort(key=lambda r: (r.collected_at, str(r.event_id)))
+    return out
+
+
+STATES = {
+    "us/wa/king-county": ["98101", "98102", "98103", "98104"],
+    "us/wa/pierce-county": ["98402", "98403", "98404", "98405"],
+    "us/or/multnomah-county": ["97201", "97202", "97203", "97204"],
+    "us/id/ada-county": ["83702", "83704", "83706"],
+}
+
+
+def states_history(days: int, start: datetime, seed: int = 15) -> list[OverdoseReportV1]:
+    """Overdose reports over four counties of three states, each over several postal codes,
+    in event-time order: zero to two a day per postal code at distinct minutes, and spikes
+    of a whole county, of one postal code, and of a whole state."""
+    import random
+
+    rng = random.Random(seed)
+    spikes: dict[int, tuple[str, str | None]] = {
+        days - 30: ("us/wa/king-county", None), days - 26: ("us/wa/pierce-county", "98403"),
+        days - 21: ("us/or/multnomah-county", None), days - 16: ("us/wa", None),
+        days - 11: ("us/id/ada-county", "83704"), days - 6: ("us/or/multnomah-county", "97202")}
+    out: list[OverdoseReportV1] = []
+    n = 0
+    for day in range(days):
+        for county, zips in STATES.items():
+            for z in zips:
+                count = rng.randint(0, 2)
+                where, one = spikes.get(day, ("", None))
+                if where and county.startswith(where) and one in (None, z):
+                    count += 5 if one is None else 14
+                for minute in rng.sample(range(1440), count):
+                    at = start + timedelta(days=day, minutes=minute, seconds=rng.randint(0, 59))
+                    out.append(report(50_000 + n, at, f"{county}/{z}"))
+                    n += 1
+    out.sort(key=lambda r: (r.occurred_at, str(r.event_id)))
+    return out

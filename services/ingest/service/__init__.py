@@ -25,6 +25,7 @@ from services.ingest.service.reports import (
 )
 from services.ingest.service.sites import (
     add_key,
+    announce_all_keys,
     authenticate,
     cached_caller,
     create_site,
@@ -36,7 +37,8 @@ from services.ingest.service.sites import (
 from services.ingest.service.submissions import list_submissions, parse_since
 
 __all__ = [
-    "Caller", "ItemOutcome", "Known", "PreparedCheck", "add_key", "authenticate",
+    "Caller", "ItemOutcome", "Known", "PreparedCheck", "add_key", "announce_all_keys",
+    "authenticate",
     "build_report_event", "build_result_event", "cached_caller", "create_site",
     "get_drug_check", "get_overdose_report", "import_csv", "known_drug_checks", "list_keys",
     "list_sites",

@@ -33,6 +33,7 @@ from shared.events import DrugCheckResultV1
 from shared.group_commit import writer_for
 from shared.ids import uuid7
 from shared.outbox import outbox_row
+from shared.partition_keys import drug_check_result_key
 from shared.problems import ProblemError
 from shared.topics import DRUGCHECK_RESULTS
 
@@ -79,7 +80,8 @@ def submit_drug_check(
     try:
         with session.begin_nested():
             session.add(row)
-            session.add(outbox_row(OutboxMessage, DRUGCHECK_RESULTS, event.region_id, event))
+            session.add(outbox_row(OutboxMessage, DRUGCHECK_RESULTS,
+                                   drug_check_result_key(event.region_id), event))
     except IntegrityError:
         # Another request stored the same sample id first.
         existing = repository.drug_check_by_sample(session, caller.site_id, body.sample_id)
@@ -161,7 +163,8 @@ def _prepare(caller: Caller, body: DrugCheckIn, rows: BulkInsert,
         "sample_id": body.sample_id, "content_hash": prepared.content_hash,
         "collected_at": body.collected_at, "region_id": event.region_id,
         "event": RawJSON(payload)})
-    prepared.message = messages.row({"topic": DRUGCHECK_RESULTS.name, "key": event.region_id,
+    prepared.message = messages.row({"topic": DRUGCHECK_RESULTS.name,
+                                     "key": drug_check_result_key(event.region_id),
                                      "payload": payload})
     return prepared
 

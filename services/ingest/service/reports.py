@@ -30,6 +30,7 @@ from shared.events import OverdoseReportV1
 from shared.group_commit import writer_for
 from shared.ids import uuid7
 from shared.outbox import outbox_row
+from shared.partition_keys import overdose_report_key
 from shared.problems import ProblemError
 from shared.topics import OVERDOSE_REPORTS
 
@@ -86,7 +87,8 @@ def submit_overdose_reports(
             content_hash=chash, occurred_at=body.occurred_at, region_id=event.region_id,
             event=event.model_dump(mode="json"), received_at=utcnow(),
         )
-        new_rows += [row, outbox_row(OutboxMessage, OVERDOSE_REPORTS, event.region_id, event)]
+        new_rows += [row, outbox_row(OutboxMessage, OVERDOSE_REPORTS,
+                                     overdose_report_key(event.region_id), event)]
         if key:
             known[key] = (row.id, row.event_id, row.region_id, chash)
         outcomes.append(accepted(row))

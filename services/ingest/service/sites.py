@@ -79,6 +79,18 @@ def create_site(session: Session, name: str, scopes: list[str],
     return site, key
 
 
+def announce_all_keys(session: Session) -> int:
+    """Announce every key again, revoked ones included, with its site's name: for a database
+    whose keys were made before every key was announced (the dashboard learns the names of
+    those sites; the referrals replica and the dashboard take a key's event again as it is).
+    Returns how many were announced."""
+    count = 0
+    for site in repository.all_sites(session):
+        for row in repository.keys_of_site(session, site.id):
+            _announce_key(session, row, site.name)
+            count += 1
+    return count
+
 
 def list_sites(session: Session) -> list[tuple[Site, int]]:
     return repository.sites_with_active_keys(session)
