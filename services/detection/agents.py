@@ -27,8 +27,9 @@ from services.detection.app import app
 from services.detection.config import load_config
 from services.detection.novelty import Candidate, Order, Partition, parse_bounds
 from services.detection.ordering import EventTimeMerge, Held
-from services.detection.processors import Processor, Tables
+from services.detection.processors import Processor
 from services.detection.tablecache import WriteBehind
+from services.detection.tables import Tables
 from shared.events import DrugCheckResultV1, OverdoseReportV1
 from shared.faust_patches import bind_current_event, committed_offset
 from shared.settings import get_settings

@@ -5,19 +5,7 @@ read sees the table as it was before the message (`asof`: each value keeps an un
 the uncommitted messages that wrote it), so a message delivered again after a crash raises
 exactly the signals it raised the first time, however far the recovered tables ran ahead.
 
-Tables (keys are strings):
-- spike_counts  "<area>" -> {"b": newest bucket start, "f": first, "c": {bucket start: count},
-                "o": {partition: last offset counted}}: one value (one changelog write) per
-                report, buckets older than a late report can need are dropped
-- marks         "c|<region>" -> {"b": newest day}
-- episodes      "<region>|<pattern>|<substance>" -> open episode (see `episodes`)
-- spike_episodes "<area>|spike|overdose" -> the same for spikes (a table of the reports'
-                partitions, as the other tables are of the results' partitions)
-- seen          "<region>|<substance>", "*|<substance>" -> {"t": last seen, "e": trigger};
-                with a novelty stage (`forward`), "*|<partition>|<substance>": seen in that
-                source partition (the novelty stage decides "never seen anywhere")
-- clusters      "<region>|<substance>" -> {"r": [[time, site, event id], ...]}
-- positivity    "<region>|<day>", "<region>|<substance>|<day>" -> {"n", "o"} day counters
+The tables and their keys: `tables`.
 """
 
 from __future__ import annotations
@@ -26,13 +14,13 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from services.detection import episodes, patterns, rules, spikes
 from services.detection.asof import Message
 from services.detection.config import DetectionConfig, RegionConfig
 from services.detection.metrics import LATE_EVENTS, SIGNALS, SUPPRESSED
+from services.detection.tables import Tables
 from shared import substances
 from shared.events import (
     ContaminationSignalV1,
@@ -52,45 +40,6 @@ Send = Callable[[str, str], Awaitable[None]]  # (key, signal JSON)
 # (substance key, candidate) -> to the novelty stage (`novelty.Candidate.to_json`)
 Forward = Callable[[str, dict[str, Any]], Awaitable[None]]
 FORWARDED = "forwarded"  # an episode trigger whose signal the novelty stage sends
-
-
-@dataclass
-class Tables:
-    spike_counts: MutableMapping[str, Any]
-    marks: MutableMapping[str, Any]
-    episodes: MutableMapping[str, Any]
-    seen: MutableMapping[str, Any]
-    clusters: MutableMapping[str, Any]
-    positivity: MutableMapping[str, Any]
-    spike_episodes: MutableMapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def in_memory(cls) -> Tables:
-        return cls({}, {}, {}, {}, {}, {}, {})
-
-    def _all(self) -> tuple[MutableMapping[str, Any], ...]:
-        return (self.spike_counts, self.marks, self.episodes, self.seen, self.clusters,
-                self.positivity, self.spike_episodes)
-
-    def flush(self, tables: tuple[MutableMapping[str, Any], ...] | None = None) -> None:
-        """Write the held changes of write-behind tables (see `tablecache.WriteBehind`)."""
-        for table in self._all() if tables is None else tables:
-            flush = getattr(table, "flush", None)
-            if flush is not None:
-                flush()
-
-    def of_reports(self) -> tuple[MutableMapping[str, Any], ...]:
-        return (self.spike_counts, self.spike_episodes)
-
-    def of_results(self) -> tuple[MutableMapping[str, Any], ...]:
-        return (self.marks, self.episodes, self.seen, self.clusters, self.positivity)
-
-    def forget(self) -> None:
-        """Drop read caches (after a rebalance another worker may have written a key)."""
-        for table in self._all():
-            forget = getattr(table, "forget", None)
-            if forget is not None:
-                forget()
 
 
 def bucket_start(at: float, size: int) -> int:

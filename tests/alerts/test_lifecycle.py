@@ -17,7 +17,8 @@ from services.alerts import service
 from services.alerts.api import app
 from services.alerts.models import Alert, AlertAudit, Delivery
 from services.detection.config import load_config
-from services.detection.processors import Processor, Tables
+from services.detection.processors import Processor
+from services.detection.tables import Tables
 from shared.db import session_scope, utcnow
 from shared.events import (
     ContaminationSignalV1,

@@ -16,7 +16,8 @@ import pytest
 
 from services.detection.config import load_config
 from services.detection.novelty import Candidate, Partition
-from services.detection.processors import Processor, Tables
+from services.detection.processors import Processor
+from services.detection.tables import Tables
 from shared.events import DrugCheckResultV1, OverdoseReportV1
 from shared.kafka import CachedPartitioner
 from shared.partition_keys import drug_check_result_key, overdose_report_key, state_of

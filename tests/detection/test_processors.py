@@ -15,8 +15,9 @@ from services.detection import spikes
 from services.detection.config import RegionConfig, load_config
 from services.detection.detectors import METHODS
 from services.detection.metrics import LATE_EVENTS
-from services.detection.processors import Processor, Tables, bucket_start
+from services.detection.processors import Processor, bucket_start
 from services.detection.tablecache import WriteBehind
+from services.detection.tables import Tables
 from shared.events import DrugCheckResultV1, OverdoseReportV1
 from shared.settings import Settings
 from tests.detection.helpers import KING, T0, daily_reports, every_pattern_stream, report, result

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from services.detection.config import load_config
-from services.detection.processors import Processor, Tables
+from services.detection.processors import Processor
+from services.detection.tables import Tables
 from shared.events import DrugCheckResultV1, OverdoseReportV1
 from shared.settings import Settings
 from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS
