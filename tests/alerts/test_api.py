@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 
 import httpx
@@ -20,23 +20,8 @@ from services.alerts.models import Delivery, DevOutboxMessage, EarlyStatus
 from shared.db import session_scope, utcnow
 from shared.settings import Settings, get_settings
 from testing.builders import contamination_signal
+from tests.alerts.conftest import PUBLIC
 from tests.alerts.test_service import add_subscriber
-
-PUBLIC = "https://alerts.example.org"
-
-
-@pytest.fixture
-def public_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"public_alerts_url": PUBLIC,
-                                       "twilio_auth_token": "callback-token"})
-
-
-@pytest.fixture
-def client(public_settings: Settings) -> Iterator[TestClient]:
-    app.dependency_overrides[get_settings] = lambda: public_settings
-    with TestClient(app) as c:
-        yield c
-    app.dependency_overrides.clear()
 
 
 def _queued_delivery(settings: Settings) -> uuid.UUID:

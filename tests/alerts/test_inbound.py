@@ -6,36 +6,20 @@ from __future__ import annotations
 import json
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
-from services.alerts.api import app
 from services.alerts.models import OutboxMessage, Subscriber, Subscription
 from shared.crypto import phone_lookup_hash
 from shared.db import session_scope
 from shared.events import OverdoseReportV1, ReferralRequestedV1, SmsReceivedV1
-from shared.settings import Settings, get_settings
+from shared.settings import Settings
+from tests.alerts.conftest import PUBLIC
 
-PUBLIC = "https://alerts.example.org"
 PHONE = "+12065550142"
-
-
-@pytest.fixture
-def public_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"public_alerts_url": PUBLIC,
-                                       "twilio_auth_token": "inbound-token"})
-
-
-@pytest.fixture
-def client(public_settings: Settings) -> Iterator[TestClient]:
-    app.dependency_overrides[get_settings] = lambda: public_settings
-    with TestClient(app) as c:
-        yield c
-    app.dependency_overrides.clear()
 
 
 def text(client: TestClient, settings: Settings, body: str, phone: str = PHONE,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
@@ -19,23 +18,6 @@ from shared.settings import Settings
 from testing.builders import contamination_signal
 from testing.twilio_server import FakeTwilioServer
 from tests.alerts.test_service import add_subscriber
-
-SID = "AC" + "1" * 32
-TOKEN = "test-auth-token"
-
-
-@pytest.fixture
-def fake_twilio() -> Iterator[FakeTwilioServer]:
-    with FakeTwilioServer(account_sid=SID, auth_token=TOKEN) as server:
-        yield server
-
-
-@pytest.fixture
-def twilio_settings(settings: Settings, fake_twilio: FakeTwilioServer) -> Settings:
-    return settings.model_copy(update={
-        "sms_backend": "twilio", "twilio_account_sid": SID, "twilio_auth_token": TOKEN,
-        "twilio_api_base_url": fake_twilio.url, "sms_rate_per_second": 0,
-    })
 
 
 def _jobs(settings: Settings) -> list[SmsOutboundJobV1]:

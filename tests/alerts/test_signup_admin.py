@@ -21,22 +21,7 @@ from testing.twilio_server import FakeTwilioServer
 from tests.alerts.test_service import add_subscriber
 from tests.credentials import official_headers
 
-SID = "AC" + "3" * 32
-TOKEN = "signup-token"
 PHONE = "+12065550177"
-
-
-@pytest.fixture
-def fake_twilio() -> Iterator[FakeTwilioServer]:
-    with FakeTwilioServer(account_sid=SID, auth_token=TOKEN) as server:
-        yield server
-
-
-@pytest.fixture
-def twilio_settings(settings: Settings, fake_twilio: FakeTwilioServer) -> Settings:
-    return settings.model_copy(update={
-        "sms_backend": "twilio", "twilio_account_sid": SID, "twilio_auth_token": TOKEN,
-        "twilio_api_base_url": fake_twilio.url, "sms_rate_per_second": 0})
 
 
 @pytest.fixture

@@ -25,22 +25,9 @@ from shared.ratelimit import client_key
 from shared.settings import Settings, get_settings
 from testing.twilio_server import FakeTwilioServer
 from tests.alerts.test_service import add_subscriber
-from tests.alerts.test_signup_admin import SID, TOKEN, _confirm, _csrf, _start
+from tests.alerts.test_signup_admin import _confirm, _csrf, _start
 
 SEATTLE = "us/wa/king-county/98104"
-
-
-@pytest.fixture
-def fake_twilio() -> Iterator[FakeTwilioServer]:
-    with FakeTwilioServer(account_sid=SID, auth_token=TOKEN) as server:
-        yield server
-
-
-@pytest.fixture
-def twilio_settings(settings: Settings, fake_twilio: FakeTwilioServer) -> Settings:
-    return settings.model_copy(update={
-        "sms_backend": "twilio", "twilio_account_sid": SID, "twilio_auth_token": TOKEN,
-        "twilio_api_base_url": fake_twilio.url, "sms_rate_per_second": 0})
 
 
 @pytest.fixture

@@ -8,15 +8,11 @@ reload."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import httpx
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from services.dashboard import accounts, consumer
@@ -27,11 +23,9 @@ from shared.regions import by_postal_code
 from shared.settings import REPO_ROOT, Settings, get_settings
 from shared.topics import SIGNALS
 from testing import dashboard_seed
-from tests.conftest import MigratedSqlite, free_port
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, require_chromium, served_app
+from tests.conftest import MigratedSqlite
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking"]
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}  # a phone's CSS pixels (iPhone 12-15)
@@ -47,8 +41,7 @@ class Served:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory,
            migrated_sqlite: MigratedSqlite) -> Iterator[Served]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+    require_chromium()
     tmp = tmp_path_factory.mktemp("dashboard")
     url = migrated_sqlite(tmp / "lookout.db")
     settings = Settings(env="test", database_url=url, var_dir=tmp / "var")
@@ -58,24 +51,10 @@ def served(tmp_path_factory: pytest.TempPathFactory,
                                    with_password=True).password
     assert password
     app.dependency_overrides[get_settings] = lambda: settings
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                           access_log=False, lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
     try:
-        yield Served(base, url, settings, seeded, password)
+        with served_app(app) as base:
+            yield Served(base, url, settings, seeded, password)
     finally:
-        server.should_exit = True
-        thread.join(10)
         app.dependency_overrides.clear()
 
 
