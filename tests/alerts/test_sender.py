@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from services.alerts import service
 from services.alerts.models import Delivery, Subscriber
-from services.alerts.sender import Sender
+from services.alerts.sender import MAX_ATTEMPTS, Sender
 from services.alerts.sms import Receipt, SmsError, TwilioSmsBackend
 from shared.db import session_scope, utcnow
 from shared.events import SmsOutboundJobV1
@@ -111,6 +111,43 @@ def test_rate_limit_errors_are_retried(
     assert len(fake_twilio.messages()) == 1
     d = _delivery(twilio_settings, jobs[0].delivery_id)
     assert d.status == "queued"
+
+
+class _FailingBackend:
+    """Refuses every message with the given HTTP status."""
+
+    name = "stub"
+
+    def __init__(self, http_status: int) -> None:
+        self.http_status = http_status
+        self.tries = 0
+
+    async def send(self, to: str, body: str) -> Receipt:
+        self.tries += 1
+        raise SmsError("refused", code=None, http_status=self.http_status)
+
+    async def find_sent(self, to: str, body: str, since: object) -> Receipt | None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize(("http_status", "tries"), [(503, MAX_ATTEMPTS), (400, 1)])
+def test_a_send_is_tried_at_most_max_attempts_and_a_final_error_once(
+    twilio_settings: Settings, monkeypatch: pytest.MonkeyPatch, http_status: int, tries: int
+) -> None:
+    monkeypatch.setattr("services.alerts.sender._send_backoff", lambda state: 0.0)
+    add_subscriber(twilio_settings, "+12065550142", "us/wa/king-county/98104")
+    jobs = _jobs(twilio_settings)
+    backend = _FailingBackend(http_status)
+
+    async def go() -> None:
+        await Sender(twilio_settings, backend).send_delivery(jobs[0].delivery_id)
+
+    asyncio.run(go())
+    assert backend.tries == tries
+    assert _delivery(twilio_settings, jobs[0].delivery_id).status == "failed"
 
 
 def _stick_in_sending(settings: Settings, delivery_id: uuid.UUID, seconds_ago: float) -> None:
