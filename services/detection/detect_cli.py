@@ -26,7 +26,7 @@ METHOD_NAMES = ("ears-c1", "ears-c2", "ears-c3", "cusum", "farrington-flexible",
                 "threshold", "poisson")
 
 
-def add_detect_parser(subparsers: Any) -> None:
+def add_detect_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the ``detect`` sub-command on an argparse ``subparsers`` object."""
     p = subparsers.add_parser(
         "detect",

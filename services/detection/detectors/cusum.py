@@ -26,7 +26,8 @@ def _standardise(x: float, m: float, trans: str) -> float:
         return (x - m) / math.sqrt(m)
     if trans == "rossi":
         return (x - 3 * m + 2 * math.sqrt(x * m)) / (2 * math.sqrt(m))
-    return 1.5 * (x ** (2 / 3) - m ** (2 / 3)) / m ** (1 / 6)  # anscombe
+    # anscombe; float ** float is typed Any (a negative base gives a complex), x, m >= 0 here
+    return float(1.5 * (x ** (2 / 3) - m ** (2 / 3)) / m ** (1 / 6))
 
 
 def _upperbound(m: float, h: float, k: float, c_prev: float, trans: str) -> float:
