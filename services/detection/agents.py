@@ -119,10 +119,11 @@ class _Ordered:
     one, and acknowledged in offset order once handled and their table writes flushed.
 
     The flush is per batch: after `FLUSH_EVERY` messages, or at the next timer tick
-    (`RELEASE_INTERVAL`), whichever comes first. A key written by many messages of a batch is one changelog write; every
-    write still goes to the changelog partition of its own message (`WriteBehind`), and a
-    commit covers only flushed messages. A rebalance drops what a batch held (`forget`):
-    its messages were not acknowledged and are delivered again."""
+    (`RELEASE_INTERVAL`), whichever comes first. A key written by many messages of a batch
+    is one changelog write; every write still goes to the changelog partition of its own
+    message (`WriteBehind`), and a commit covers only flushed messages. A rebalance drops
+    what a batch held (`forget`): its messages were not acknowledged and are delivered
+    again."""
 
     def __init__(self, topic: str, agent: str, parse: Callable[[bytes], Any],
                  at: Callable[[Any], float], handle: Callable[[Any, int, int], Awaitable[None]],
