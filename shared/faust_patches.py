@@ -36,10 +36,15 @@ What is patched, and why:
 6. `bind_current_event`: faust ties table writes and sends to the event in its private
    `faust.streams._current_event` context variable; an agent that handles held events out of
    arrival order sets it itself. No upstream issue found.
+7. `write_table`: `table[key] = value` on faust's aiokafka producer directly (faust's
+   private `Producer._ensure_producer`): faust's own path for a changelog write (a
+   `FutureMessage`, its producer buffer, the registry's serializers) costs several times
+   aiokafka's send (docs/performance.md). No upstream issue found.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import warnings
 import weakref
@@ -53,6 +58,7 @@ from faust.streams import _current_event
 from faust.transport.consumer import RecordMap
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, TransportT
+from faust.utils import json as faust_json
 from mode.utils.queues import ThrowableQueue
 
 SUPPORTED = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
@@ -216,3 +222,19 @@ def bind_current_event(event: Any) -> None:
     """Patch 6: table writes and sends from here on belong to `event` (as they do inside
     faust's own iteration of a stream)."""
     _current_event.set(weakref.ref(event))
+
+
+# --- 7 --------------------------------------------------------------------------------------
+
+
+async def write_table(table: Any, key: str, value: Any, partition: int | None
+                      ) -> asyncio.Future[Any]:
+    """Patch 7: what `table[key] = value` does for a table of str keys and JSON values (the
+    value in the table's store, one changelog message to `partition`, serialized as faust
+    does), on faust's aiokafka producer directly; returns the send's future (done when the
+    broker acknowledged it). Faust flushes that producer before every commit."""
+    table.data[key] = value
+    producer = table.app.producer._ensure_producer()
+    return await producer.send(  # type: ignore[no-any-return]
+        table.changelog_topic.get_topic_name(), faust_json.dumps(value).encode(),
+        key=faust_json.dumps(key).encode(), partition=partition)

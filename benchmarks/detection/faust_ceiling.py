@@ -14,6 +14,10 @@ message (the figure that moves least with the machine's load):
 - `faust-agent`: a Faust agent on the topic iterating `stream.events()` (how the detection
   agents read), on uvloop, with the app settings of every Lookout worker
   (`shared.streams.make_faust_app`);
+- `faust-table`: the `faust-agent` agent writing one table key per message (a small dict
+  under the message's key, as a detection table write: one changelog message each);
+- `faust-send`: the `faust-agent` agent sending each message on to another topic (as a
+  signal is sent);
 - `faust-take`: the same agent reading `stream.take(1000, within=0.05)` batches;
 - `faust-channel`: no stream at all: a task draining the topic channel's queue in batches
   of up to 5,000 and acknowledging each event (what is left of Faust's per-message path
@@ -48,7 +52,8 @@ from shared.kafka import wait_for_broker
 from shared.settings import get_settings
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-CONSUMERS = ["faust-agent", "faust-take", "faust-channel", "aiokafka"]
+CONSUMERS = ["faust-agent", "faust-table", "faust-send", "faust-take", "faust-channel",
+             "aiokafka"]
 LINE = re.compile(r"consumed (\d+) in ([\d.]+) s, cpu ([\d.]+) s")
 
 
@@ -86,6 +91,25 @@ def faust_consumer(kind: str, bootstrap: str, topic_name: str, n: int, var_dir: 
         @app.agent(topic)
         async def agent(stream: Any) -> None:
             async for _event in stream.events():
+                seen(1)
+    elif kind == "faust-table":
+        table = app.Table("ceiling", partitions=app.conf.topic_partitions, key_type=str)
+
+        @app.agent(topic)
+        async def agent_table(stream: Any) -> None:
+            i = 0
+            async for event in stream.events():
+                i += 1
+                table[bytes(event.message.key).decode()] = {"n": i, "b": 1764547200}
+                seen(1)
+    elif kind == "faust-send":
+        sink = app.topic(f"{topic_name}.sink", value_serializer="raw", key_serializer="raw",
+                         partitions=app.conf.topic_partitions)
+
+        @app.agent(topic)
+        async def agent_send(stream: Any) -> None:
+            async for event in stream.events():
+                await sink.send(key=event.message.key, value=event.value)
                 seen(1)
     elif kind == "faust-take":
         @app.agent(topic)
@@ -167,6 +191,8 @@ def run_consumer(kind: str, bootstrap: str, topic: str, n: int, var_dir: Path) -
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", default=",".join(CONSUMERS),
+                        help="comma-separated consumers to run (default: all)")
     parser.add_argument("--consume", choices=CONSUMERS, help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)
@@ -190,7 +216,7 @@ def main() -> int:
                               "messages": n, "message_bytes": 300, "runs": []}
     try:
         asyncio.run(wait_for_broker(bootstrap, 30))
-        for kind in CONSUMERS:
+        for kind in [k for k in CONSUMERS if k in args.only.split(",")]:
             topic = f"bench.ceiling.{kind}.{uuid.uuid4().hex[:6]}"
             asyncio.run(publish(bootstrap, topic, n))
             run = run_consumer(kind, bootstrap, topic, n, tmp / topic)

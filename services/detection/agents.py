@@ -32,7 +32,7 @@ from services.detection.processors import Processor
 from services.detection.tablecache import WriteBehind
 from services.detection.tables import Tables
 from shared.events import DrugCheckResultV1, OverdoseReportV1
-from shared.faust_patches import bind_current_event, committed_offset
+from shared.faust_patches import bind_current_event, committed_offset, write_table
 from shared.settings import get_settings
 from shared.streams import dead_letter, handle_with_retries
 from shared.topics import DETECTION_NOVELTY, DRUGCHECK_RESULTS, OVERDOSE_REPORTS, SIGNALS, Topic
@@ -56,12 +56,18 @@ signals_topic = _raw_topic(SIGNALS.name, SIGNALS.partitions)
 novelty_topic = _raw_topic(DETECTION_NOVELTY.name, DETECTION_NOVELTY.partitions, internal=True)
 
 
+def _source_partition() -> int:
+    event = current_event()
+    assert event is not None, "a table write outside a message"
+    return int(event.message.partition)
+
+
 def _table(name: str, help_: str, partitions: int = DRUGCHECK_RESULTS.partitions
            ) -> WriteBehind:
     # co-partitioned with the source topic: a write goes to the changelog partition of the
-    # message that made it (flushed under that message: `bind_current_event`)
+    # message that made it
     return WriteBehind(app.Table(name, partitions=partitions, key_type=str, help=help_),
-                       current_event, bind_current_event)
+                       _source_partition)
 
 
 tables = Tables(
@@ -130,10 +136,9 @@ class _Ordered:
                  dlq: Any, own: tuple[Any, ...]) -> None:
         self.topic, self.agent, self.parse, self.at = topic, agent, parse, at
         self.handle, self.dlq = handle, dlq
-        # the tables this agent writes: it flushes only those, under its own message (a
-        # flush of the other agent's held writes would put them in this message's
-        # changelog partition, not theirs)
-        self.own = own
+        # the tables this agent writes: it writes only those, before acknowledging its own
+        # messages
+        self.own: tuple[WriteBehind, ...] = own
         self.merge = EventTimeMerge()
         self.lock = asyncio.Lock()
         self.stream: Any = None
@@ -226,9 +231,12 @@ class _Ordered:
         return handle
 
     async def _flush(self) -> None:
-        """The held table writes, each under its own message, then the acknowledgements
-        (in offset order per partition: the merge gives each partition's messages so)."""
-        tables.flush(self.own)
+        """The held table writes, each to its own message's changelog partition, then,
+        once the broker has them, the acknowledgements (in offset order per partition: the
+        merge gives each partition's messages so)."""
+        sent = [await write_table(table.table, key, value, partition)
+                for table in self.own for key, value, partition in table.take()]
+        await asyncio.gather(*sent)
         for event in self.unacked:
             await self.stream.ack(event)
         self.unacked.clear()

@@ -3,9 +3,9 @@
 Every Faust table read goes through several layers of Faust bookkeeping, and a spike
 evaluation reads up to a few hundred buckets; the worker is the only writer of the
 partitions it owns, so it can keep what it read or wrote until a rebalance (`forget`).
-Writes are held too: the agents flush after a batch of messages, before Faust acknowledges
-them, so a key written by many messages of a batch costs one changelog message, and a
-commit covers every changelog write of the committed messages.
+Writes are held too: the agents write them after a batch of messages (`take`), before
+Faust acknowledges the messages, so a key written by many messages of a batch costs one
+changelog message, and a commit covers every changelog write of the committed messages.
 """
 
 from __future__ import annotations
@@ -17,11 +17,7 @@ _MISSING = object()
 CACHE_MAX = 500_000  # cached keys before the read cache is dropped (it refills from the table)
 
 
-def _no_owner() -> Any:
-    return None
-
-
-def _bind_nothing(owner: Any) -> None:
+def _no_partition() -> int | None:
     return None
 
 
@@ -30,19 +26,16 @@ class WriteBehind(MutableMapping[str, Any]):
     message per changed key per batch). The worker is the only writer of its partitions'
     keys until a rebalance (`forget`).
 
-    Each held write remembers the message it belongs to (`owner()` when it is made: in the
-    worker, faust's current event) and is flushed under it (`bind(owner)`), so it goes to
-    that message's changelog partition whichever message the agent handles when it
-    flushes."""
+    Each held write remembers the changelog partition it belongs to (`partition()` when
+    it is made: in the worker, the partition of the message being handled), whichever
+    message the agent handles when it writes the batch."""
 
     def __init__(self, table: MutableMapping[str, Any],
-                 owner: Callable[[], Any] = _no_owner,
-                 bind: Callable[[Any], None] = _bind_nothing) -> None:
+                 partition: Callable[[], int | None] = _no_partition) -> None:
         self.table = table
-        self._owner = owner
-        self._bind = bind
+        self._partition = partition
         self._cache: dict[str, Any] = {}
-        self._dirty: dict[str, Any] = {}  # key -> owner of its held write
+        self._dirty: dict[str, int | None] = {}  # key -> partition of its held write
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self._cache.get(key, _MISSING)
@@ -59,7 +52,7 @@ class WriteBehind(MutableMapping[str, Any]):
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._cache[key] = value
-        self._dirty[key] = self._owner()
+        self._dirty[key] = self._partition()
 
     def __delitem__(self, key: str) -> None:
         raise NotImplementedError("detection tables are never deleted from")
@@ -70,9 +63,6 @@ class WriteBehind(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return len(self.table)
 
-    def held(self) -> int:
-        return len(self._dirty)
-
     def forget(self) -> None:
         """Drop the read cache and the held writes (a rebalance: another worker may have
         written a key, and the messages that made the held writes were not acknowledged:
@@ -80,13 +70,16 @@ class WriteBehind(MutableMapping[str, Any]):
         self._cache = {}
         self._dirty = {}
 
-    def flush(self) -> None:
-        bound: Any = _MISSING
-        for key, owner in self._dirty.items():
-            if owner is not bound and owner is not None:
-                self._bind(owner)
-                bound = owner
-            self.table[key] = self._cache[key]
+    def take(self) -> list[tuple[str, Any, int | None]]:
+        """The held writes, (key, value, partition), to be written by the caller; none is
+        held afterwards."""
+        held = [(key, self._cache[key], partition) for key, partition in self._dirty.items()]
         self._dirty = {}
         if len(self._cache) > CACHE_MAX:
             self._cache.clear()
+        return held
+
+    def flush(self) -> None:
+        """Write the held writes into the table itself (plain mappings)."""
+        for key, value, _ in self.take():
+            self.table[key] = value

@@ -272,16 +272,15 @@ def test_write_behind_tables_hold_writes_until_flush_and_give_the_same_signals()
     assert cached.get("a") == {"n": 2} and cached.get("b") is None
     cached.flush()
     assert "b" not in backing
-    # Each held write is flushed under the message that made it (its changelog partition).
-    owners: list[str] = []
-    current = {"event": "m1"}
-    owned = WriteBehind(backing, lambda: current["event"], owners.append)
+    # Each held write keeps the changelog partition of the message that made it.
+    current = {"partition": 1}
+    owned = WriteBehind(backing, lambda: current["partition"])
     owned["c"] = {"n": 4}
-    current["event"] = "m2"
+    current["partition"] = 2
     owned["d"] = {"n": 5}
-    owned["c"] = {"n": 6}  # a later message of the batch: one write, under it
-    owned.flush()
-    assert owners == ["m2"] and backing["c"] == {"n": 6} and backing["d"] == {"n": 5}
+    owned["c"] = {"n": 6}  # a later message of the batch: one write
+    assert sorted(owned.take()) == [("c", {"n": 6}, 2), ("d", {"n": 5}, 2)]
+    assert owned.take() == [] and owned.get("c") == {"n": 6}
     # A processor over write-behind tables, flushed after batches of events as the agents
     # do.
     events = daily_reports(BASELINE) + daily_reports([12], start=T0 + timedelta(days=28),
