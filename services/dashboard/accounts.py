@@ -236,6 +236,32 @@ class LoginRefused(Exception):
         self.status = status
 
 
+class LockedOut(LoginRefused):
+    """Refused, and the account is locked (after the second factor: its session ended)."""
+
+
+def typed_name(name: str) -> str:
+    """The name as typed into the login form, as the audit log records it."""
+    return name.strip().lower()[:64] or "(empty)"
+
+
+def refuse_login(session: Session, name: str, client: str, reason: str, detail: str,
+                 status: int) -> LoginRefused:
+    """A refusal before the password is checked (stale form, throttled), audited."""
+    audit(session, typed_name(name), "login", "refused", client=client, reason=reason)
+    return LoginRefused(detail, status)
+
+
+def _count_failure(settings: Settings, account: OfficialAccount, now: datetime) -> bool:
+    """One more failed attempt in a row; True when it locks the account."""
+    account.failed_logins += 1
+    if account.failed_logins < settings.dashboard_login_max_failures:
+        return False
+    account.locked_until = now + timedelta(minutes=settings.dashboard_lockout_minutes)
+    account.failed_logins = 0
+    return True
+
+
 # Verified against when the name is unknown, so that a wrong name costs what a wrong
 # password does (no account enumeration by timing).
 @cache
@@ -250,10 +276,9 @@ def authenticate(session: Session, settings: Settings, name: str, password: str,
     LOOKOUT_DASHBOARD_LOCKOUT_MINUTES). Every attempt is audited."""
     account = by_name(session, name)
     now = utcnow()
-    typed = name.strip().lower()[:64] or "(empty)"
     if account is None or account.password_hash is None:
         password_hasher(settings).verify(password, _dummy_hash(settings.env))
-        audit(session, typed, "login", "failed", client=client, reason="unknown account")
+        audit(session, typed_name(name), "login", "failed", client=client, reason="unknown account")
         raise LoginRefused("Wrong name or password.")
     if account.disabled_at is not None:
         audit(session, account.name, "login", "refused", official_id=account.id,
@@ -263,20 +288,15 @@ def authenticate(session: Session, settings: Settings, name: str, password: str,
         audit(session, account.name, "login", "refused", official_id=account.id,
               client=client, reason="locked")
         minutes = max(1, round((account.locked_until - now).total_seconds() / 60))
-        raise LoginRefused(f"Too many failed attempts: the account is locked for about "
-                           f"{minutes} more minute(s).", status=429)
+        raise LockedOut(f"Too many failed attempts: the account is locked for about "
+                        f"{minutes} more minute(s).", status=429)
     if not password_hasher(settings).verify(password, account.password_hash):
-        account.failed_logins += 1
-        reason = "wrong password"
-        if account.failed_logins >= settings.dashboard_login_max_failures:
-            account.locked_until = now + timedelta(minutes=settings.dashboard_lockout_minutes)
-            account.failed_logins = 0
-            reason = "wrong password; locked"
+        locked = _count_failure(settings, account, now)
         audit(session, account.name, "login", "failed", official_id=account.id,
-              client=client, reason=reason)
+              client=client, reason="wrong password; locked" if locked else "wrong password")
         if account.locked_until is not None and account.locked_until > now:
-            raise LoginRefused("Too many failed attempts: the account is locked for "
-                               f"{settings.dashboard_lockout_minutes:g} minutes.", status=429)
+            raise LockedOut("Too many failed attempts: the account is locked for "
+                            f"{settings.dashboard_lockout_minutes:g} minutes.", status=429)
         raise LoginRefused("Wrong name or password.")
     account.failed_logins = 0
     account.locked_until = None
@@ -339,6 +359,45 @@ def rotate_session(session: Session, settings: Settings, row: DashboardSession,
     new = start_session(session, settings, account, second_factor_ok=True)
     new.row.expires_at = row.expires_at
     return new
+
+
+def sign_in(session: Session, settings: Settings, name: str, password: str,
+            client: str) -> NewSession:
+    """The password step: a new session, its second factor still to come when the account
+    has TOTP on (LoginRefused as `authenticate` says). Audited."""
+    account = authenticate(session, settings, name, password, client)
+    second_factor_ok = not account.totp_enabled
+    new = start_session(session, settings, account, second_factor_ok)
+    if second_factor_ok:
+        account.last_login_at = new.row.created_at
+        audit(session, account.name, "login", official_id=account.id, client=client,
+              second_factor="none")
+    else:
+        audit(session, account.name, "login_password", official_id=account.id,
+              client=client)
+    return new
+
+
+def confirm_second_factor(session: Session, settings: Settings, row: DashboardSession,
+                          account: OfficialAccount, code: str, client: str) -> NewSession:
+    """The TOTP step: a right code gives a new session with the second factor settled. A
+    wrong one is a failed login (LoginRefused); the one that locks the account ends the
+    session too (LockedOut). Audited."""
+    if check_totp(settings, account, code):
+        account.failed_logins = 0
+        new = rotate_session(session, settings, row, account)
+        account.last_login_at = new.row.created_at
+        audit(session, account.name, "login", official_id=account.id, client=client,
+              second_factor="totp")
+        return new
+    if _count_failure(settings, account, utcnow()):
+        end_session(session, row)
+        audit(session, account.name, "login_totp", "failed", official_id=account.id,
+              client=client, reason="wrong code; locked")
+        raise LockedOut("That code is not right.")
+    audit(session, account.name, "login_totp", "failed", official_id=account.id,
+          client=client, reason="wrong code")
+    raise LoginRefused("That code is not right.")
 
 
 def can_review(official: Official, region_id: str) -> bool:

@@ -6,7 +6,6 @@ the other route modules share. The Admin page is in `admin_routes`, review actio
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta
 from typing import Annotated, Any
 
 import segno
@@ -21,10 +20,10 @@ from services.dashboard.security import (
     Redirect,
     SignedInOfficial,
     check_csrf,
+    check_login_form,
     clear_session_cookie,
     client_address,
     install_template_globals,
-    login_limiter,
     redirect,
     safe_next,
     secure_cookies,
@@ -32,8 +31,8 @@ from services.dashboard.security import (
     signed_in_any_factor,
 )
 from services.dashboard.templating import templates
-from shared.db import utcnow
 from shared.problems import ProblemError
+from shared.settings import Settings
 from shared.web import AppSettings, DbSession, settings_of
 
 router = APIRouter(tags=["accounts"])
@@ -87,33 +86,13 @@ def login(request: Request, session: DbSession, settings: AppSettings,
           password: Annotated[str, Form(max_length=1024)],
           csrf_token: Annotated[str, Form()] = "",
           next: Annotated[str, Form()] = "/") -> Response:
-    client = client_address(request)
-    cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    if not cookie or not secrets.compare_digest(cookie.encode(), csrf_token.encode()):
-        accounts.audit(session, name.strip().lower()[:64] or "(empty)", "login", "refused",
-                       client=client, reason="csrf")
-        return _login_page(request, 403, "The form expired: please try again.", next, name)
-    if login_limiter(settings).try_take(client) > 0:
-        accounts.audit(session, name.strip().lower()[:64] or "(empty)", "login", "refused",
-                       client=client, reason="throttled")
-        return _login_page(request, 429, "Too many attempts from here: wait a minute.",
-                           next, name)
     try:
-        account = accounts.authenticate(session, settings, name, password, client)
+        check_login_form(request, session, settings, name, csrf_token)
+        new = accounts.sign_in(session, settings, name, password, client_address(request))
     except accounts.LoginRefused as exc:
         return _login_page(request, exc.status, exc.detail, next, name)
-    second_factor_ok = not account.totp_enabled
-    new = accounts.start_session(session, settings, account, second_factor_ok)
-    if second_factor_ok:
-        account.last_login_at = new.row.created_at
-        accounts.audit(session, account.name, "login", official_id=account.id, client=client,
-                       second_factor="none")
-        target = safe_next(next)
-    else:
-        accounts.audit(session, account.name, "login_password", official_id=account.id,
-                       client=client)
-        target = "/login/totp?next=" + safe_next(next)
-    response = redirect(target)
+    response = redirect(safe_next(next) if new.row.second_factor_ok
+                        else "/login/totp?next=" + safe_next(next))
     set_session_cookie(response, settings, new.token)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return response
@@ -135,29 +114,14 @@ def totp_check(request: Request, session: DbSession, settings: AppSettings,
                next: Annotated[str, Form()] = "/") -> Response:
     signed = signed_in_any_factor(request, session, settings)
     check_csrf(signed, csrf_token)
-    client = client_address(request)
-    account = signed.account
-    if not accounts.check_totp(settings, account, code):
-        account.failed_logins += 1
-        if account.failed_logins >= settings.dashboard_login_max_failures:
-            account.locked_until = utcnow() + timedelta(
-                minutes=settings.dashboard_lockout_minutes)
-            account.failed_logins = 0
-            accounts.end_session(session, signed.session)
-            accounts.audit(session, account.name, "login_totp", "failed",
-                           official_id=account.id, client=client, reason="wrong code; locked")
-            response = redirect("/login")
-            clear_session_cookie(response, settings)
-            return response
-        accounts.audit(session, account.name, "login_totp", "failed", official_id=account.id,
-                       client=client, reason="wrong code")
-        return page(request, "login_totp.html", 401, next=safe_next(next),
-                    error="That code is not right.")
-    account.failed_logins = 0
-    new = accounts.rotate_session(session, settings, signed.session, account)
-    account.last_login_at = new.row.created_at
-    accounts.audit(session, account.name, "login", official_id=account.id, client=client,
-                   second_factor="totp")
+    try:
+        new = accounts.confirm_second_factor(session, settings, signed.session,
+                                             signed.account, code, client_address(request))
+    except accounts.LockedOut:
+        return _signed_out(settings)
+    except accounts.LoginRefused as exc:
+        return page(request, "login_totp.html", exc.status, next=safe_next(next),
+                    error=exc.detail)
     response = redirect(safe_next(next))
     set_session_cookie(response, settings, new.token)
     return response
@@ -171,6 +135,11 @@ def logout(request: Request, session: DbSession, settings: AppSettings,
     accounts.end_session(session, signed.session)
     accounts.audit(session, signed.account.name, "logout", official_id=signed.account.id,
                    client=client_address(request))
+    return _signed_out(settings)
+
+
+def _signed_out(settings: Settings) -> Response:
+    """To the login page, the session cookie cleared."""
     response = redirect("/login")
     clear_session_cookie(response, settings)
     return response

@@ -162,6 +162,20 @@ def login_limiter(settings: Settings) -> KeyedRateLimiter:
     return limiter
 
 
+def check_login_form(request: Request, session: DbSession, settings: AppSettings,
+                     name: str, csrf_token: str) -> None:
+    """The login form carries its cookie's CSRF token (403) and its client is not over the
+    rate of attempts (429): `accounts.LoginRefused` otherwise, audited."""
+    client = client_address(request)
+    cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not cookie or not secrets.compare_digest(cookie.encode(), csrf_token.encode()):
+        raise accounts.refuse_login(session, name, client, "csrf",
+                                    "The form expired: please try again.", 403)
+    if login_limiter(settings).try_take(client) > 0:
+        raise accounts.refuse_login(session, name, client, "throttled",
+                                    "Too many attempts from here: wait a minute.", 429)
+
+
 def redirect(location: str) -> RedirectResponse:
     return RedirectResponse(location, status_code=303)
 

@@ -227,6 +227,34 @@ def test_totp_enrolment_is_required_for_reviewers_then_asked_at_login(
     assert actions[-1] == ("login", "ok")
 
 
+def test_wrong_second_factor_codes_lock_the_account_and_end_the_session(
+    client: TestClient, settings: Settings, make_official: MakeOfficial
+) -> None:
+    make_official("gus")
+    with session_scope(settings.sqlalchemy_url) as session:
+        account = accounts.by_name(session, "gus")
+        assert account is not None
+        secret = accounts.new_totp_secret(settings, account)
+        account.totp_enabled = True
+    assert login(client, "gus").headers["location"] == "/login/totp?next=/"
+    token = form_csrf(client.get("/login/totp").text)
+    wrong = {"code": pyotp.TOTP(secret).at(0), "csrf_token": token}  # a code of 1970
+    for _ in range(settings.dashboard_login_max_failures - 1):
+        assert client.post("/login/totp", data=wrong).status_code == 401
+    locked = client.post("/login/totp", data=wrong, follow_redirects=False)
+    assert locked.status_code == 303 and locked.headers["location"] == "/login"
+    assert client.cookies.get(SESSION_COOKIE) is None
+    with session_scope(settings.sqlalchemy_url) as session:
+        reasons = [(a.detail or {}).get("reason") for a in session.scalars(
+            select(DashboardAudit).where(DashboardAudit.action == "login_totp")
+            .order_by(DashboardAudit.id))]
+        ended = list(session.scalars(select(DashboardSession.ended_at)))
+    assert reasons == ["wrong code"] * (settings.dashboard_login_max_failures - 1) + [
+        "wrong code; locked"]
+    assert ended and None not in ended
+    assert login(client, "gus").status_code == 429  # the right password, but locked
+
+
 def test_totp_is_required_in_prod_for_reviewers_and_admins_only(settings: Settings) -> None:
     prod = settings.model_copy(update={"env": "prod"})
     for role, needed in (("viewer", False), ("reviewer", True), ("admin", True)):

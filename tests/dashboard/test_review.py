@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from services.alerts import service
 from services.alerts.models import Alert, AlertAudit
+from services.dashboard import alerts_client
 from services.dashboard.account_models import DashboardAudit
 from shared.db import session_scope
 from shared.settings import Settings
@@ -129,6 +132,27 @@ def test_reject_needs_a_reason_and_an_edit_after_approval_goes_back_to_review(
     assert edited.status_code == 200  # followed to the review page
     assert 'id="alert-status">draft<' in edited.text
     assert _alert(settings, alert_id) == ("draft", None, ["system", "ann", "bob"])
+
+
+def test_an_alerts_service_that_does_not_answer_is_a_502_and_audited(
+    client: TestClient, settings: Settings, make_official: MakeOfficial,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alert_id = _draft(settings)
+    make_official("rita")
+    login(client, "rita")
+    token = form_csrf(client.get("/account/totp").text)
+    assert client.post(f"/alerts/{alert_id}/publish", data={"csrf_token": token}
+                       ).status_code == 404
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    monkeypatch.setattr(alerts_client, "transport", httpx.MockTransport(refuse))
+    down = client.post(f"/alerts/{alert_id}/approve", data={"csrf_token": token})
+    assert down.status_code == 502 and "not taken" in down.text
+    assert _alert(settings, alert_id) == ("draft", None, ["system"])
+    assert _dash_audit(settings) == [("rita", "alert_approve", "error")]
 
 
 def test_an_admin_exports_a_subscriber_by_name_and_it_is_audited(
