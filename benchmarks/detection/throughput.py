@@ -4,6 +4,7 @@ drug-check results/s on this machine).
     .venv/bin/python -m benchmarks.detection.throughput           # 60,000 reports, 30,000 results
     .venv/bin/python -m benchmarks.detection.throughput --quick   # 6,000 and 3,000
     .venv/bin/python -m benchmarks.detection.throughput --workers [--quick]  # 1 vs 2 workers
+    .venv/bin/python -m benchmarks.detection.throughput --quick --profile /tmp/prof  # py-spy
 
 A real `lookout worker detection` process on a fresh Tansu broker. Once both agents consume,
 the events (serialized beforehand) are published as fast as the producer goes (keyed by
@@ -27,6 +28,9 @@ import json
 import os
 import platform
 import random
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -113,11 +117,25 @@ def _worker_cpu(worker: Worker) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _measure(worker: Worker, bootstrap: str, events: list[Any], agent: str
-                   ) -> tuple[float, float]:
+def _profiler(worker: Worker, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy on the worker (raw folded stacks, only samples holding the GIL)."""
+    assert worker.proc is not None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen([str(spy), "record", "--gil", "-r", "200", "-f", "raw", "-p",
+                             str(worker.proc.pid), "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def _measure(worker: Worker, bootstrap: str, events: list[Any], agent: str,
+                   profile: Path | None = None) -> tuple[float, float]:
     """Seconds until the worker has handled every event, and its CPU ms per event (the
-    figure that does not depend on what else the machine is doing)."""
+    figure that does not depend on what else the machine is doing); with `profile`, a
+    py-spy of the worker over that time in `profile/<agent>.txt`."""
     messages = _serialized(events)  # before the clock starts: the worker is measured
+    spy = _profiler(worker, profile / f"{agent}.txt") if profile else None
+    if spy is not None:
+        await asyncio.sleep(1)  # py-spy attached
     before = worker.handled(agent)
     cpu_before = _worker_cpu(worker)
     started = time.monotonic()
@@ -130,7 +148,11 @@ async def _measure(worker: Worker, bootstrap: str, events: list[Any], agent: str
                                f"{len(events)}\n{worker.log()[-2000:]}")
         await asyncio.sleep(0.05)
     elapsed = time.monotonic() - started
-    return elapsed, (_worker_cpu(worker) - cpu_before) * 1000 / len(events)
+    cpu = (_worker_cpu(worker) - cpu_before) * 1000 / len(events)
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+    return elapsed, cpu
 
 
 async def _ready(worker: Worker, bootstrap: str) -> None:
@@ -232,6 +254,8 @@ def main() -> None:
     parser.add_argument("--workers", action="store_true", help="1 vs 2 workers")
     parser.add_argument("--reports", type=int, default=None)
     parser.add_argument("--results", type=int, default=None)
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="py-spy the worker (raw folded stacks) into this folder")
     args = parser.parse_args()
     if args.workers:
         workers_main(args.quick)
@@ -245,9 +269,10 @@ def main() -> None:
         worker.start()
         try:
             asyncio.run(_ready(worker, bootstrap))
-            report_s, report_cpu = asyncio.run(_measure(worker, bootstrap, report_events, "spikes"))
+            report_s, report_cpu = asyncio.run(_measure(worker, bootstrap, report_events, "spikes",
+                                                        args.profile))
             result_s, result_cpu = asyncio.run(_measure(worker, bootstrap, result_events,
-                                            "contamination"))
+                                                        "contamination", args.profile))
         finally:
             worker.stop()
     figures: dict[str, Any] = {

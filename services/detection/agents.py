@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
+from faust import current_event
 from faust.types import TP
 from pydantic import ValidationError
 
@@ -39,6 +40,7 @@ from shared.topics import DETECTION_NOVELTY, DRUGCHECK_RESULTS, OVERDOSE_REPORTS
 log = logging.getLogger(__name__)
 RELEASE_INTERVAL = 0.2  # s between checks for held messages a caught-up partition freed
 BOUNDS_INTERVAL = 1.0  # s between bounds reports to the novelty stage (sooner after a forward)
+FLUSH_EVERY = 1000  # messages handled before their table writes are flushed and acknowledged
 
 
 def _raw_topic(name: str, partitions: int, internal: bool = False) -> Any:
@@ -57,8 +59,9 @@ novelty_topic = _raw_topic(DETECTION_NOVELTY.name, DETECTION_NOVELTY.partitions,
 def _table(name: str, help_: str, partitions: int = DRUGCHECK_RESULTS.partitions
            ) -> WriteBehind:
     # co-partitioned with the source topic: a write goes to the changelog partition of the
-    # message being handled (`bind_current_event`)
-    return WriteBehind(app.Table(name, partitions=partitions, key_type=str, help=help_))
+    # message that made it (flushed under that message: `bind_current_event`)
+    return WriteBehind(app.Table(name, partitions=partitions, key_type=str, help=help_),
+                       current_event, bind_current_event)
 
 
 tables = Tables(
@@ -113,7 +116,14 @@ processor.committed_results = _Committed(DRUGCHECK_RESULTS)
 class _Ordered:
     """One agent's source topic consumed in event-time order (`ordering.EventTimeMerge`):
     messages are held, handled when no partition of this worker can still bring an older
-    one, and acknowledged in offset order once handled."""
+    one, and acknowledged in offset order once handled and their table writes flushed.
+
+    The flush is per batch: after `FLUSH_EVERY` messages, or at the next timer tick
+    (`RELEASE_INTERVAL`), whichever comes first. A key written by many messages of a batch
+    is one changelog write; every write still goes to the changelog partition of its own
+    message (`WriteBehind`), and a commit covers only flushed messages. A rebalance drops
+    what a batch held (`forget`): its messages were not acknowledged and are delivered
+    again."""
 
     def __init__(self, topic: str, agent: str, parse: Callable[[bytes], Any],
                  at: Callable[[Any], float], handle: Callable[[Any, int, int], Awaitable[None]],
@@ -128,6 +138,9 @@ class _Ordered:
         self.lock = asyncio.Lock()
         self.stream: Any = None
         self.last: dict[int, Order] = {}  # per partition, the last message handled
+        self.unacked: list[Any] = []  # events handled, acknowledged after the next flush
+        self.epoch = 0  # rebalances seen (a batch of an earlier epoch is dropped)
+        self._partitions: list[int] | None = None  # of the current assignment
 
     def bounds(self) -> dict[str, list[Any]]:
         """Per partition owned: [time, id of the last message handled (None, None before
@@ -140,7 +153,13 @@ class _Ordered:
         return out
 
     def partitions(self) -> list[int]:
-        return [tp.partition for tp in app.consumer.assignment() if tp.topic == self.topic]
+        if self._partitions is None:  # faust builds the assignment anew on every call
+            self._partitions = [tp.partition for tp in app.consumer.assignment()
+                                if tp.topic == self.topic]
+        return self._partitions
+
+    def assigned(self) -> None:
+        self._partitions = None
 
     def caught_up(self, partition: int, next_offset: int | None) -> bool:
         tp = TP(self.topic, partition)
@@ -173,36 +192,63 @@ class _Ordered:
                 await self._release()
 
     async def release(self) -> None:
-        """Handle what became ready without a new message (a partition caught up)."""
-        if len(self.merge) and self.stream is not None:
+        """Handle what became ready without a new message (a partition caught up), and
+        flush what is held."""
+        if (len(self.merge) or self.unacked) and self.stream is not None:
             async with self.lock:
-                await self._release()
+                await self._release(flush=True)
 
-    async def _release(self) -> None:
+    async def _release(self, flush: bool = False) -> None:
+        epoch = self.epoch
         for held in self.merge.ready(self.partitions(), self.caught_up):
             event = held.event
             if held.item is not None:
                 bind_current_event(event)  # table writes and sends belong to it
                 raw = event.value if isinstance(event.value, bytes) else \
                     bytes(event.value or b"")
-
-                async def handle(parsed: Any, held: Held = held) -> None:
-                    try:
-                        await self.handle(parsed, held.partition, held.offset)
-                    finally:
-                        tables.flush(self.own)
-
                 await handle_with_retries(event.message, raw, held.item, service="detection",
-                                          agent=self.agent, handle=handle, dlq=self.dlq)
+                                          agent=self.agent, handle=self._handle(held),
+                                          dlq=self.dlq)
+                if self.epoch != epoch:
+                    # a rebalance while it was handled: what it wrote since `forget` goes
+                    # too (the rest of `ready` was of the old assignment)
+                    self.forget_batch()
+                    return
                 self.last[held.partition] = (held.at, held.tiebreak)
             if event is not None:
-                await self.stream.ack(event)
+                self.unacked.append(event)
+        if self.unacked and (flush or len(self.unacked) >= FLUSH_EVERY):
+            await self._flush()
+
+    def _handle(self, held: Held) -> Callable[[Any], Awaitable[None]]:
+        async def handle(parsed: Any) -> None:
+            await self.handle(parsed, held.partition, held.offset)
+        return handle
+
+    async def _flush(self) -> None:
+        """The held table writes, each under its own message, then the acknowledgements
+        (in offset order per partition: the merge gives each partition's messages so)."""
+        tables.flush(self.own)
+        for event in self.unacked:
+            await self.stream.ack(event)
+        self.unacked.clear()
+
+    def forget_batch(self) -> None:
+        tables.forget(self.own)
+        self.unacked.clear()
 
     def forget(self, revoked: set[TP]) -> None:
+        """A rebalance: what is held of the revoked partitions is dropped, and so is the
+        batch not yet flushed (of any partition: after the rebalance every partition is
+        read again from its committed offset)."""
         partitions = {tp.partition for tp in revoked if tp.topic == self.topic}
+        partitions |= {event.message.partition for event in self.unacked}
         self.merge.forget(partitions)
         for p in partitions:
             self.last.pop(p, None)
+        self.epoch += 1
+        self._partitions = None
+        self.forget_batch()
 
 
 ordered_results = _Ordered(DRUGCHECK_RESULTS.name, "contamination",
@@ -341,4 +387,10 @@ async def forget_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
     processor.forget()
 
 
+async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+    ordered_results.assigned()
+    ordered_reports.assigned()
+
+
 app.on_partitions_revoked.connect(forget_revoked)  # type: ignore[arg-type]
+app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]

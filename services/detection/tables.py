@@ -54,9 +54,9 @@ class Tables:
     def of_results(self) -> tuple[MutableMapping[str, Any], ...]:
         return (self.marks, self.episodes, self.seen, self.clusters, self.positivity)
 
-    def forget(self) -> None:
-        """Drop read caches (after a rebalance another worker may have written a key)."""
-        for table in self._all():
+    def forget(self, tables: tuple[MutableMapping[str, Any], ...] | None = None) -> None:
+        """Drop read caches and held writes (see `tablecache.WriteBehind.forget`)."""
+        for table in self._all() if tables is None else tables:
             forget = getattr(table, "forget", None)
             if forget is not None:
                 forget()

@@ -267,23 +267,36 @@ def test_write_behind_tables_hold_writes_until_flush_and_give_the_same_signals()
     assert backing == {"a": {"n": 1}}
     backing["a"] = {"n": 2}  # another worker's write, while it owned the partition
     cached["b"] = {"n": 3}
-    cached.forget()  # a rebalance: the read cache goes, a held write stays
-    assert cached.get("a") == {"n": 2} and "b" not in backing
+    cached.forget()  # a rebalance: the read cache goes, and so does a held write (its
+    # message was not acknowledged: it is delivered again)
+    assert cached.get("a") == {"n": 2} and cached.get("b") is None
     cached.flush()
-    assert backing["b"] == {"n": 3}
-    # A processor over write-behind tables, flushed after each event as the agents do.
+    assert "b" not in backing
+    # Each held write is flushed under the message that made it (its changelog partition).
+    owners: list[str] = []
+    current = {"event": "m1"}
+    owned = WriteBehind(backing, lambda: current["event"], owners.append)
+    owned["c"] = {"n": 4}
+    current["event"] = "m2"
+    owned["d"] = {"n": 5}
+    owned["c"] = {"n": 6}  # a later message of the batch: one write, under it
+    owned.flush()
+    assert owners == ["m2"] and backing["c"] == {"n": 6} and backing["d"] == {"n": 5}
+    # A processor over write-behind tables, flushed after batches of events as the agents
+    # do.
     events = daily_reports(BASELINE) + daily_reports([12], start=T0 + timedelta(days=28),
                                                      first=1000)
     plain = Run().feed(events)
     run = Run()
-    run.tables = Tables(*(WriteBehind({}) for _ in range(6)))
+    run.tables = Tables(*(WriteBehind({}) for _ in range(7)))
     run.processor.t = run.tables
     sent: list[dict[str, Any]] = []
 
     async def go() -> None:
         for offset, event in enumerate(events):
             await run.processor.on_report(event, 0, offset)
-            run.tables.flush()
+            if offset % 7 == 6:
+                run.tables.flush()
 
     run.processor.send = lambda key, payload: _append(sent, payload)
     asyncio.run(go())
