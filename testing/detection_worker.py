@@ -10,7 +10,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -205,3 +206,77 @@ class SignalReader:
                 pass
         if self._consumer is not None:
             await self._consumer.stop()
+
+
+def by_id(signals: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Signals by event id; one id sent twice must have the same body."""
+    out: dict[str, dict[str, Any]] = {}
+    for s in signals:
+        assert out.get(s["event_id"], s) == s, "a signal id sent twice with different bodies"
+        out[s["event_id"]] = s
+    return out
+
+
+async def wait_started(workers: Sequence[Worker], reader: SignalReader, topic: str,
+                       within: float) -> None:
+    """A malformed message reaches the topic's DLQ (`reader` reads it): the workers'
+    agents are consuming."""
+    marker = f"not json {topic} {uuid.uuid4()}".encode()
+    await send_raw(workers[0].bootstrap, topic, marker, b"garbage")
+    ok = await reader.wait_for(
+        lambda r: not all(w.alive() for w in workers)
+        or any(v == marker for _, v, _ in r.records), within)
+    for w in workers:
+        assert w.alive(), w.log()[-3000:]
+    assert ok, f"no dead letter from {topic} within {within}s\n{workers[0].log()[-3000:]}"
+
+
+async def signals_of(workers: Sequence[Worker], feed: Callable[[SignalReader], Awaitable[None]],
+                     want: int, *, start_within: float, within: float, settle: float
+                     ) -> list[dict[str, Any]]:
+    """The signals the started `workers` send for what `feed(reader)` publishes: once both
+    input topics are consumed (`wait_started`), `feed` runs, then at most `within` s until
+    `want` distinct signals came and `settle` s more (nothing more should come)."""
+    reader = SignalReader(workers[0].bootstrap, (SIGNALS.name, OVERDOSE_REPORTS.dlq,
+                                                 DRUGCHECK_RESULTS.dlq))
+    await reader.start()
+    try:
+        await wait_started(workers, reader, OVERDOSE_REPORTS.name, start_within)
+        await wait_started(workers, reader, DRUGCHECK_RESULTS.name, start_within)
+        await feed(reader)
+        await reader.wait_for(lambda r: len(by_id(r.signals())) >= want, within)
+        await asyncio.sleep(settle)
+        return reader.signals()
+    finally:
+        await reader.stop()
+
+
+async def kill_mid_feed(bootstrap: str, events: Sequence[Event], kill: Callable[[], None], *,
+                        rate: float, within: float, polls: int) -> int:
+    """Publish the first half of `events`; wait until the detection group has committed at
+    least half of that (`polls` looks 0.2 s apart), so a restart resumes from committed
+    offsets with its tables recovered, not from zero; then publish the second half at `rate`
+    events/s and call `kill()` once a quarter of it is acknowledged (at most `within` s),
+    while the rest keeps arriving. Returns what was committed before the second half."""
+    half = len(events) // 2
+    await produce(bootstrap, events[:half])
+    topics = (OVERDOSE_REPORTS.name, DRUGCHECK_RESULTS.name)
+    for _ in range(polls):
+        if await committed(bootstrap, topics) >= half // 2:
+            break
+        await asyncio.sleep(0.2)
+    done = await committed(bootstrap, topics)
+    sent = 0
+    quarter = asyncio.Event()
+
+    def count(_event: Event, _at: float) -> None:
+        nonlocal sent
+        sent += 1
+        if sent >= (len(events) - half) // 4:
+            quarter.set()
+
+    feeding = asyncio.create_task(produce(bootstrap, events[half:], rate=rate, on_sent=count))
+    await asyncio.wait_for(quarter.wait(), within)
+    kill()
+    await feeding
+    return done

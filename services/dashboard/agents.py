@@ -22,7 +22,7 @@ from services.dashboard import consumer, models
 from shared.db import session_scope, utcnow
 from shared.metrics import AGENT_MESSAGES
 from shared.settings import get_settings
-from shared.streams import HANDLER_ATTEMPTS, _dead_letter, make_faust_app
+from shared.streams import dead_letter, handle_with_retries, make_faust_app
 
 log = logging.getLogger(__name__)
 settings = get_settings()
@@ -55,8 +55,8 @@ async def handle_events(events: list[Any]) -> None:
             batch.append((record, consumer.parse(record.topic, record.value)))
             messages.append(event.message)
         except (ValidationError, ValueError) as exc:
-            await _dead_letter(dead_letters[record.topic], event.message, record.value,
-                               f"undecodable: {exc}", "dashboard", "read_model")
+            await dead_letter(dead_letters[record.topic], event.message, record.value,
+                              f"undecodable: {exc}", "dashboard", "read_model")
     if not batch:
         return
     try:
@@ -70,18 +70,15 @@ async def handle_events(events: list[Any]) -> None:
 
 
 async def _apply_one(item: tuple[consumer.Record, BaseModel], message: Any) -> None:
-    for attempt in range(1, HANDLER_ATTEMPTS + 1):
-        try:
-            await asyncio.to_thread(consumer.apply_batch, settings.sqlalchemy_url, [item])
-            AGENT_MESSAGES.labels("dashboard", "read_model", "ok").inc()
-            return
-        except Exception as exc:
-            if attempt == HANDLER_ATTEMPTS:
-                await _dead_letter(dead_letters[item[0].topic], message, item[0].value,
-                                   f"handler failed: {exc!r}", "dashboard", "read_model")
-            else:
-                log.warning("read_model: attempt %d failed: %r", attempt, exc)
-                await asyncio.sleep(0.2 * 2**attempt)
+    """One record in its own transaction: retried, then dead-lettered
+    (`shared.streams.handle_with_retries`)."""
+    record = item[0]
+    await handle_with_retries(message, record.value, item, service="dashboard",
+                              agent="read_model", handle=_apply, dlq=dead_letters[record.topic])
+
+
+async def _apply(item: tuple[consumer.Record, BaseModel]) -> None:
+    await asyncio.to_thread(consumer.apply_batch, settings.sqlalchemy_url, [item])
 
 
 @app.agent(source_topics, concurrency=1)

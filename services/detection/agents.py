@@ -24,7 +24,7 @@ from faust import current_event
 from faust.types import TP
 from pydantic import ValidationError
 
-from services.detection.app import app
+from services.detection.app import app as app  # re-exported: `lookout worker detection` runs it
 from services.detection.config import load_config
 from services.detection.novelty import Candidate, Order, Partition, parse_bounds
 from services.detection.ordering import EventTimeMerge, Held

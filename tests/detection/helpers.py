@@ -1,13 +1,23 @@
 """Builders for detection tests: overdose reports and drug-check results with fixed ids, so
-two runs over the same input are comparable."""
+two runs over the same input are comparable, and the signals the processors give for them
+(the reference the workers are held to)."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from services.detection.config import load_config
+from services.detection.processors import Processor
+from services.detection.tables import Tables
 from shared.events import DetectedSubstanceV1, DrugCheckResultV1, OverdoseReportV1
+from shared.settings import Settings
 from shared.substances import get_substance
+from testing.detection_worker import Event, by_id
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NS = uuid.UUID("0b7f2a52-5a43-4c8e-8d8e-3a1f60f1a001")
@@ -168,3 +178,40 @@ def states_history(days: int, start: datetime, seed: int = 15) -> list[OverdoseR
                     n += 1
     out.sort(key=lambda r: (r.occurred_at, str(r.event_id)))
     return out
+
+
+@functools.cache
+def states_and_bc_stream() -> list[Event]:
+    """The first months of the BC export and overdose reports over four counties of three
+    states in the same months, in event-time order (as a backfill publishes them). One list
+    for the whole session: do not change it."""
+    results = bc_results(900)
+    events: list[Event] = [*states_history(70, results[0].collected_at), *results]
+    events.sort(key=lambda e: (event_time(e), str(e.event_id)))
+    return events
+
+
+def event_time(e: Event) -> float:
+    return (e.occurred_at if isinstance(e, OverdoseReportV1) else e.collected_at).timestamp()
+
+
+def reference_signals(events: list[Event], **settings: Any) -> dict[str, dict[str, Any]]:
+    """The signals of the processors on in-memory tables over `events` in their order (one
+    partition), by event id; `settings` are `Settings` fields (env is "test")."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(key: str, payload: str) -> None:
+        sent.append(json.loads(payload))
+
+    processor = Processor(load_config(Settings(env="test", **settings)), Tables.in_memory(),
+                          send)
+
+    async def go() -> None:
+        for offset, event in enumerate(events):
+            if isinstance(event, OverdoseReportV1):
+                await processor.on_report(event, 0, offset)
+            else:
+                await processor.on_result(event, 0, offset)
+
+    asyncio.run(go())
+    return by_id(sent)

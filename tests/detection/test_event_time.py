@@ -4,60 +4,25 @@ consumed at different paces; the signals must not depend on how they interleave.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from services.detection.config import load_config
 from services.detection.ordering import EventTimeMerge, Held
-from services.detection.processors import Processor
-from services.detection.tables import Tables
 from shared.events import DrugCheckResultV1, OverdoseReportV1
-from shared.settings import Settings
-from shared.topics import DRUGCHECK_RESULTS, OVERDOSE_REPORTS
-from testing.detection_worker import SignalReader, Worker, produce, send_raw, tansu
-from tests.detection.helpers import COUNTY_ZIPS, county_history, every_pattern_stream
+from testing.detection_worker import Event, SignalReader, Worker, by_id, produce, signals_of, tansu
+from tests.detection.helpers import (
+    COUNTY_ZIPS,
+    county_history,
+    event_time,
+    every_pattern_stream,
+    reference_signals,
+)
 
 COUNTY = {"LOOKOUT_DETECTION_SPIKE_LEVEL": "county"}
 START_WITHIN = 180.0  # first start on a busy 2-core machine (load 20 seen)
-
-Event = OverdoseReportV1 | DrugCheckResultV1
-
-
-def expected(events: list[Event], **settings: Any) -> dict[str, dict[str, Any]]:
-    """The signals of the same logic on in-memory tables, events in event-time order."""
-    sent: list[dict[str, Any]] = []
-
-    async def send(key: str, payload: str) -> None:
-        sent.append(json.loads(payload))
-
-    processor = Processor(load_config(Settings(env="test", **settings)), Tables.in_memory(),
-                          send)
-
-    async def go() -> None:
-        for offset, event in enumerate(events):
-            if isinstance(event, OverdoseReportV1):
-                await processor.on_report(event, 0, offset)
-            else:
-                await processor.on_result(event, 0, offset)
-
-    asyncio.run(go())
-    return by_id(sent)
-
-
-def event_time(e: Event) -> float:
-    return (e.occurred_at if isinstance(e, OverdoseReportV1) else e.collected_at).timestamp()
-
-
-def by_id(signals: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for s in signals:
-        assert out.get(s["event_id"], s) == s, "a signal id sent twice with different bodies"
-        out[s["event_id"]] = s
-    return out
 
 
 # ------------------------------------------------------------------ the merge, in process
@@ -138,16 +103,6 @@ def test_a_partition_behind_holds_back_newer_messages_of_the_others() -> None:
 
 # ------------------------------------------------------------------ the worker, on Tansu
 
-async def _wait_started(worker: Worker, reader: SignalReader, topic: str) -> None:
-    marker = f"not json {topic}".encode()
-    await send_raw(worker.bootstrap, topic, marker, b"garbage")
-    ok = await reader.wait_for(
-        lambda r: not worker.alive() or any(v == marker for _, v, _ in r.records),
-        START_WITHIN)
-    assert worker.alive(), worker.log()[-3000:]
-    assert ok, f"no dead letter from {topic} within {START_WITHIN}s\n{worker.log()[-3000:]}"
-
-
 def shifted(events: list[Event], days: int, regions: dict[str, str]) -> list[Event]:
     """The same events `days` later, in other regions, with their own ids."""
     out: list[Event] = []
@@ -177,7 +132,7 @@ def test_a_history_sent_as_batches_gives_the_signals_of_the_same_reports_one_by_
     one_by_one.sort(key=lambda e: (event_time(e), str(e.event_id)))
     batches = shifted(one_by_one, 100, {z: z.replace("king-county/981", "pierce-county/983")
                                         for z in COUNTY_ZIPS})
-    want = expected([*one_by_one, *batches], detection_spike_level="county")
+    want = reference_signals([*one_by_one, *batches], detection_spike_level="county")
     kinds = [s.get("pattern", s["kind"]) for s in want.values()]
     assert kinds.count("spike") >= 8 and "rising_positivity" in kinds
     assert {s["region_id"] for s in want.values() if s["kind"] == "spike"} == {
@@ -187,24 +142,15 @@ def test_a_history_sent_as_batches_gives_the_signals_of_the_same_reports_one_by_
         worker = Worker(bootstrap, tmp_path / "var", COUNTY)
         worker.start()
 
-        async def go() -> list[dict[str, Any]]:
-            reader = SignalReader(bootstrap, ("signals.v1", OVERDOSE_REPORTS.dlq,
-                                              DRUGCHECK_RESULTS.dlq))
-            await reader.start()
-            try:
-                await _wait_started(worker, reader, OVERDOSE_REPORTS.name)
-                await _wait_started(worker, reader, DRUGCHECK_RESULTS.name)
-                await produce(bootstrap, one_by_one, on_sent=lambda _e, _t: None)
-                for i in range(0, len(batches), 1000):
-                    await produce(bootstrap, batches[i:i + 1000])
-                await reader.wait_for(lambda r: len(by_id(r.signals())) >= len(want), 120)
-                await asyncio.sleep(1.5)  # nothing more should come
-                return reader.signals()
-            finally:
-                await reader.stop()
+        async def feed(_reader: SignalReader) -> None:
+            await produce(bootstrap, one_by_one, on_sent=lambda _e, _t: None)
+            for i in range(0, len(batches), 1000):
+                await produce(bootstrap, batches[i:i + 1000])
 
         try:
-            got = by_id(asyncio.run(go()))
+            got = by_id(asyncio.run(signals_of([worker], feed, len(want),
+                                               start_within=START_WITHIN, within=120,
+                                               settle=1.5)))
         finally:
             worker.stop()
         log = worker.log()

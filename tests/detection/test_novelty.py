@@ -18,13 +18,12 @@ from services.detection.config import load_config
 from services.detection.novelty import Candidate, Partition
 from services.detection.processors import Processor
 from services.detection.tables import Tables
-from shared.events import DrugCheckResultV1, OverdoseReportV1
+from shared.events import OverdoseReportV1
 from shared.kafka import CachedPartitioner
 from shared.partition_keys import drug_check_result_key, overdose_report_key, state_of
 from shared.settings import Settings
-from tests.detection.helpers import bc_results, states_history
-
-Event = OverdoseReportV1 | DrugCheckResultV1
+from testing.detection_worker import Event, by_id
+from tests.detection.helpers import event_time, reference_signals, states_and_bc_stream
 
 
 def test_reports_are_keyed_by_state_so_every_spike_area_lives_in_one_partition() -> None:
@@ -86,45 +85,6 @@ def test_a_source_bound_never_moves_back_when_a_new_owner_handles_old_results_ag
 
 
 # ------------------------------------------------------------------ processors, in process
-
-def _stream() -> list[Event]:
-    results = bc_results(900)
-    events: list[Event] = [*states_history(70, results[0].collected_at), *results]
-    events.sort(key=lambda e: (_at(e), str(e.event_id)))
-    return events
-
-
-def _at(e: Event) -> float:
-    return (e.occurred_at if isinstance(e, OverdoseReportV1) else e.collected_at).timestamp()
-
-
-def reference(events: list[Event], level: str) -> dict[str, dict[str, Any]]:
-    sent: list[dict[str, Any]] = []
-
-    async def send(key: str, payload: str) -> None:
-        sent.append(json.loads(payload))
-
-    processor = Processor(load_config(Settings(env="test", detection_spike_level=level)),
-                          Tables.in_memory(), send)
-
-    async def go() -> None:
-        for offset, event in enumerate(events):
-            if isinstance(event, OverdoseReportV1):
-                await processor.on_report(event, 0, offset)
-            else:
-                await processor.on_result(event, 0, offset)
-
-    asyncio.run(go())
-    return by_id(sent)
-
-
-def by_id(signals: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for s in signals:
-        assert out.get(s["event_id"], s) == s, "a signal id sent twice with different bodies"
-        out[s["event_id"]] = s
-    return out
-
 
 def partitioned(events: list[Event], partitions: int) -> dict[tuple[str, int], deque[Event]]:
     """Each event on its topic's partition by its key (the producers' partitioner)."""
@@ -192,7 +152,7 @@ def interleaved(events: list[Event], level: str, partitions: int, seed: int
                     await processor.on_report(event, p, offset)
                 else:
                     await processor.on_result(event, p, offset)
-                    last[p] = (_at(event), str(event.event_id))
+                    last[p] = (event_time(event), str(event.event_id))
                     for part in stage.values():
                         part.report(p, last[p], not queue)
                 release()
@@ -205,8 +165,8 @@ def interleaved(events: list[Event], level: str, partitions: int, seed: int
 
 @pytest.mark.parametrize("level", ["postal_code", "county", "state"])
 def test_any_interleaving_of_partitions_gives_the_signals_of_one_processor(level: str) -> None:
-    events = _stream()
-    want = reference(events, level)
+    events = states_and_bc_stream()
+    want = reference_signals(events, detection_spike_level=level)
     kinds = {s.get("pattern", s["kind"]) for s in want.values()}
     assert {"spike", "novel_substance", "unexpected_adulterant"} <= kinds, kinds
     spiked = {s["region_id"] for s in want.values() if s["kind"] == "spike"}
