@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.detection.faust_ceiling            # 60,000 messages a run
     .venv/bin/python -m benchmarks.detection.faust_ceiling --quick    # 20,000
+    .venv/bin/python -m benchmarks.detection.faust_ceiling --quick --only faust-agent,faust-table
 
 The ceiling under the detection worker's throughput targets (issue #4: 5,000 overdose
 reports/s through one worker). On one fresh Tansu broker, for each consumer below, a new
