@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from services.alerts.models import Subscriber, Subscription
 from services.ingest.models import ApiKey, Site
-from services.ingest.service import create_site
+from services.ingest.service.sites import create_site
 from services.referrals.hsds import ImportReport, import_path
 from shared.crypto import API_KEY_PREFIX, encrypt_phone, hash_api_key, phone_lookup_hash
 from shared.db import session_scope

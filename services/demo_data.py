@@ -24,7 +24,10 @@ from sqlalchemy import select
 from services.ingest.csv_import import parse_csv
 from services.ingest.models import DrugCheck, Site
 from services.ingest.schemas import DrugCheckIn, OverdoseReportIn
-from services.ingest.service import Caller, create_site, submit_drug_checks, submit_overdose_reports
+from services.ingest.service.common import Caller
+from services.ingest.service.drug_checks import submit_drug_checks
+from services.ingest.service.reports import submit_overdose_reports
+from services.ingest.service.sites import create_site
 from shared.db import session_scope, utcnow
 from shared.events import ContaminationSignalV1
 from shared.kafka import make_producer

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from services.dashboard import consumer
 from services.ingest.csv_import import parse_csv
-from services.ingest.service import build_result_event
+from services.ingest.service.drug_checks import build_result_event
 from shared.events import (
     AlertChangedV1,
     ContaminationSignalV1,

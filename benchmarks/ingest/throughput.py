@@ -41,7 +41,7 @@ from sqlalchemy import func, select
 
 from migrations import upgrade
 from services.ingest.models import OutboxMessage
-from services.ingest.service import create_site
+from services.ingest.service.sites import create_site
 from shared.broker import free_port, start_tansu
 from shared.db import session_scope
 from shared.kafka import ensure_topics, wait_for_broker

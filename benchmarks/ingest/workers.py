@@ -44,7 +44,7 @@ from benchmarks.ingest.throughput import (
     singles_wrk,
 )
 from migrations import upgrade
-from services.ingest.service import create_site
+from services.ingest.service.sites import create_site
 from shared.broker import free_port, start_tansu
 from shared.db import get_engine, session_scope
 from shared.kafka import ensure_topics, wait_for_broker

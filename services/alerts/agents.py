@@ -32,10 +32,15 @@ from tenacity import (
     wait_incrementing,
 )
 
-from services.alerts import changes, repository, service
+from services.alerts import changes, repository
 from services.alerts.app import app as app  # re-exported: `lookout worker alerts` runs it
 from services.alerts.models import Alert
 from services.alerts.sender import Sender
+from services.alerts.service.common import PAGE_SIZE
+from services.alerts.service.fanout import expire_if_due, fan_out_page, finish_if_done
+from services.alerts.service.requests import request_delivery
+from services.alerts.service.signals import alert_from_signal
+from services.alerts.service.statuses import apply_early_statuses
 from services.alerts.sms import SmsBackend, make_backend
 from shared.db import session_scope, try_job_lock, utcnow
 from shared.events import (
@@ -85,7 +90,7 @@ def get_sender() -> Sender:
 
 def _alert_for(signal: ContaminationSignalV1 | SpikeSignalV1) -> tuple[uuid.UUID, str]:
     with session_scope(settings.sqlalchemy_url) as session:
-        alert = service.alert_from_signal(session, settings, signal)
+        alert = alert_from_signal(session, settings, signal)
         log.info("alert %s (%s, %s, %d signal(s))", alert.id, alert.severity, alert.status,
                  alert.signal_count)
         return alert.id, alert.status
@@ -100,7 +105,7 @@ def _fan_out(alert_id: uuid.UUID) -> bool:
             alert = session.get(Alert, alert_id)
             if alert is None:
                 return False
-            count, after = service.fan_out_page(session, alert, after)
+            count, after = fan_out_page(session, alert, after)
             created += count
             status = alert.status
         if after is None:
@@ -113,7 +118,7 @@ def _fan_out(alert_id: uuid.UUID) -> bool:
 def _pending_page(alert_id: uuid.UUID, after: uuid.UUID | None) -> list[tuple[uuid.UUID,
                                                                              uuid.UUID]]:
     with session_scope(settings.sqlalchemy_url) as session:
-        return repository.pending_jobs(session, alert_id, after, service.PAGE_SIZE)
+        return repository.pending_jobs(session, alert_id, after, PAGE_SIZE)
 
 
 _producer: AIOKafkaProducer | None = None
@@ -192,13 +197,13 @@ def _housekeeping() -> list[uuid.UUID]:
         if not try_job_lock(session, "alerts.housekeeping"):  # another worker's round
             return to_fan_out
         for alert in repository.open_alerts(session):
-            if service.expire_if_due(alert):
+            if expire_if_due(alert):
                 log.info("alert %s expired", alert.id)
             elif alert.status == "approved":
                 to_fan_out.append(alert.id)
-            elif alert.status == "sending" and service.finish_if_done(session, alert):
+            elif alert.status == "sending" and finish_if_done(session, alert):
                 log.info("alert %s sent", alert.id)
-        service.apply_early_statuses(session)  # callbacks that came before the record
+        apply_early_statuses(session)  # callbacks that came before the record
         changes.publish_delivery_counts(session, _published_counts)
         return to_fan_out
 
@@ -359,7 +364,7 @@ def _log_restart(state: RetryCallState) -> None:
 
 def _request_delivery(request: SmsRequestedV1) -> uuid.UUID | None:
     with session_scope(settings.sqlalchemy_url) as session:
-        return service.request_delivery(session, request)
+        return request_delivery(session, request)
 
 
 async def handle_request(request: SmsRequestedV1) -> None:

@@ -15,7 +15,7 @@ from prometheus_client import Counter
 from sqlalchemy.orm import Session
 from twilio.twiml.messaging_response import MessagingResponse
 
-from services.alerts import contacts, pages, repository, service, webhooks
+from services.alerts import contacts, pages, repository, webhooks
 from services.alerts.credentials import SingleUseReviewer
 from services.alerts.models import Alert, Subscriber
 from services.alerts.schemas import (
@@ -29,6 +29,18 @@ from services.alerts.schemas import (
     FollowUpIn,
     SubscriberExport,
 )
+from services.alerts.service.common import MAX_SEGMENTS, segments_of
+from services.alerts.service.review import (
+    approve,
+    cancel,
+    edit,
+    follow_up,
+    get_alert,
+    needs_second_reviewer,
+    reject,
+    review_state,
+)
+from services.alerts.service.statuses import STATUS_RANK
 from shared.officials import Official
 from shared.problems import ProblemError
 from shared.settings import Settings
@@ -67,7 +79,7 @@ async def sms_status(request: Request, settings: AppSettings,
     """Twilio's status callback, checked against X-Twilio-Signature."""
     form = await webhooks.signed_form(request, settings, "/v1/sms/status", x_twilio_signature)
     status = form.get("MessageStatus", "")
-    STATUS_CALLBACKS.labels(status if status in service.STATUS_RANK else "other").inc()
+    STATUS_CALLBACKS.labels(status if status in STATUS_RANK else "other").inc()
     outcome = await webhooks.record_status(settings.sqlalchemy_url, form.get("MessageSid", ""),
                                            status, form.get("ErrorCode") or None)
     STATUS_OUTCOMES.labels(outcome).inc()
@@ -103,16 +115,16 @@ def _alert_fields(alert: Alert) -> dict[str, Any]:
         "id": alert.id, "kind": alert.kind, "parent_id": alert.parent_id,
         "region_id": alert.region_id, "region_name": alert.region_name,
         "substance_id": alert.substance_id, "severity": alert.severity, "status": alert.status,
-        "body": alert.body_en, "texts": texts, "segments": service.segments_of(texts),
-        "max_segments": service.MAX_SEGMENTS, "signal_count": alert.signal_count,
+        "body": alert.body_en, "texts": texts, "segments": segments_of(texts),
+        "max_segments": MAX_SEGMENTS, "signal_count": alert.signal_count,
         "created_at": alert.created_at, "approved_at": alert.approved_at,
         "approved_by": alert.approved_by, "expires_at": alert.expires_at,
     }
 
 
 def _review_fields(session: Session, settings: Settings, alert: Alert) -> dict[str, Any]:
-    author, approvals = service.review_state(session, alert)
-    return {"second_reviewer": service.needs_second_reviewer(settings, alert),
+    author, approvals = review_state(session, alert)
+    return {"second_reviewer": needs_second_reviewer(settings, alert),
             "text_author": author,
             "first_approvals": approvals if alert.status == "draft" else []}
 
@@ -131,7 +143,7 @@ def _alert_detail(session: Session, alert: Alert, settings: Settings) -> AlertDe
 
 def _in_scope(session: Session, alert_id: uuid.UUID, official: Official) -> None:
     """A reviewer acts only on alerts of their regions (403 otherwise)."""
-    alert = service.get_alert(session, alert_id)
+    alert = get_alert(session, alert_id)
     if not official.covers(alert.region_id):
         raise ProblemError(403, "Forbidden",
                            f"{alert.region_id} is outside the regions of {official.name!r} "
@@ -149,7 +161,7 @@ def alerts(session: DbSession, status: str | None = None,
 def alert_detail(session: DbSession, settings: AppSettings,
                  alert_id: uuid.UUID) -> AlertDetailOut:
     """One alert with its texts, segments, delivery counts, review state and audit trail."""
-    return _alert_detail(session, service.get_alert(session, alert_id), settings)
+    return _alert_detail(session, get_alert(session, alert_id), settings)
 
 
 @router.post("/v1/alerts/{alert_id}/approve", tags=["alerts"])
@@ -159,7 +171,7 @@ def approve_alert(session: DbSession, settings: AppSettings, official: SingleUse
     credential). A critical alert under a `second_reviewer` policy needs two reviewers."""
     body = body or ActionIn()
     _in_scope(session, alert_id, official)
-    alert = service.approve(session, alert_id, official.name, body.force, settings=settings,
+    alert = approve(session, alert_id, official.name, body.force, settings=settings,
                             reason=body.reason)
     return _alert_out(session, alert, settings)
 
@@ -171,7 +183,7 @@ def edit_alert(session: DbSession, settings: AppSettings, official: SingleUseRev
     refused unless `force`) or the expiry. An approved alert that has not gone out goes
     back to review."""
     _in_scope(session, alert_id, official)
-    alert = service.edit(session, alert_id, official.name, body.texts, body.force,
+    alert = edit(session, alert_id, official.name, body.texts, body.force,
                          body.expires_at, reason=body.reason)
     return _alert_out(session, alert, settings)
 
@@ -181,7 +193,7 @@ def reject_alert(session: DbSession, settings: AppSettings, official: SingleUseR
                  alert_id: uuid.UUID, body: ActionIn | None = None) -> AlertReviewOut:
     body = body or ActionIn()
     _in_scope(session, alert_id, official)
-    return _alert_out(session, service.reject(session, alert_id, official.name,
+    return _alert_out(session, reject(session, alert_id, official.name,
                                               reason=body.reason), settings)
 
 
@@ -190,7 +202,7 @@ def cancel_alert(session: DbSession, settings: AppSettings, official: SingleUseR
                  alert_id: uuid.UUID, body: ActionIn | None = None) -> AlertReviewOut:
     body = body or ActionIn()
     _in_scope(session, alert_id, official)
-    return _alert_out(session, service.cancel(session, alert_id, official.name,
+    return _alert_out(session, cancel(session, alert_id, official.name,
                                               reason=body.reason), settings)
 
 
@@ -200,7 +212,7 @@ def update_alert(session: DbSession, settings: AppSettings, official: SingleUseR
     """A follow-up alert (a new draft, kind `update`) for the same region."""
     body = body or FollowUpIn()
     _in_scope(session, alert_id, official)
-    child = service.follow_up(session, settings, alert_id, official.name, "update",
+    child = follow_up(session, settings, alert_id, official.name, "update",
                               body.texts, body.force, reason=body.reason)
     return _alert_out(session, child, settings)
 
@@ -211,7 +223,7 @@ def all_clear(session: DbSession, settings: AppSettings, official: SingleUseRevi
     """An all-clear (a new draft, kind `all_clear`) for the same region."""
     body = body or FollowUpIn()
     _in_scope(session, alert_id, official)
-    child = service.follow_up(session, settings, alert_id, official.name, "all_clear",
+    child = follow_up(session, settings, alert_id, official.name, "all_clear",
                               body.texts, body.force, reason=body.reason)
     return _alert_out(session, child, settings)
 

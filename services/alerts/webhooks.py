@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 from tenacity import retry, retry_if_exception_type, stop_after_attempt
 from twilio.request_validator import RequestValidator
 
-from services.alerts import contacts, inbound, repository, service
+from services.alerts import contacts, inbound, repository
 from services.alerts.keywords import parse as parse_keyword
+from services.alerts.service import statuses
 from shared.db import session_scope
 from shared.group_commit import writer_for
 from shared.problems import ProblemError
@@ -37,7 +38,7 @@ async def record_status(url: str, sid: str, status: str, error_code: str | None)
 def store_statuses(session: Session, items: Sequence[tuple[str, str, str | None]],
                    _looked_up: object = None) -> list[str]:
     with session.begin_nested():
-        return [service.record_status(session, *item) for item in items]
+        return [statuses.record_status(session, *item) for item in items]
 
 
 def handle_inbound(settings: Settings, phone: str, body: str, sid: str) -> str:

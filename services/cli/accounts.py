@@ -9,7 +9,7 @@ from shared.settings import get_settings
 
 
 def cmd_sites_create(args: argparse.Namespace) -> int:
-    from services.ingest.service import create_site
+    from services.ingest.service.sites import create_site
     from shared.db import session_scope
     from shared.problems import ProblemError
 
@@ -28,7 +28,7 @@ def cmd_sites_create(args: argparse.Namespace) -> int:
 
 
 def cmd_sites_announce(args: argparse.Namespace) -> int:
-    from services.ingest.service import announce_all_keys
+    from services.ingest.service.sites import announce_all_keys
     from shared.db import session_scope
 
     with session_scope(get_settings().sqlalchemy_url) as session:

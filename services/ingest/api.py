@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
-from services.ingest import bodies, metrics, openapi, pages, service
+from services.ingest import bodies, metrics, openapi, pages
 from services.ingest.auth import AnyCaller, ReportsCaller, ResultsCaller, caller_of, kind_of
 from services.ingest.bodies import answer, csv_text, item_keys, read_submission
 from services.ingest.schemas import (
@@ -26,7 +26,7 @@ from services.ingest.schemas import (
     SubmissionItem,
     SubmissionsPage,
 )
-from services.ingest.service import drug_checks, reports
+from services.ingest.service import csv_upload, drug_checks, reports, sites, submissions
 from shared import regions
 from shared.settings import Settings
 from shared.web import AdminOnly, AppSettings, DbSession, create_app, settings_of
@@ -73,7 +73,7 @@ async def submit_drug_checks_csv(
     (docs/ingest.md). Says how many rows were accepted, duplicates and rejected, with each
     rejected row's line number and reason."""
     text = await csv_text(request, settings)
-    out = await run_in_threadpool(service.import_csv, settings.sqlalchemy_url, caller, text,
+    out = await run_in_threadpool(csv_upload.import_csv, settings.sqlalchemy_url, caller, text,
                                   province)
     return JSONResponse(out.model_dump(mode="json"), status_code=202 if out.accepted else 200)
 
@@ -82,7 +82,7 @@ async def submit_drug_checks_csv(
 def get_drug_check(
     result_id: uuid.UUID, caller: ResultsCaller, session: DbSession
 ) -> dict[str, Any]:
-    row = service.get_drug_check(session, caller, result_id)
+    row = drug_checks.get_drug_check(session, caller, result_id)
     return {"id": str(row.id), "received_at": row.received_at.isoformat(), "event": row.event}
 
 
@@ -114,7 +114,7 @@ async def submit_overdose_reports(
 def get_overdose_report(
     report_id: uuid.UUID, caller: ReportsCaller, session: DbSession
 ) -> dict[str, Any]:
-    row = service.get_overdose_report(session, caller, report_id)
+    row = reports.get_overdose_report(session, caller, report_id)
     return {"id": str(row.id), "received_at": row.received_at.isoformat(), "event": row.event}
 
 
@@ -130,7 +130,7 @@ def list_submissions(
 ) -> SubmissionsPage:
     """The caller's own site's results and reports (those its key's scopes cover), oldest
     first. Another site's submissions are never listed."""
-    page, next_since = service.list_submissions(session, caller, since, limit)
+    page, next_since = submissions.list_submissions(session, caller, since, limit)
     return SubmissionsPage(
         items=[SubmissionItem(kind=kind, id=row.id,
                               received_at=row.received_at, region_id=row.region_id,
@@ -152,40 +152,40 @@ def _key_created(row: Any, key: str) -> ApiKeyCreated:
 
 @router.post("/v1/admin/sites", status_code=201, dependencies=[AdminOnly], tags=["admin"])
 def create_site(body: SiteCreate, session: DbSession) -> SiteCreated:
-    site, key = service.create_site(session, body.name, list(body.scopes))
+    site, key = sites.create_site(session, body.name, list(body.scopes))
     return SiteCreated(site_id=site.id, name=site.name, api_key=key, scopes=list(body.scopes))
 
 
 @router.get("/v1/admin/sites", dependencies=[AdminOnly], tags=["admin"])
 def list_sites(session: DbSession) -> list[SiteOut]:
     return [SiteOut(id=s.id, name=s.name, created_at=s.created_at, active_keys=n)
-            for s, n in service.list_sites(session)]
+            for s, n in sites.list_sites(session)]
 
 
 @router.get("/v1/admin/sites/{site_id}/keys", dependencies=[AdminOnly], tags=["admin"])
 def list_keys(site_id: uuid.UUID, session: DbSession) -> list[ApiKeyOut]:
-    return [_key_out(k) for k in service.list_keys(session, site_id)]
+    return [_key_out(k) for k in sites.list_keys(session, site_id)]
 
 
 @router.post("/v1/admin/sites/{site_id}/keys", status_code=201, dependencies=[AdminOnly],
              tags=["admin"])
 def add_key(site_id: uuid.UUID, body: ApiKeyCreate, session: DbSession) -> ApiKeyCreated:
     """A new key for the site (shown once)."""
-    row, key = service.add_key(session, site_id, list(body.scopes))
+    row, key = sites.add_key(session, site_id, list(body.scopes))
     return _key_created(row, key)
 
 
 @router.post("/v1/admin/sites/{site_id}/keys/{key_id}/revoke", dependencies=[AdminOnly],
              tags=["admin"])
 def revoke_key(site_id: uuid.UUID, key_id: uuid.UUID, session: DbSession) -> ApiKeyOut:
-    return _key_out(service.revoke_key(session, site_id, key_id))
+    return _key_out(sites.revoke_key(session, site_id, key_id))
 
 
 @router.post("/v1/admin/sites/{site_id}/keys/{key_id}/rotate", status_code=201,
              dependencies=[AdminOnly], tags=["admin"])
 def rotate_key(site_id: uuid.UUID, key_id: uuid.UUID, session: DbSession) -> ApiKeyCreated:
     """A new key with the same scopes (shown once); the old one stops working at once."""
-    row, key = service.rotate_key(session, site_id, key_id)
+    row, key = sites.rotate_key(session, site_id, key_id)
     return _key_created(row, key)
 
 

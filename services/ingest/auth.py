@@ -10,7 +10,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from services.ingest import metrics, service
+from services.ingest import metrics
+from services.ingest.service.common import Caller
+from services.ingest.service.sites import authenticate, cached_caller
 from shared.db import session_scope
 from shared.problems import ProblemError
 from shared.ratelimit import KeyedRateLimiter
@@ -38,9 +40,9 @@ def _count_refused(request: Request, exc: ProblemError) -> None:
 
 
 def check_caller(session: Session, settings: Settings, request: Request,
-                 authorization: str | None, scope: str | None) -> service.Caller:
+                 authorization: str | None, scope: str | None) -> Caller:
     try:
-        caller = service.authenticate(session, bearer_token(authorization), scope)
+        caller = authenticate(session, bearer_token(authorization), scope)
     except ProblemError as exc:
         _count_refused(request, exc)
         raise
@@ -48,18 +50,18 @@ def check_caller(session: Session, settings: Settings, request: Request,
     return caller
 
 
-def _authenticate(url: str, api_key: str, scope: str | None) -> service.Caller:
+def _authenticate(url: str, api_key: str, scope: str | None) -> Caller:
     with session_scope(url) as session:
-        return service.authenticate(session, api_key, scope)
+        return authenticate(session, api_key, scope)
 
 
-async def caller_of(request: Request, settings: Settings, scope: str) -> service.Caller:
+async def caller_of(request: Request, settings: Settings, scope: str) -> Caller:
     """The hot path's auth and rate limit, on the event loop: the database (in a worker
     thread) only when this process has not checked the key within the last seconds. (It
     reads the header itself: a `Depends(HTTPBearer)` costs a tenth of a request.)"""
     try:
         api_key = bearer_token(request.headers.get("authorization"))
-        caller = service.cached_caller(api_key, scope)
+        caller = cached_caller(api_key, scope)
         if caller is None:
             caller = await run_in_threadpool(_authenticate, settings.sqlalchemy_url, api_key,
                                              scope)
@@ -70,7 +72,7 @@ async def caller_of(request: Request, settings: Settings, scope: str) -> service
     return caller
 
 
-def _rate_limit(settings: Settings, request: Request, caller: service.Caller) -> None:
+def _rate_limit(settings: Settings, request: Request, caller: Caller) -> None:
     wait = _limiter(settings).try_take(str(caller.key_id))
     if wait > 0:
         if request.method == "POST":
@@ -88,7 +90,7 @@ def _caller(scope: str | None) -> Any:
     def dependency(
         session: DbSession, settings: AppSettings, request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
-    ) -> service.Caller:
+    ) -> Caller:
         authorization = (f"Bearer {credentials.credentials}" if credentials is not None
                          else None)
         return check_caller(session, settings, request, authorization, scope)
@@ -96,6 +98,6 @@ def _caller(scope: str | None) -> Any:
     return Depends(dependency)
 
 
-ResultsCaller = Annotated[service.Caller, _caller("results")]
-ReportsCaller = Annotated[service.Caller, _caller("reports")]
-AnyCaller = Annotated[service.Caller, _caller(None)]
+ResultsCaller = Annotated[Caller, _caller("results")]
+ReportsCaller = Annotated[Caller, _caller("reports")]
+AnyCaller = Annotated[Caller, _caller(None)]

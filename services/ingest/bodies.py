@@ -15,9 +15,10 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 from starlette.datastructures import UploadFile
 
-from services.ingest import metrics, service
+from services.ingest import metrics
 from services.ingest.csv_import import decode
 from services.ingest.schemas import MAX_BATCH, NUL_FREE, SubmissionOut
+from services.ingest.service.common import ItemOutcome
 from shared.problems import ProblemError
 from shared.settings import Settings
 
@@ -50,7 +51,7 @@ async def read_submission(request: Request, model: type[M], wrapper: str,
 
 
 def answer(kind: metrics.Kind, submission: Submission[Any],
-           outcomes: list[service.ItemOutcome]) -> Response:
+           outcomes: list[ItemOutcome]) -> Response:
     if submission.single:
         return _single_response(kind, outcomes[0])
     return _batch_response(kind, outcomes, submission.errors)
@@ -131,7 +132,7 @@ def _validate_items(
     return bodies, errors
 
 
-def _batch_response(kind: metrics.Kind, outcomes: list[service.ItemOutcome],
+def _batch_response(kind: metrics.Kind, outcomes: list[ItemOutcome],
                     errors: dict[int, list[dict[str, str]]]) -> Response:
     """A `BatchOut`, built as plain dicts (pydantic models for 1,000 items cost more than
     the rest of the answer)."""
@@ -149,7 +150,7 @@ def _batch_response(kind: metrics.Kind, outcomes: list[service.ItemOutcome],
                     media_type="application/json")
 
 
-def _single_response(kind: metrics.Kind, outcome: service.ItemOutcome) -> JSONResponse:
+def _single_response(kind: metrics.Kind, outcome: ItemOutcome) -> JSONResponse:
     metrics.count(kind, outcome.status, outcome.reason)
     if outcome.status == "rejected":
         if outcome.reason == "conflict":

@@ -87,7 +87,7 @@ def _noon(day: date, region_tz: str) -> datetime:
 
 
 def _time_zone(location: Location) -> str:
-    from services.ingest.service import resolve_location
+    from services.ingest.service.common import resolve_location
 
     try:
         return resolve_location(location).time_zone

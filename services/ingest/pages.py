@@ -15,9 +15,10 @@ from fastapi.templating import Jinja2Templates
 from pydantic_core import to_json
 from starlette.datastructures import UploadFile
 
-from services.ingest import service
 from services.ingest.auth import check_caller
 from services.ingest.csv_import import decode
+from services.ingest.service.common import Caller
+from services.ingest.service.csv_upload import import_csv
 from shared.db import session_scope
 from shared.problems import ProblemError
 from shared.settings import Settings
@@ -33,7 +34,7 @@ def upload_page(request: Request) -> HTMLResponse:
 
 
 async def _upload_form(request: Request, settings: Settings
-                       ) -> tuple[service.Caller, str, str]:
+                       ) -> tuple[Caller, str, str]:
     """The upload page's form, checked: (caller, CSV text, province)."""
     form = await request.form(max_part_size=settings.ingest_max_csv_bytes)
     api_key, upload = str(form.get("api_key") or "").strip(), form.get("file")
@@ -41,7 +42,7 @@ async def _upload_form(request: Request, settings: Settings
     if not isinstance(upload, UploadFile) or not upload.filename:
         raise ProblemError(422, "No file", "Choose a CSV file to upload.")
 
-    def auth() -> service.Caller:
+    def auth() -> Caller:
         with session_scope(settings.sqlalchemy_url) as session:
             return check_caller(session, settings, request, f"Bearer {api_key}", "results")
 
@@ -55,7 +56,7 @@ async def upload_submit(request: Request, settings: AppSettings) -> HTMLResponse
     error, status, result, province = "", 200, None, "BC"
     try:
         caller, text, province = await _upload_form(request, settings)
-        result = await run_in_threadpool(service.import_csv, settings.sqlalchemy_url, caller,
+        result = await run_in_threadpool(import_csv, settings.sqlalchemy_url, caller,
                                          text, province)
     except ProblemError as exc:
         error, status = f"{exc.title}: {exc.detail}", exc.status
@@ -76,7 +77,7 @@ async def upload_stream(request: Request, settings: AppSettings) -> Response:
                              media_type="application/x-ndjson")
 
 
-async def _import_lines(settings: Settings, caller: service.Caller, text: str,
+async def _import_lines(settings: Settings, caller: Caller, text: str,
                         province: str) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -86,7 +87,7 @@ async def _import_lines(settings: Settings, caller: service.Caller, text: str,
 
     def run() -> None:
         try:
-            result = service.import_csv(settings.sqlalchemy_url, caller, text, province,
+            result = import_csv(settings.sqlalchemy_url, caller, text, province,
                                         lambda done, total: put({"done": done, "total": total}))
             put({"result": result.model_dump(mode="json")})
         except ProblemError as exc:

@@ -7,8 +7,10 @@ import uuid
 
 import pytest
 
-from services.alerts import service
 from services.alerts.models import Alert
+from services.alerts.service.policy import text_block
+from services.alerts.service.review import approve, edit
+from services.alerts.service.signals import alert_from_signal
 from services.detection import patterns
 from shared.db import session_scope
 from shared.events import ContaminationSignalV1, DetectedSubstanceV1
@@ -34,7 +36,7 @@ def _novel(raw: str) -> ContaminationSignalV1:
 
 def _alert(settings: Settings, signal: ContaminationSignalV1) -> Alert:
     with session_scope(settings.sqlalchemy_url) as session:
-        return service.alert_from_signal(session, settings, signal)
+        return alert_from_signal(session, settings, signal)
 
 
 @pytest.mark.parametrize("raw", [PUMP, RTL], ids=["pumping", "emoji-rtl"])
@@ -75,7 +77,7 @@ def test_invisible_characters_are_stripped_and_a_non_gsm7_text_waits_for_review(
     alert = _alert(settings, signal)
     assert alert.status == "draft"
     assert not any(c in text for text in alert.texts.values() for c in INVISIBLE)
-    assert service.text_block(alert.texts) == "text not GSM-7 (en)"
+    assert text_block(alert.texts) == "text not GSM-7 (en)"
 
 
 def test_dev_policy_approves_everything_but_a_text_that_is_not_short_gsm7(
@@ -96,13 +98,13 @@ def test_an_official_approves_a_non_gsm7_text_only_with_force(settings: Settings
     alert = _alert(settings, signal)
     with session_scope(settings.sqlalchemy_url) as session:
         with pytest.raises(ProblemError) as refused:
-            service.edit(session, alert.id, "ana", {"en": "Fentanyl \U0001f480 in 98104"})
+            edit(session, alert.id, "ana", {"en": "Fentanyl \U0001f480 in 98104"})
         assert refused.value.status == 422 and "GSM-7" in refused.value.detail
-        edited = service.edit(session, alert.id, "ana",
+        edited = edit(session, alert.id, "ana",
                               {"en": "Fentanyl \U0001f480\u202e in 98104"}, force=True)
         assert edited.texts["en"] == "Fentanyl \U0001f480 in 98104"  # bidi stripped
     with session_scope(settings.sqlalchemy_url) as session:
         with pytest.raises(ProblemError):
-            service.approve(session, alert.id, "ana")
+            approve(session, alert.id, "ana")
     with session_scope(settings.sqlalchemy_url) as session:
-        assert service.approve(session, alert.id, "ana", force=True).status == "approved"
+        assert approve(session, alert.id, "ana", force=True).status == "approved"

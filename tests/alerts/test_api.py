@@ -14,9 +14,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from twilio.request_validator import RequestValidator
 
-from services.alerts import service, webhooks
+from services.alerts import webhooks
 from services.alerts.api import app
 from services.alerts.models import Delivery, DevOutboxMessage, EarlyStatus
+from services.alerts.service.fanout import fan_out, pending_deliveries
+from services.alerts.service.signals import alert_from_signal
+from services.alerts.service.statuses import apply_early_statuses, record_status
 from shared.db import session_scope, utcnow
 from shared.settings import Settings, get_settings
 from testing.builders import contamination_signal
@@ -27,9 +30,9 @@ from tests.alerts.test_service import add_subscriber
 def _queued_delivery(settings: Settings) -> uuid.UUID:
     add_subscriber(settings, "+12065550121", "us/wa/king-county/98104")
     with session_scope(settings.sqlalchemy_url) as session:
-        alert = service.alert_from_signal(session, settings, contamination_signal())
-        service.fan_out(session, alert)
-        delivery = next(iter(service.pending_deliveries(session, alert.id)))[0]
+        alert = alert_from_signal(session, settings, contamination_signal())
+        fan_out(session, alert)
+        delivery = next(iter(pending_deliveries(session, alert.id)))[0]
         delivery.status, delivery.provider_sid = "queued", "SM" + "a" * 32
         return delivery.id
 
@@ -123,32 +126,32 @@ def test_a_callback_before_the_sid_is_recorded_is_kept_and_applied_later(
                                headers=_signed(public_settings, params))
         assert response.status_code == 204
     with session_scope(public_settings.sqlalchemy_url) as session:
-        assert service.apply_early_statuses(session) == 0  # no delivery holds it yet
+        assert apply_early_statuses(session) == 0  # no delivery holds it yet
         early = session.get(EarlyStatus, early_sid)
         assert early is not None and early.status == "delivered"
         delivery = session.get(Delivery, delivery_id)
         assert delivery is not None
         delivery.provider_sid = early_sid  # what the sender's record does
     with session_scope(public_settings.sqlalchemy_url) as session:
-        assert service.apply_early_statuses(session) == 1
+        assert apply_early_statuses(session) == 1
     with session_scope(public_settings.sqlalchemy_url) as session:
         delivery = session.get(Delivery, delivery_id)
         assert delivery is not None and delivery.status == "delivered"
         assert session.get(EarlyStatus, early_sid) is None
-        assert service.apply_early_statuses(session) == 0
+        assert apply_early_statuses(session) == 0
     assert 'lookout_alerts_sms_status_outcomes_total{outcome="early"}' in \
         client.get("/metrics").text
 
 
 def test_early_callbacks_nobody_claims_are_dropped_after_a_day(public_settings: Settings) -> None:
     with session_scope(public_settings.sqlalchemy_url) as session:
-        assert service.record_status(session, "SMold", "delivered", None) == "early"
-        assert service.record_status(session, "SMnew", "sent", None) == "early"
+        assert record_status(session, "SMold", "delivered", None) == "early"
+        assert record_status(session, "SMnew", "sent", None) == "early"
         old = session.get(EarlyStatus, "SMold")
         assert old is not None
         old.received_at = utcnow() - timedelta(days=1, seconds=1)
     with session_scope(public_settings.sqlalchemy_url) as session:
-        service.apply_early_statuses(session)
+        apply_early_statuses(session)
         assert session.get(EarlyStatus, "SMold") is None
         assert session.get(EarlyStatus, "SMnew") is not None
 
@@ -161,10 +164,10 @@ def test_concurrent_callbacks_share_transactions_and_all_apply(
     for i in range(30):
         add_subscriber(public_settings, f"+1206555{1000 + i:04d}", "us/wa/king-county/98104")
     with session_scope(public_settings.sqlalchemy_url) as session:
-        alert = service.alert_from_signal(session, public_settings, contamination_signal())
-        service.fan_out(session, alert)
+        alert = alert_from_signal(session, public_settings, contamination_signal())
+        fan_out(session, alert)
         sids = []
-        for i, delivery in enumerate(next(iter(service.pending_deliveries(session, alert.id)))):
+        for i, delivery in enumerate(next(iter(pending_deliveries(session, alert.id)))):
             delivery.status, delivery.provider_sid = "queued", f"SM{i:032d}"
             sids.append(delivery.provider_sid)
     batches: list[int] = []

@@ -6,8 +6,11 @@ import uuid
 
 from sqlalchemy import select, update
 
-from services.alerts import changes, service
+from services.alerts import changes
 from services.alerts.models import Delivery, OutboxMessage
+from services.alerts.service.fanout import fan_out, finish_if_done
+from services.alerts.service.review import approve, edit, get_alert
+from services.alerts.service.signals import alert_from_signal
 from shared.db import session_scope
 from shared.events import AlertChangedV1
 from shared.settings import Settings
@@ -28,12 +31,12 @@ def test_each_change_of_a_draft_is_announced_with_its_state(settings: Settings) 
     seed_subscribers(settings.sqlalchemy_url, settings.secret_key, 3)
     signal = contamination_signal(severity="warning")
     with session_scope(settings.sqlalchemy_url) as session:
-        alert = service.alert_from_signal(session, settings, signal)
+        alert = alert_from_signal(session, settings, signal)
         alert_id = alert.id
     with session_scope(settings.sqlalchemy_url) as session:
-        service.edit(session, alert_id, "dr-a", {"en": "Fentanyl found in cocaine. Reply STOP"})
+        edit(session, alert_id, "dr-a", {"en": "Fentanyl found in cocaine. Reply STOP"})
     with session_scope(settings.sqlalchemy_url) as session:
-        service.approve(session, alert_id, "dr-b")
+        approve(session, alert_id, "dr-b")
     events = alert_events(settings)
     assert [(e.action, e.actor, e.status) for e in events] == [
         ("create", "system", "draft"), ("edit", "dr-a", "draft"), ("approve", "dr-b",
@@ -51,9 +54,9 @@ def test_each_change_of_a_draft_is_announced_with_its_state(settings: Settings) 
 def test_a_big_fan_out_makes_few_events(settings: Settings) -> None:
     seed_subscribers(settings.sqlalchemy_url, settings.secret_key, 2500)
     with session_scope(settings.sqlalchemy_url) as session:
-        alert = service.alert_from_signal(session, settings, contamination_signal())
+        alert = alert_from_signal(session, settings, contamination_signal())
         alert_id = alert.id
-        assert service.fan_out(session, alert) == 2500
+        assert fan_out(session, alert) == 2500
     last: dict[uuid.UUID, dict[str, int]] = {}
     ticks = []
     # The dispatcher's ticks while the sender moves deliveries along in big steps.
@@ -67,8 +70,8 @@ def test_a_big_fan_out_makes_few_events(settings: Settings) -> None:
                                 .values(status=status))
             ticks.append(changes.publish_delivery_counts(session, last))
     with session_scope(settings.sqlalchemy_url) as session:
-        alert = service.get_alert(session, alert_id)
-        assert service.finish_if_done(session, alert)
+        alert = get_alert(session, alert_id)
+        assert finish_if_done(session, alert)
         assert alert.status == "sent"
     assert ticks == [1, 1, 1, 0, 1]  # a tick with nothing new announces nothing
     events = alert_events(settings)
@@ -84,6 +87,6 @@ def test_a_big_fan_out_makes_few_events(settings: Settings) -> None:
 def test_a_canary_alert_is_marked(settings: Settings) -> None:
     signal = contamination_signal().model_copy(update={"canary": True})
     with session_scope(settings.sqlalchemy_url) as session:
-        service.alert_from_signal(session, settings, signal)
+        alert_from_signal(session, settings, signal)
     (event,) = alert_events(settings)
     assert event.canary and event.kind == "canary" and event.approved_by == "policy:canary"

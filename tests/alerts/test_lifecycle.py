@@ -13,9 +13,12 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from services.alerts import service
 from services.alerts.api import app
 from services.alerts.models import Alert, AlertAudit, Delivery
+from services.alerts.service.fanout import fan_out
+from services.alerts.service.policy import approval_block, auto_approves
+from services.alerts.service.review import approve
+from services.alerts.service.signals import alert_from_signal
 from services.detection.config import load_config
 from services.detection.processors import Processor
 from services.detection.tables import Tables
@@ -53,7 +56,7 @@ def _admin(settings: Settings) -> dict[str, str]:
 
 def _draft(settings: Settings, region: str = "us/wa/king-county/98104") -> uuid.UUID:
     with session_scope(settings.sqlalchemy_url) as session:
-        alert = service.alert_from_signal(session, settings,
+        alert = alert_from_signal(session, settings,
                                           contamination_signal(region, severity="warning"))
         assert alert.status == "draft"
         return alert.id
@@ -61,17 +64,17 @@ def _draft(settings: Settings, region: str = "us/wa/king-county/98104") -> uuid.
 
 def test_signals_for_one_region_and_substance_merge_and_escalate(settings: Settings) -> None:
     with session_scope(settings.sqlalchemy_url) as session:
-        first = service.alert_from_signal(session, settings,
+        first = alert_from_signal(session, settings,
                                           contamination_signal(severity="info"))
-        second = service.alert_from_signal(session, settings,
+        second = alert_from_signal(session, settings,
                                            contamination_signal(severity="warning"))
         assert second.id == first.id and second.signal_count == 2
         assert second.severity == "warning" and second.status == "draft"
-        third = service.alert_from_signal(session, settings, contamination_signal())
+        third = alert_from_signal(session, settings, contamination_signal())
         assert third.id == first.id and third.severity == "critical"
         assert third.status == "approved"  # critical: auto-approved by the default policy
         assert "(critical)" in third.body_en
-        other = service.alert_from_signal(session, settings,
+        other = alert_from_signal(session, settings,
                                           contamination_signal("us/wa/king-county/98105"))
         assert other.id != first.id
         assert session.scalar(select(func.count()).select_from(Alert)) == 2
@@ -79,11 +82,11 @@ def test_signals_for_one_region_and_substance_merge_and_escalate(settings: Setti
 
 def test_no_merge_outside_the_window(settings: Settings) -> None:
     with session_scope(settings.sqlalchemy_url) as session:
-        first = service.alert_from_signal(session, settings,
+        first = alert_from_signal(session, settings,
                                           contamination_signal(severity="warning"))
         first.created_at = utcnow() - timedelta(hours=7)
     with session_scope(settings.sqlalchemy_url) as session:
-        again = service.alert_from_signal(session, settings,
+        again = alert_from_signal(session, settings,
                                           contamination_signal(severity="warning"))
         assert again.id != first.id
 
@@ -148,21 +151,21 @@ FTIR, GCMS, LCMS = ("ftir",), ("ftir", "gc_ms"), ("lc_ms",)
 def test_policy_table(settings: Settings, env: str, signal: ContaminationSignalV1,
                       approved: bool, reason: str | None) -> None:
     policy = settings.model_copy(update={"alert_policy_json": POLICY, "env": env})
-    assert service.approval_block(policy, signal) == reason
-    assert service.auto_approves(policy, signal) is approved
+    assert approval_block(policy, signal) == reason
+    assert auto_approves(policy, signal) is approved
 
 
 def test_lab_confirmation_does_not_apply_to_overdose_spikes(settings: Settings) -> None:
     policy = settings.model_copy(update={"alert_policy_json": POLICY})
-    assert service.auto_approves(policy, spike_signal(OR, "critical"))
-    assert not service.auto_approves(policy, spike_signal(OR, "warning"))
+    assert auto_approves(policy, spike_signal(OR, "critical"))
+    assert not auto_approves(policy, spike_signal(OR, "warning"))
 
 
 def test_global_default_policy_via_the_empty_prefix(settings: Settings) -> None:
     policy = settings.model_copy(update={"alert_policy_json": {
         "": AlertRegionPolicy(severities=frozenset({"critical"}), lab_confirmed=True)}})
-    assert not service.auto_approves(policy, signal_of("us/ca/x", identified_by=FTIR))
-    assert service.auto_approves(policy, signal_of("us/ca/x", identified_by=GCMS))
+    assert not auto_approves(policy, signal_of("us/ca/x", identified_by=FTIR))
+    assert auto_approves(policy, signal_of("us/ca/x", identified_by=GCMS))
 
 
 def test_unknown_policy_options_are_refused_when_the_settings_load() -> None:
@@ -178,11 +181,11 @@ def test_a_qualifying_signal_approves_the_draft_it_merges_into(settings: Setting
     in the region approves it, with the text of the confirmed signal."""
     policy = settings.model_copy(update={"alert_policy_json": POLICY})
     with session_scope(policy.sqlalchemy_url) as session:
-        draft = service.alert_from_signal(session, policy,
+        draft = alert_from_signal(session, policy,
                                           signal_of(OR, "critical", identified_by=FTIR))
         assert draft.status == "draft"
     with session_scope(policy.sqlalchemy_url) as session:
-        merged = service.alert_from_signal(session, policy,
+        merged = alert_from_signal(session, policy,
                                            signal_of(OR, "critical", identified_by=GCMS))
         assert merged.id == draft.id and merged.status == "approved"
         assert merged.approved_by == "policy:auto" and merged.signal_count == 2
@@ -198,12 +201,12 @@ def test_an_as_sold_draft_is_approved_by_a_real_adulterant_of_the_same_substance
     """Fentanyl new to the region in a sample sold as fentanyl: review. Then fentanyl in a
     sample sold as cocaine: that warning goes out, with its own text."""
     with session_scope(settings.sqlalchemy_url) as session:
-        draft = service.alert_from_signal(session, settings, signal_of(
+        draft = alert_from_signal(session, settings, signal_of(
             WA, "critical", "novel_substance", sold_as="fentanyl"))
         assert draft.status == "draft"
         assert "sold as Fentanyl" in draft.body_en
     with session_scope(settings.sqlalchemy_url) as session:
-        alert = service.alert_from_signal(session, settings, signal_of(WA, "critical"))
+        alert = alert_from_signal(session, settings, signal_of(WA, "critical"))
         assert alert.id == draft.id and alert.status == "approved"
         assert "sold as Cocaine" in alert.body_en
 
@@ -211,9 +214,9 @@ def test_an_as_sold_draft_is_approved_by_a_real_adulterant_of_the_same_substance
 def test_an_expired_alert_is_not_fanned_out(settings: Settings) -> None:
     add_subscriber(settings, "+12065550161", "us/wa/king-county/98104")
     with session_scope(settings.sqlalchemy_url) as session:
-        alert = service.alert_from_signal(session, settings, contamination_signal())
+        alert = alert_from_signal(session, settings, contamination_signal())
         alert.expires_at = utcnow() - timedelta(seconds=1)
-        assert service.fan_out(session, alert) == 0
+        assert fan_out(session, alert) == 0
         assert alert.status == "expired"
         assert session.scalar(select(func.count()).select_from(Delivery)) == 0
 
@@ -284,9 +287,9 @@ def test_reject_and_cancel(client: TestClient, settings: Settings) -> None:
 
     add_subscriber(settings, "+12065550162", "us/wa/king-county/98105")
     with session_scope(settings.sqlalchemy_url) as session:
-        alert = service.alert_from_signal(session, settings,
+        alert = alert_from_signal(session, settings,
                                           contamination_signal("us/wa/king-county/98105"))
-        assert service.fan_out(session, alert) == 1
+        assert fan_out(session, alert) == 1
         sending = alert.id
     cancelled = client.post(f"/v1/alerts/{sending}/cancel", headers=_auth(settings)).json()
     assert cancelled["status"] == "cancelled"
@@ -296,7 +299,7 @@ def test_reject_and_cancel(client: TestClient, settings: Settings) -> None:
 
 def test_update_and_all_clear_are_new_drafts(client: TestClient, settings: Settings) -> None:
     with session_scope(settings.sqlalchemy_url) as session:
-        parent = service.alert_from_signal(session, settings, contamination_signal()).id
+        parent = alert_from_signal(session, settings, contamination_signal()).id
     update = client.post(f"/v1/alerts/{parent}/update", headers=_auth(settings))
     assert update.status_code == 201
     assert update.json()["kind"] == "update" and update.json()["status"] == "draft"
@@ -325,7 +328,7 @@ def test_worker_housekeeping_fans_out_approved_expires_and_finishes(
     approved = _draft(settings)
     expiring = _draft(settings, "us/wa/king-county/98105")
     with session_scope(settings.sqlalchemy_url) as session:
-        service.approve(session, approved, "dr.ops")
+        approve(session, approved, "dr.ops")
         row = session.get(Alert, expiring)
         assert row is not None
         row.expires_at = utcnow() - timedelta(minutes=1)
@@ -366,7 +369,7 @@ def test_detection_signals_say_how_the_substance_was_identified(settings: Settin
                   and s.pattern == "unexpected_adulterant"]
     assert [s.identified_by for s in adulterant] == [["ftir"], ["ftir", "gc_ms"]]
     policy = settings.model_copy(update={"alert_policy_json": POLICY})
-    assert [service.auto_approves(policy, s.model_copy(update={"region_id": OR}))
+    assert [auto_approves(policy, s.model_copy(update={"region_id": OR}))
             for s in adulterant] == [False, True]
 
 

@@ -18,9 +18,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from services.alerts import credentials, service
+from services.alerts import credentials
 from services.alerts.api import app
 from services.alerts.models import Alert, AlertAudit, Delivery, UsedCredential
+from services.alerts.service.fanout import fan_out, fan_out_page
+from services.alerts.service.review import approve, edit
+from services.alerts.service.signals import alert_from_signal
 from shared.db import session_scope
 from shared.officials import AUDIENCE, ISSUER, public_key, verify
 from shared.settings import AlertRegionPolicy, Settings, get_settings
@@ -41,7 +44,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 def _draft(settings: Settings, severity: Any = "warning", region: str = REGION) -> uuid.UUID:
     with session_scope(settings.sqlalchemy_url) as session:
-        alert = service.alert_from_signal(session, settings,
+        alert = alert_from_signal(session, settings,
                                           contamination_signal(region, severity=severity))
         assert alert.status == "draft"
         return alert.id
@@ -155,7 +158,7 @@ def test_an_edit_after_approval_goes_back_to_review_and_is_not_sent(
     with session_scope(settings.sqlalchemy_url) as session:
         alert = session.get(Alert, alert_id)
         assert alert is not None
-        assert service.fan_out(session, alert) == 0  # what the worker would do: nothing
+        assert fan_out(session, alert) == 0  # what the worker would do: nothing
         last = session.scalars(select(AlertAudit).where(AlertAudit.alert_id == alert_id)
                                .order_by(AlertAudit.id.desc())).first()
         assert last is not None and (last.actor, last.action) == ("bob.second", "edit")
@@ -167,7 +170,7 @@ def test_an_edit_after_approval_goes_back_to_review_and_is_not_sent(
     with session_scope(settings.sqlalchemy_url) as session:
         alert = session.get(Alert, alert_id)
         assert alert is not None
-        assert service.fan_out(session, alert) == 1
+        assert fan_out(session, alert) == 1
         assert session.scalar(select(Delivery.body)) == text
     # Once it is going out, it can no longer be edited (cancel, or follow up, instead).
     late = client.patch(f"/v1/alerts/{alert_id}", json={"texts": {"en": "late STOP"}},
@@ -181,14 +184,14 @@ def test_the_fan_out_does_not_send_an_alert_sent_back_to_review(settings: Settin
     add_subscriber(settings, "+12065550171", REGION)
     alert_id = _draft(settings)
     with session_scope(settings.sqlalchemy_url) as session:
-        service.approve(session, alert_id, "ann")
+        approve(session, alert_id, "ann")
     with session_scope(settings.sqlalchemy_url) as worker:
         stale = worker.get(Alert, alert_id)
         assert stale is not None and stale.status == "approved"
         worker.commit()  # the worker's snapshot of the alert stays in memory
         with session_scope(settings.sqlalchemy_url) as official:
-            service.edit(official, alert_id, "bob", {"en": "New text. Reply STOP to cancel."})
-        assert service.fan_out_page(worker, stale, None) == (0, None)
+            edit(official, alert_id, "bob", {"en": "New text. Reply STOP to cancel."})
+        assert fan_out_page(worker, stale, None) == (0, None)
     with session_scope(settings.sqlalchemy_url) as session:
         assert session.scalar(select(func.count()).select_from(Delivery)) == 0
         alert = session.get(Alert, alert_id)

@@ -8,9 +8,10 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from services.alerts import service
 from services.alerts.models import Delivery, Subscriber
 from services.alerts.sender import MAX_ATTEMPTS, Sender
+from services.alerts.service.fanout import fan_out, pending_deliveries
+from services.alerts.service.signals import alert_from_signal
 from services.alerts.sms import Receipt, SmsError, TwilioSmsBackend
 from shared.db import session_scope, utcnow
 from shared.events import SmsOutboundJobV1
@@ -22,11 +23,11 @@ from tests.alerts.test_service import add_subscriber
 
 def _jobs(settings: Settings) -> list[SmsOutboundJobV1]:
     with session_scope(settings.sqlalchemy_url) as session:
-        alert = service.alert_from_signal(session, settings, contamination_signal())
-        service.fan_out(session, alert)
+        alert = alert_from_signal(session, settings, contamination_signal())
+        fan_out(session, alert)
         return [SmsOutboundJobV1(producer="test", delivery_id=d.id, alert_id=alert.id,
                                  subscriber_id=d.subscriber_id, created_at=utcnow())
-                for page in service.pending_deliveries(session, alert.id) for d in page]
+                for page in pending_deliveries(session, alert.id) for d in page]
 
 
 def _send_all(settings: Settings, jobs: list[SmsOutboundJobV1]) -> None:

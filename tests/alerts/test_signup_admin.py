@@ -10,9 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from services.alerts import service
 from services.alerts.api import app
 from services.alerts.models import Delivery, Subscriber, Subscription
+from services.alerts.service.fanout import fan_out
+from services.alerts.service.signals import alert_from_signal
 from shared.crypto import phone_lookup_hash
 from shared.db import session_scope
 from shared.settings import Settings, get_settings
@@ -111,8 +112,8 @@ def test_wrong_codes_are_limited(client: TestClient, twilio_settings: Settings,
 def test_admin_export_and_erase(client: TestClient, twilio_settings: Settings) -> None:
     sub = add_subscriber(twilio_settings, PHONE, "us/wa/king-county/98104")
     with session_scope(twilio_settings.sqlalchemy_url) as session:
-        alert = service.alert_from_signal(session, twilio_settings, contamination_signal())
-        service.fan_out(session, alert)
+        alert = alert_from_signal(session, twilio_settings, contamination_signal())
+        fan_out(session, alert)
     operator = {"Authorization": f"Bearer {twilio_settings.admin_token}"}
     admin = official_headers(twilio_settings, "ada.admin", role="admin")
     assert client.get("/v1/admin/subscribers/export", params={"phone": PHONE}).status_code \

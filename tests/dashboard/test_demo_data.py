@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from services.alerts import service as alerts
+from services.alerts.service.signals import alert_from_signal
 from services.dashboard import repository
 from services.dashboard.consumer import Record, apply_batch, parse
 from services.demo_data import EMS_SITE, IMPORT_SITE, draft_signal, seed_dashboard_data
@@ -45,7 +45,7 @@ def test_demo_data_reaches_every_page_and_leaves_a_draft(db_url: str, tmp_path: 
     signal = draft_signal(settings)
     assert signal is not None and signal.evidence_event_ids
     with session_scope(db_url) as session:
-        alert = alerts.alert_from_signal(session, settings, signal)
+        alert = alert_from_signal(session, settings, signal)
         assert alert.status == "draft"
 
 

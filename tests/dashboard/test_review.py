@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from services.alerts import service
 from services.alerts.models import Alert, AlertAudit
+from services.alerts.service.signals import alert_from_signal
 from services.dashboard import alerts_client
 from services.dashboard.account_models import DashboardAudit
 from shared.db import session_scope
@@ -26,7 +26,7 @@ REGION = "us/wa/king-county/98104"
 
 def _draft(settings: Settings) -> uuid.UUID:
     with session_scope(settings.sqlalchemy_url) as session:
-        alert = service.alert_from_signal(session, settings,
+        alert = alert_from_signal(session, settings,
                                           contamination_signal(REGION, severity="warning"))
         assert alert.status == "draft"
         return alert.id

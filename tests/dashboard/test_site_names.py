@@ -13,8 +13,8 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from services.dashboard.consumer import Record, apply_batch
-from services.ingest import service as ingest
 from services.ingest.models import OutboxMessage as IngestOutbox
+from services.ingest.service.sites import create_site
 from shared.db import session_scope
 from shared.events import OverdoseReportV1, SiteKeyChangedV1
 from shared.settings import Settings
@@ -39,7 +39,7 @@ def test_the_now_page_shows_a_site_name_from_its_key_event(
         client: TestClient, settings: Settings, make_official: MakeOfficial) -> None:
     url = settings.sqlalchemy_url
     with session_scope(url) as session:  # a site whose key is for reports only
-        site, _key = ingest.create_site(session, "Eastside Outreach", ["reports"])
+        site, _key = create_site(session, "Eastside Outreach", ["reports"])
         site_id = site.id
     with session_scope(url) as session:
         payloads = list(session.scalars(select(IngestOutbox.payload).where(

@@ -127,7 +127,7 @@ def bc_results(n: int) -> list[DrugCheckResultV1]:
     """The Drug Checking BC export's first `n` results in time order, as ingest makes them
     (fixed ids), in event-time order."""
     from services.ingest.csv_import import parse_csv
-    from services.ingest.service import build_result_event
+    from services.ingest.service.drug_checks import build_result_event
 
     with open(_bc_export(), encoding="utf-8") as f:
         lines = f.read().splitlines()

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from services.ingest.api import app
 from services.ingest.models import OutboxMessage
-from services.ingest.service import create_site
+from services.ingest.service.sites import create_site
 from shared.db import session_scope
 from shared.settings import Settings, get_settings
 from shared.topics import SITE_KEYS

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from services.ingest.api import app
 from services.ingest.models import DrugCheck, OutboxMessage
-from services.ingest.service import create_site
+from services.ingest.service.sites import create_site
 from shared.db import session_scope
 from shared.settings import Settings, get_settings
 from shared.topics import SITE_KEYS
@@ -181,7 +181,7 @@ def test_cli_refuses_a_taken_site_name(settings: Settings, monkeypatch: pytest.M
     monkeypatch.setattr(accounts, "get_settings", lambda: settings)
     assert cli.main(["sites", "create", "Same"]) == 0
     key = capsys.readouterr().out.strip().splitlines()[-1]  # the key alone, last line
-    from services.ingest.service import authenticate
+    from services.ingest.service.sites import authenticate
 
     with session_scope(settings.sqlalchemy_url) as session:
         assert authenticate(session, key, "results").scopes == ("results", "reports")

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from services.ingest.api import app
 from services.ingest.models import DrugCheck, OutboxMessage
-from services.ingest.service import create_site
+from services.ingest.service.sites import create_site
 from shared.db import session_scope
 from shared.regions import get_region
 from shared.settings import Settings, get_settings

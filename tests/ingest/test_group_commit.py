@@ -12,10 +12,17 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from services.ingest import service
 from services.ingest.api import app
 from services.ingest.models import DrugCheck, OutboxMessage
 from services.ingest.schemas import DrugCheckIn
+from services.ingest.service.common import Caller, ItemOutcome
+from services.ingest.service.drug_checks import (
+    Known,
+    prepare_drug_checks,
+    store_drug_checks,
+    submit_drug_checks,
+)
+from services.ingest.service.sites import create_site
 from shared.db import get_engine, session_scope
 from shared.group_commit import GroupWriter
 from shared.problems import ProblemError
@@ -24,10 +31,10 @@ from testing.builders import drug_check
 from tests.ingest.conftest import DATA_ROWS
 
 
-def _caller(settings: Settings, name: str) -> service.Caller:
+def _caller(settings: Settings, name: str) -> Caller:
     with session_scope(settings.sqlalchemy_url) as session:
-        site, _ = service.create_site(session, name, ["results"])
-    return service.Caller(site.id, ("results",), uuid.uuid4())
+        site, _ = create_site(session, name, ["results"])
+    return Caller(site.id, ("results",), uuid.uuid4())
 
 
 def _count(settings: Settings, model: type, *where: Any) -> int:
@@ -38,14 +45,14 @@ def _count(settings: Settings, model: type, *where: Any) -> int:
 class Recorder:
     """`submit_drug_checks` for one caller, remembering how many items each call got."""
 
-    def __init__(self, caller: service.Caller) -> None:
+    def __init__(self, caller: Caller) -> None:
         self.caller = caller
         self.calls: list[int] = []
 
     def __call__(self, session: Session, items: Sequence[Any], _found: Any = None
-                 ) -> list[service.ItemOutcome]:
+                 ) -> list[ItemOutcome]:
         self.calls.append(len(items))
-        return service.submit_drug_checks(session, self.caller, items)
+        return submit_drug_checks(session, self.caller, items)
 
 
 def test_the_same_sample_id_twice_in_one_group_is_a_duplicate_or_a_conflict(
@@ -57,7 +64,7 @@ def test_the_same_sample_id_twice_in_one_group_is_a_duplicate_or_a_conflict(
     first, same, other = (DrugCheckIn.model_validate(body)
                           for body in (sent, dict(sent), {**sent, "sold_as": "heroin"}))
 
-    async def main() -> list[list[service.ItemOutcome]]:
+    async def main() -> list[list[ItemOutcome]]:
         writer = GroupWriter(settings.sqlalchemy_url)
         key = ("results", caller)
         return await asyncio.gather(*(writer.store([body], store, key)
@@ -74,7 +81,7 @@ def test_two_sites_in_one_group_are_stored_apart_and_both_kept(settings: Setting
     stores = [Recorder(_caller(settings, name)) for name in ("A", "B")]
     body = DrugCheckIn.model_validate(drug_check("same-id"))  # ids are per site
 
-    async def main() -> list[list[service.ItemOutcome]]:
+    async def main() -> list[list[ItemOutcome]]:
         writer = GroupWriter(settings.sqlalchemy_url)
         return await asyncio.gather(*(writer.store([body], store, ("results", store.caller))
                                       for store in stores))
@@ -133,7 +140,7 @@ def test_concurrent_single_posts_each_sample_once(settings: Settings) -> None:
     """32 concurrent requests through the app (groups form by themselves): each sample id
     is accepted once; its repeats answer 200 with the first id."""
     with session_scope(settings.sqlalchemy_url) as session:
-        _, key = service.create_site(session, "A", ["results"])
+        _, key = create_site(session, "A", ["results"])
     samples = [drug_check(f"c-{i}") for i in range(8)]
     bodies = [samples[i % 8] for i in range(32)]
 
@@ -169,20 +176,20 @@ def test_a_sample_stored_by_another_writer_after_the_lookup_is_still_a_duplicate
     caller = _caller(settings, "A")
     sent = drug_check("raced")
     with session_scope(url) as session:  # "another process" stored it first
-        service.submit_drug_checks(session, caller, [DrugCheckIn.model_validate(sent)])
+        submit_drug_checks(session, caller, [DrugCheckIn.model_validate(sent)])
     first = _count(settings, DrugCheck)
 
-    def stale(session: Session, items: Sequence[Any]) -> service.Known:
+    def stale(session: Session, items: Sequence[Any]) -> Known:
         return {}  # read before the other writer's commit
 
-    def store(session: Session, items: Sequence[Any], known: service.Known
-              ) -> list[service.ItemOutcome]:
-        return service.store_drug_checks(session, caller, items, known)
+    def store(session: Session, items: Sequence[Any], known: Known
+              ) -> list[ItemOutcome]:
+        return store_drug_checks(session, caller, items, known)
 
-    async def main() -> list[list[service.ItemOutcome]]:
+    async def main() -> list[list[ItemOutcome]]:
         writer = GroupWriter(url)
         bodies = [DrugCheckIn.model_validate(b) for b in (sent, {**sent, "sold_as": "heroin"})]
-        prepared = service.prepare_drug_checks(caller, bodies, get_engine(url).dialect)
+        prepared = prepare_drug_checks(caller, bodies, get_engine(url).dialect)
         return await asyncio.gather(writer.store(prepared, store, None, stale))
 
     ((same, other),) = asyncio.run(main())

@@ -14,7 +14,9 @@ from sqlalchemy import func, select, update
 
 from services.ingest.models import OutboxMessage
 from services.ingest.schemas import DrugCheckIn
-from services.ingest.service import Caller, create_site, submit_drug_check
+from services.ingest.service.common import Caller
+from services.ingest.service.drug_checks import submit_drug_check
+from services.ingest.service.sites import create_site
 from shared.broker import start_tansu
 from shared.db import session_scope, utcnow
 from shared.kafka import ensure_topics, wait_for_broker

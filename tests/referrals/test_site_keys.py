@@ -20,9 +20,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from services.ingest import service as ingest
 from services.ingest.models import ApiKey
 from services.ingest.models import OutboxMessage as IngestOutbox
+from services.ingest.service.sites import add_key, create_site, revoke_key, rotate_key
 from services.referrals import agents
 from services.referrals import api as referrals_api
 from services.referrals import models as m
@@ -63,7 +63,7 @@ class Ingest:
 
     def site(self, name: str, scopes: list[str]) -> tuple[uuid.UUID, str]:
         with session_scope(self.url) as session:
-            site, key = ingest.create_site(session, name, scopes)
+            site, key = create_site(session, name, scopes)
             return site.id, key
 
     def key_id(self, key: str) -> uuid.UUID:
@@ -174,7 +174,7 @@ def test_revocation_and_rotation_are_honoured_and_final(client: TestClient,
     assert client.post("/v1/referrals", json=BODY, headers=bearer(key)).status_code == 201
 
     with session_scope(settings.sqlalchemy_url) as session:
-        _, new_key = ingest.rotate_key(session, site_id, sites.key_id(key))
+        _, new_key = rotate_key(session, site_id, sites.key_id(key))
     revoked, added = sites.relay()
     assert revoked.revoked_at is not None and added.revoked_at is None
     assert "revoked" in problem(client.post("/v1/referrals", json=BODY, headers=bearer(key)),
@@ -182,8 +182,8 @@ def test_revocation_and_rotation_are_honoured_and_final(client: TestClient,
     assert client.post("/v1/referrals", json=BODY, headers=bearer(new_key)).status_code == 201
 
     with session_scope(settings.sqlalchemy_url) as session:
-        ingest.revoke_key(session, site_id, sites.key_id(new_key))
-        ingest.revoke_key(session, site_id, sites.key_id(new_key))  # again: no new event
+        revoke_key(session, site_id, sites.key_id(new_key))
+        revoke_key(session, site_id, sites.key_id(new_key))  # again: no new event
     [revoked_new] = sites.relay()
     problem(client.post("/v1/referrals", json=BODY, headers=bearer(new_key)), 401)
 
@@ -202,7 +202,7 @@ def test_an_added_key_is_announced_and_the_admin_token_still_refers(
     sites = Ingest(settings)
     site_id, results_key = sites.site("Adds a key", ["results"])
     with session_scope(settings.sqlalchemy_url) as session:
-        _, key = ingest.add_key(session, site_id, ["referrals"])
+        _, key = add_key(session, site_id, ["referrals"])
     first, event = sites.relay()
     assert first.scopes == ["results"] and event.scopes == ["referrals"]
     assert event.site_id == site_id

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from services.alerts.api import app as alerts_app
 from services.dashboard.api import app as dashboard_app
 from services.ingest.api import app as ingest_app
-from services.ingest.service import create_site
+from services.ingest.service.sites import create_site
 from services.referrals.api import app as referrals_app
 from shared.db import session_scope
 from shared.settings import Settings, get_settings

@@ -95,7 +95,9 @@ def test_rows_the_broker_lost_are_published_again_in_order(settings: Settings) -
 def _submit_more(settings: Settings) -> list[str]:
     """30 more results (sample ids after the first 30), from a second site."""
     from services.ingest.schemas import DrugCheckIn
-    from services.ingest.service import Caller, create_site, submit_drug_check
+    from services.ingest.service.common import Caller
+    from services.ingest.service.drug_checks import submit_drug_check
+    from services.ingest.service.sites import create_site
     from testing.builders import drug_check
     from tests.ingest.test_relay import ZIPS
 

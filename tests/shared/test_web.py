@@ -12,9 +12,9 @@ from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from services.alerts import service as alerts_service
 from services.alerts.api import app as alerts_app
 from services.alerts.models import Alert
+from services.alerts.service.signals import alert_from_signal
 from services.ingest.api import app as ingest_app
 from services.referrals.api import app as referrals_app
 from services.referrals.models import Service
@@ -88,7 +88,7 @@ def test_ingest_a_revoked_key_is_refused_at_once(settings: Settings) -> None:
 
 def test_alerts_a_failed_commit_is_the_answer(settings: Settings) -> None:
     with session_scope(settings.sqlalchemy_url) as session:
-        alert = alerts_service.alert_from_signal(session, settings,
+        alert = alert_from_signal(session, settings,
                                                  contamination_signal(severity="warning"))
         alert_id, before = alert.id, alert.status
     with client_of(alerts_app, settings) as client:
