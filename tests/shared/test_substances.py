@@ -114,29 +114,65 @@ def test_no_match_names(raw: str) -> None:
     assert match.raw == raw
 
 
-@pytest.mark.parametrize(
-    ("raw", "substance_id"),
-    [
-        ("Down (Unknown Opioid)", "unknown-opioid"),
-        ("Fentanyl", "fentanyl"),
-        ("Fentanyl and Heroin", "fentanyl"),
-        ("Fentanyl and Methamphetamine", "fentanyl"),
-        ("Carfentanil and Heroin", "carfentanil"),
-        ("Carfentanil and Fentanyl", "carfentanil"),
-        ("Acetaminophen and Oxycodone", "oxycodone"),
-        ("Acetaminophen and Codeine", "codeine"),
-        ("Crack Cocaine", "cocaine"),
-        ("Cocaine HCl", "cocaine"),
-        ("coke", "cocaine"),
-        ("Speed", "amphetamine"),
-        ("Isotonitazene", "isotonitazene"),
-        ("Mushroom", "psilocybin"),
-        ("Steroid", "anabolic-steroid"),
-        ("Unknown", "unknown"),
-        ("Fentanyl or Analog", "fentanyl"),
-        ("heroin + carfent", "carfentanil"),
-    ],
-)
+# Hand-checked names, one table for both normalizers: which check reads the name
+# (`sold_as`: normalize_sold_as; `substance`: normalize_substance), the name, and the
+# substance it must give.
+HAND_CHECKED = [
+    ("sold_as", "Down (Unknown Opioid)", "unknown-opioid"),
+    ("sold_as", "Fentanyl", "fentanyl"),
+    ("sold_as", "Fentanyl and Heroin", "fentanyl"),
+    ("sold_as", "Fentanyl and Methamphetamine", "fentanyl"),
+    ("sold_as", "Carfentanil and Heroin", "carfentanil"),
+    ("sold_as", "Carfentanil and Fentanyl", "carfentanil"),
+    ("sold_as", "Acetaminophen and Oxycodone", "oxycodone"),
+    ("sold_as", "Acetaminophen and Codeine", "codeine"),
+    ("sold_as", "Crack Cocaine", "cocaine"),
+    ("sold_as", "Cocaine HCl", "cocaine"),
+    ("sold_as", "coke", "cocaine"),
+    ("sold_as", "Speed", "amphetamine"),
+    ("sold_as", "Isotonitazene", "isotonitazene"),
+    ("sold_as", "Mushroom", "psilocybin"),
+    ("sold_as", "Steroid", "anabolic-steroid"),
+    ("sold_as", "Unknown", "unknown"),
+    ("sold_as", "Fentanyl or Analog", "fentanyl"),
+    ("sold_as", "heroin + carfent", "carfentanil"),
+    ("substance", "  FENTANYL   hydrochloride ", "fentanyl"),
+    ("substance", "fentanyl-hcl", "fentanyl"),
+    ("substance", "Fentanyl.HCl", "fentanyl"),
+    ("substance", "fentanylhcl", "fentanyl"),
+    ("substance", "Fentanyl citrate", "fentanyl"),
+    ("substance", "Carfentanil (HCl)", "carfentanil"),
+    ("substance", "cocaine hydrochloride", "cocaine"),
+    ("substance", "COCAINE, base", "cocaine"),
+    ("substance", "Morphine sulphate", "morphine"),
+    ("substance", "heroin, trace", "heroin"),
+    ("substance", "2cb", "2c-b"),
+    ("substance", "2C B", "2c-b"),
+    ("substance", "5-meo-dmt", "5-meo-dmt"),
+    ("substance", "Para-Fluorofentanyl", "fluorofentanyl"),
+    ("substance", "N-pyrrolidino etonitazene", "etonitazepyne"),
+    ("substance", "Protonitazene HCl", "protonitazene"),
+    ("substance", "Bromazolam", "bromazolam"),
+    ("substance", "Medetomidine HCl", "medetomidine"),
+    ("substance", "fent", "fentanyl"),
+    ("substance", "down", "unknown-opioid"),
+    ("substance", "dope", "unknown-opioid"),
+    ("substance", "coke", "cocaine"),
+    ("substance", "crack", "cocaine"),
+    ("substance", "meth", "methamphetamine"),
+    ("substance", "Tina", "methamphetamine"),
+    ("substance", "benzo", "benzodiazepine"),
+    ("substance", "tranq", "xylazine"),
+    ("substance", "molly", "mdma"),
+    ("substance", "\N{GREEK SMALL LETTER ALPHA}-PVP", "alpha-pvp"),
+]
+
+
+def hand_checked(check: str) -> list[tuple[str, str]]:
+    return [(raw, substance_id) for kind, raw, substance_id in HAND_CHECKED if kind == check]
+
+
+@pytest.mark.parametrize(("raw", "substance_id"), hand_checked("sold_as"))
 def test_hand_checked_sold_as(raw: str, substance_id: str) -> None:
     match = normalize_sold_as(raw)
     assert match.raw == raw
@@ -157,40 +193,7 @@ def test_sold_as_blank_is_no_match() -> None:
     assert normalize_sold_as("").status is MatchStatus.NO_MATCH
 
 
-@pytest.mark.parametrize(
-    ("raw", "substance_id"),
-    [
-        ("  FENTANYL   hydrochloride ", "fentanyl"),
-        ("fentanyl-hcl", "fentanyl"),
-        ("Fentanyl.HCl", "fentanyl"),
-        ("fentanylhcl", "fentanyl"),
-        ("Fentanyl citrate", "fentanyl"),
-        ("Carfentanil (HCl)", "carfentanil"),
-        ("cocaine hydrochloride", "cocaine"),
-        ("COCAINE, base", "cocaine"),
-        ("Morphine sulphate", "morphine"),
-        ("heroin, trace", "heroin"),
-        ("2cb", "2c-b"),
-        ("2C B", "2c-b"),
-        ("5-meo-dmt", "5-meo-dmt"),
-        ("Para-Fluorofentanyl", "fluorofentanyl"),
-        ("N-pyrrolidino etonitazene", "etonitazepyne"),
-        ("Protonitazene HCl", "protonitazene"),
-        ("Bromazolam", "bromazolam"),
-        ("Medetomidine HCl", "medetomidine"),
-        ("fent", "fentanyl"),
-        ("down", "unknown-opioid"),
-        ("dope", "unknown-opioid"),
-        ("coke", "cocaine"),
-        ("crack", "cocaine"),
-        ("meth", "methamphetamine"),
-        ("Tina", "methamphetamine"),
-        ("benzo", "benzodiazepine"),
-        ("tranq", "xylazine"),
-        ("molly", "mdma"),
-        ("\N{GREEK SMALL LETTER ALPHA}-PVP", "alpha-pvp"),
-    ],
-)
+@pytest.mark.parametrize(("raw", "substance_id"), hand_checked("substance"))
 def test_tolerant_matching(raw: str, substance_id: str) -> None:
     match = normalize_substance(raw)
     assert match.substance is not None, raw
