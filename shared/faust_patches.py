@@ -36,6 +36,21 @@ What is patched, and why:
 6. `bind_current_event`: faust ties table writes and sends to the event in its private
    `faust.streams._current_event` context variable; an agent that handles held events out of
    arrival order sets it itself. No upstream issue found.
+7, 8, 9. Contiguous offsets (`_Consumer`, only for an app with `contiguous_offsets`: the
+   detection app, whose agents hold messages unacknowledged, sometimes for seconds). After a
+   rebalance faust resumes the partitions before it seeks them to their committed offsets
+   (`faust.tables.recovery.Recovery._resume_streams`), so a stream can be handed messages
+   from the position fetched before the rebalance; faust then counts the offsets between the
+   committed one and such a message as a "gap" it acknowledges itself (patch 7 stops that:
+   our topics are neither compacted nor transactional, so a gap there is only skipped
+   messages), commits when the acknowledged offsets start one past the committed offset
+   (`_new_offset` allows a difference of 1; patch 8 commits only from the committed offset
+   on, and only after the seek), and acknowledges the messages it skips for being from an
+   earlier generation into the new one (patch 9 ignores those). Together they let a commit
+   pass a candidate the novelty stage still held, which a later rebalance then lost (the
+   kill -9 test of one of three workers). Messages faust drops this way are fetched again by
+   the agents themselves (`services/detection/offsets.py`). Upstream: faust-streaming#216
+   (resuming before the seek) and #312/#313 (the commit check in `_new_offset`).
 7. `write_table`: `table[key] = value` on faust's aiokafka producer directly (faust's
    private `Producer._ensure_producer`): faust's own path for a changelog write (a
    `FutureMessage`, its producer buffer, the registry's serializers) costs several times
@@ -170,8 +185,52 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class _Consumer(faust_aiokafka.Consumer):
+    """faust's consumer with patches 7, 8 and 9 when the app asks for contiguous offsets
+    (`PatchedApp.contiguous_offsets`); see the module's docstring."""
+
+    seeked_generation = -1  # the generation whose seek to the committed offsets is done
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    @property
+    def _contiguous(self) -> bool:
+        return bool(getattr(self.app, "contiguous_offsets", False))
+
+    async def perform_seek(self) -> None:
+        generation = self.app.consumer_generation_id
+        await super().perform_seek()
+        self.seeked_generation = generation
+
+    def seeked(self) -> bool:
+        """The partitions of the current generation are at their committed offsets."""
+        return self.seeked_generation == self.app.consumer_generation_id
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        """Patch 7: no offset counts as acknowledged unless a stream acknowledged it."""
+        if not self._contiguous:
+            await super()._add_gap(tp, offset_from, offset_to)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        """Patch 8: commit only from the committed offset on, after the seek to it."""
+        if self._contiguous:
+            acked = self._acked.get(tp)
+            committed = self._committed_offset.get(tp)
+            if not self.seeked() or (acked and committed is not None
+                                     and min(acked) > committed):
+                return None
+        offset: int | None = super()._new_offset(tp)
+        return offset
+
+    def ack(self, message: Any) -> bool:
+        """Patch 9: an acknowledgement of a message fetched before the last rebalance is
+        not counted (the message is fetched again from the committed offset)."""
+        generation = message.generation_id
+        if self._contiguous and generation is not None \
+                and generation != self.app.consumer_generation_id:
+            return False
+        acked: bool = super().ack(message)
+        return acked
 
 
 class _Transport(faust_aiokafka.Transport):
@@ -183,6 +242,7 @@ class PatchedApp(faust.App):
     is what patch 1 gives aiokafka."""
 
     fetch_max_wait_ms = 1500
+    contiguous_offsets = False  # patches 7, 8 and 9 (the detection app sets it)
 
     def _new_transport(self) -> TransportT:
         return _Transport(self.conf.broker_consumer, self)

@@ -44,7 +44,7 @@ REQUIRED_SECRETS = {
         "broker", "admin", "relay", "ingest", "detection", "alerts", "referrals", "dashboard")),
 }
 # Workers that share their topics' partitions (or, the relay, stand by) and run as replicas.
-REPLICATED = ("relay", "alerts-worker", "referrals-worker")
+REPLICATED = ("relay", "detection", "alerts-worker", "referrals-worker")
 # The Kafka user of each process that connects to Kafka (deploy/k8s/users.yaml's too, but
 # the relay: compose runs one relay for every outbox).
 KAFKA_USERS = {"topics": "admin", "relay": "relay", "ingest": "ingest",
@@ -284,12 +284,6 @@ def test_workers_run_as_replicas(compose: dict[str, Any]) -> None:
         assert isinstance(replicas, int) and 2 <= replicas <= partitions, (name, replicas)
         assert not _service(compose, name).get("ports"), f"{name}: a replica publishes a port"
         assert not _service(compose, name).get("container_name"), name  # would clash
-
-
-def test_detection_runs_as_one_worker(compose: dict[str, Any]) -> None:
-    """With one of several detection workers killed a novel-substance signal can be lost
-    (tests/detection/test_scaling.py, xfail until fixed)."""
-    assert (_service(compose, "detection").get("deploy") or {}).get("replicas", 1) == 1
 
 
 def _jaas_users(jaas: str) -> dict[str, str]:

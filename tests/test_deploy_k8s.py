@@ -137,11 +137,11 @@ def test_workers_scale_on_lag_no_further_than_their_partitions(
 ) -> None:
     settings = _settings(objects)
     scaled = _of(objects, "ScaledObject")
-    assert {"alerts-worker", "referrals-worker"} <= set(scaled)
-    # Detection runs as one worker, also during an update (docs/detection.md, "N workers").
-    assert "detection" not in scaled
-    detection = _of(objects, "Deployment")["detection"]["spec"]
-    assert detection["replicas"] == 1 and detection["strategy"] == {"type": "Recreate"}
+    # Detection's workers share the partitions too (docs/detection.md, "N workers").
+    assert {"detection", "alerts-worker", "referrals-worker"} <= set(scaled)
+    assert _of(objects, "Deployment")["detection"]["spec"]["replicas"] >= 2
+    assert scaled["detection"]["spec"]["triggers"][0]["metadata"]["consumerGroup"] == (
+        "lookout-detection")
     for name, obj in scaled.items():
         topic = obj["spec"]["triggers"][0]["metadata"]["topic"]
         partitions = settings.kafka_topic_partitions.get(topic, settings.kafka_partitions)

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from services.detection.app import app as app  # re-exported: `lookout worker detection` runs it
 from services.detection.config import load_config
 from services.detection.novelty import Candidate, Order, Partition, parse_bounds
+from services.detection.offsets import Contiguous
 from services.detection.ordering import EventTimeMerge, Held
 from services.detection.processors import Processor
 from services.detection.tablecache import WriteBehind
@@ -140,6 +141,7 @@ class _Ordered:
         # messages
         self.own: tuple[WriteBehind, ...] = own
         self.merge = EventTimeMerge()
+        self.offsets = Contiguous(app, topic)
         self.lock = asyncio.Lock()
         self.stream: Any = None
         self.last: dict[int, Order] = {}  # per partition, the last message handled
@@ -184,6 +186,8 @@ class _Ordered:
             raw: bytes = event.value if isinstance(event.value, bytes) else \
                 bytes(event.value or b"")
             message = event.message
+            if not await self.offsets.take(message):
+                continue  # fetched before a rebalance, skipped or taken already
             async with self.lock:
                 try:
                     parsed = self.parse(raw)
@@ -252,6 +256,7 @@ class _Ordered:
         partitions = {tp.partition for tp in revoked if tp.topic == self.topic}
         partitions |= {event.message.partition for event in self.unacked}
         self.merge.forget(partitions)
+        self.offsets.forget(partitions)
         for p in partitions:
             self.last.pop(p, None)
         self.epoch += 1
@@ -312,6 +317,7 @@ class _Novelty:
     def __init__(self) -> None:
         self.parts: dict[int, Partition] = {}
         self.unacked: dict[int, deque[list[Any]]] = {}  # per partition: [event, done]
+        self.offsets = Contiguous(app, DETECTION_NOVELTY.name)
         self.stream: Any = None
 
     def _first(self, substance: str) -> Order | None:
@@ -322,8 +328,8 @@ class _Novelty:
         self.stream = stream
         async for event in stream.events():
             message = event.message
-            if not self._current(event):
-                continue  # fetched before a rebalance: delivered again from the commit
+            if not await self.offsets.take(message):
+                continue  # fetched before a rebalance, skipped or taken already
             p = message.partition
             part = self.parts.setdefault(p, Partition(DRUGCHECK_RESULTS.partitions))
             entry = [event, False]
@@ -353,6 +359,11 @@ class _Novelty:
             await self._ack(p)
 
     @staticmethod
+    def partitions() -> list[int]:
+        return [tp.partition for tp in app.consumer.assignment()
+                if tp.topic == DETECTION_NOVELTY.name]
+
+    @staticmethod
     def _current(event: Any) -> bool:
         return bool(event.message.generation_id == app.consumer_generation_id)
 
@@ -369,6 +380,7 @@ class _Novelty:
     def forget(self, revoked: set[TP]) -> None:
         for tp in revoked:
             if tp.topic == DETECTION_NOVELTY.name:
+                self.offsets.forget({tp.partition})
                 self.parts.pop(tp.partition, None)
                 self.unacked.pop(tp.partition, None)
 
@@ -386,6 +398,9 @@ async def release_caught_up() -> None:
     await ordered_results.release()
     await ordered_reports.release()
     await bounds_reporter.report()
+    await ordered_results.offsets.watch(ordered_results.partitions())
+    await ordered_reports.offsets.watch(ordered_reports.partitions())
+    await novelty_stage.offsets.watch(novelty_stage.partitions())
 
 
 async def forget_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:

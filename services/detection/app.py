@@ -13,3 +13,6 @@ keep_changelog_queue_on_resume(app)
 # The tables are in memory: a worker taking a partition over reads its changelog from the
 # start whatever it held, so standby copies would only cost every worker the others' writes.
 app.conf.table_standby_replicas = 0
+# The agents hold messages unacknowledged and need each partition's messages as one
+# unbroken run of offsets (services/detection/offsets.py, shared/faust_patches.py 7-9).
+app.contiguous_offsets = True  # type: ignore[attr-defined]

@@ -95,9 +95,6 @@ def test_one_two_and_three_workers_give_the_signals_of_one(
     _run(tmp_path, level, workers)
 
 
-@pytest.mark.xfail(reason="known bug: a 'never seen anywhere' candidate can be lost when a "
-                   "worker is killed (docs/detection.md, 'N workers'); detection is deployed "
-                   "as one worker until this passes", strict=False)
 @pytest.mark.timeout(600)  # three workers and a rebalance on a loaded 2-core machine
 def test_one_of_three_workers_killed_mid_stream_loses_no_signal(tmp_path: Path) -> None:
     async def feed(workers: list[Worker], bootstrap: str, events: list[Event]) -> None:
