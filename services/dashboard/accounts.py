@@ -1,13 +1,12 @@
 """Officials' accounts: create (a one-time setup link), list, disable, passwords (Argon2
-via pwdlib), TOTP second factor (pyotp), login with throttling and lockout, server-side
-sessions, and the dashboard's audit log.
+via pwdlib), TOTP second factor (pyotp), login with throttling and lockout (its sessions in
+`sessions`), and the dashboard's audit log.
 
 Functions take a session and never commit: the caller's unit of work does.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 import uuid
@@ -23,6 +22,13 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from services.dashboard.account_models import DashboardAudit, DashboardSession, OfficialAccount
+from services.dashboard.sessions import (
+    NewSession,
+    end_session,
+    rotate_session,
+    start_session,
+    token_hash,
+)
 from shared.crypto import derive_key
 from shared.db import utcnow
 from shared.officials import ROLES, Official, in_regions
@@ -47,10 +53,6 @@ def password_hasher(settings: Settings | None = None) -> PasswordHash:
     2-core machine at the recommended ones); any hash verifies whatever the costs, which it
     carries."""
     return _hasher(settings is not None and settings.env == "test")
-
-
-def _sha256(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
 
 
 def _totp_fernet(settings: Settings) -> Any:
@@ -129,7 +131,7 @@ def create(session: Session, settings: Settings, name: str, role: str,
         account.password_hash = password_hasher(settings).hash(password)
     else:
         token = secrets.token_urlsafe(32)
-        account.setup_token_hash = _sha256(token)
+        account.setup_token_hash = token_hash(token)
         account.setup_expires_at = utcnow() + timedelta(hours=settings.dashboard_setup_link_hours)
         setup_url = f"{dashboard_url(settings)}/setup/{token}"
     session.add(account)
@@ -161,7 +163,7 @@ def disable(session: Session, name: str) -> OfficialAccount:
 
 def account_for_setup(session: Session, token: str) -> OfficialAccount:
     account = session.scalar(select(OfficialAccount).where(
-        OfficialAccount.setup_token_hash == _sha256(token)))
+        OfficialAccount.setup_token_hash == token_hash(token)))
     if account is None or account.disabled_at is not None or \
             account.setup_expires_at is None or account.setup_expires_at <= utcnow():
         raise ProblemError(404, "Not found", "This setup link is unknown, used or expired.")
@@ -301,64 +303,6 @@ def authenticate(session: Session, settings: Settings, name: str, password: str,
     account.failed_logins = 0
     account.locked_until = None
     return account
-
-
-@dataclass(frozen=True)
-class NewSession:
-    token: str  # for the cookie; only its hash is stored
-    row: DashboardSession
-
-
-def start_session(session: Session, settings: Settings, account: OfficialAccount,
-                  second_factor_ok: bool) -> NewSession:
-    token = secrets.token_urlsafe(32)
-    now = utcnow()
-    row = DashboardSession(
-        token_hash=_sha256(token), official_id=account.id,
-        csrf_token=secrets.token_urlsafe(32), second_factor_ok=second_factor_ok,
-        created_at=now, last_seen_at=now,
-        expires_at=now + timedelta(hours=settings.dashboard_session_absolute_hours))
-    session.add(row)
-    session.flush()
-    return NewSession(token, row)
-
-
-SEEN_WRITE_INTERVAL = timedelta(seconds=30)  # last_seen_at is written at most this often
-
-
-def find_session(session: Session, settings: Settings,
-                 token: str | None) -> tuple[DashboardSession, OfficialAccount] | None:
-    """The live session of this cookie and its account, or None (unknown, ended, idle
-    longer than LOOKOUT_DASHBOARD_SESSION_IDLE_MINUTES, past its absolute expiry, or the
-    account disabled). Using it counts as activity."""
-    if not token:
-        return None
-    row = session.get(DashboardSession, _sha256(token))
-    if row is None or row.ended_at is not None:
-        return None
-    now = utcnow()
-    idle = timedelta(minutes=settings.dashboard_session_idle_minutes)
-    account = session.get(OfficialAccount, row.official_id)
-    if row.expires_at <= now or row.last_seen_at + idle <= now or account is None or \
-            account.disabled_at is not None:
-        row.ended_at = now
-        return None
-    if now - row.last_seen_at >= SEEN_WRITE_INTERVAL:
-        row.last_seen_at = now
-    return row, account
-
-
-def end_session(session: Session, row: DashboardSession) -> None:
-    row.ended_at = utcnow()
-
-
-def rotate_session(session: Session, settings: Settings, row: DashboardSession,
-                   account: OfficialAccount) -> NewSession:
-    """A new session id once the second factor is given (no fixation across the step)."""
-    end_session(session, row)
-    new = start_session(session, settings, account, second_factor_ok=True)
-    new.row.expires_at = row.expires_at
-    return new
 
 
 def sign_in(session: Session, settings: Settings, name: str, password: str,

@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from markupsafe import Markup
 
-from services.dashboard import accounts
+from services.dashboard import accounts, sessions
 from services.dashboard.security import (
     LOGIN_CSRF_COOKIE,
     PageError,
@@ -132,7 +132,7 @@ def logout(request: Request, session: DbSession, settings: AppSettings,
            csrf_token: Annotated[str, Form()] = "") -> Response:
     signed = signed_in_any_factor(request, session, settings)
     check_csrf(signed, csrf_token)
-    accounts.end_session(session, signed.session)
+    sessions.end_session(session, signed.session)
     accounts.audit(session, signed.account.name, "logout", official_id=signed.account.id,
                    client=client_address(request))
     return _signed_out(settings)

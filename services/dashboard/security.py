@@ -20,7 +20,7 @@ from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from markupsafe import Markup
 
-from services.dashboard import accounts
+from services.dashboard import accounts, sessions
 from services.dashboard.account_models import DashboardSession, OfficialAccount
 from shared.officials import Official
 from shared.ratelimit import KeyedRateLimiter
@@ -89,7 +89,7 @@ def _login_redirect(request: Request) -> Redirect:
 def signed_in_any_factor(request: Request, session: DbSession,
                          settings: AppSettings) -> SignedIn:
     """The session's official even before the second factor (for the TOTP pages)."""
-    found = accounts.find_session(session, settings, request.cookies.get(SESSION_COOKIE))
+    found = sessions.find_session(session, settings, request.cookies.get(SESSION_COOKIE))
     if found is None:
         raise _login_redirect(request)
     row, account = found

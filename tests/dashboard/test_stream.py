@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.dashboard import accounts, stream
+from services.dashboard import accounts, sessions, stream
 from services.dashboard.api import app
 from services.dashboard.consumer import apply_batch
 from services.dashboard.security import SESSION_COOKIE
@@ -55,7 +55,7 @@ def test_the_stream_requires_a_signed_in_official(base_url: str, db_url: str,
     settings = Settings(env="test", database_url=db_url, var_dir=tmp_path / "var")
     with session_scope(db_url) as session:
         new = accounts.create(session, settings, "ann", "viewer", "*", with_password=True)
-        token = accounts.start_session(session, settings, new.account, True).token
+        token = sessions.start_session(session, settings, new.account, True).token
     with httpx.stream("GET", f"{base_url}/stream", timeout=20,
                       cookies={SESSION_COOKIE: token}) as response:
         assert response.status_code == 200
