@@ -12,36 +12,32 @@ docs/detection.md, "N workers".
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from faust import current_event
 from faust.types import TP
-from pydantic import ValidationError
 
 from services.detection.app import app as app  # re-exported: `lookout worker detection` runs it
 from services.detection.config import load_config
 from services.detection.novelty import Candidate, Order, Partition, parse_bounds
 from services.detection.offsets import Contiguous
-from services.detection.ordering import EventTimeMerge, Held
+from services.detection.ordered import OrderedSource
 from services.detection.processors import Processor
 from services.detection.tablecache import WriteBehind
 from services.detection.tables import Tables
 from shared.events import DrugCheckResultV1, OverdoseReportV1
-from shared.faust_patches import bind_current_event, committed_offset, write_table
+from shared.faust_patches import bind_current_event, committed_offset
 from shared.settings import get_settings
-from shared.streams import dead_letter, handle_with_retries
 from shared.topics import DETECTION_NOVELTY, DRUGCHECK_RESULTS, OVERDOSE_REPORTS, SIGNALS, Topic
 
 log = logging.getLogger(__name__)
 RELEASE_INTERVAL = 0.2  # s between checks for held messages a caught-up partition freed
 BOUNDS_INTERVAL = 1.0  # s between bounds reports to the novelty stage (sooner after a forward)
-FLUSH_EVERY = 1000  # messages handled before their table writes are flushed and acknowledged
 
 
 def _raw_topic(name: str, partitions: int, internal: bool = False) -> Any:
@@ -120,155 +116,11 @@ processor.committed_reports = _Committed(OVERDOSE_REPORTS)
 processor.committed_results = _Committed(DRUGCHECK_RESULTS)
 
 
-class _Ordered:
-    """One agent's source topic consumed in event-time order (`ordering.EventTimeMerge`):
-    messages are held, handled when no partition of this worker can still bring an older
-    one, and acknowledged in offset order once handled and their table writes flushed.
-
-    The flush is per batch: after `FLUSH_EVERY` messages, or at the next timer tick
-    (`RELEASE_INTERVAL`), whichever comes first. A key written by many messages of a batch
-    is one changelog write; every write still goes to the changelog partition of its own
-    message (`WriteBehind`), and a commit covers only flushed messages. A rebalance drops
-    what a batch held (`forget`): its messages were not acknowledged and are delivered
-    again."""
-
-    def __init__(self, topic: str, agent: str, parse: Callable[[bytes], Any],
-                 at: Callable[[Any], float], handle: Callable[[Any, int, int], Awaitable[None]],
-                 dlq: Any, own: tuple[Any, ...]) -> None:
-        self.topic, self.agent, self.parse, self.at = topic, agent, parse, at
-        self.handle, self.dlq = handle, dlq
-        # the tables this agent writes: it writes only those, before acknowledging its own
-        # messages
-        self.own: tuple[WriteBehind, ...] = own
-        self.merge = EventTimeMerge()
-        self.offsets = Contiguous(app, topic)
-        self.lock = asyncio.Lock()
-        self.stream: Any = None
-        self.last: dict[int, Order] = {}  # per partition, the last message handled
-        self.unacked: list[Any] = []  # events handled, acknowledged after the next flush
-        self.epoch = 0  # rebalances seen (a batch of an earlier epoch is dropped)
-        self._partitions: list[int] | None = None  # of the current assignment
-
-    def bounds(self) -> dict[str, list[Any]]:
-        """Per partition owned: [time, id of the last message handled (None, None before
-        any), caught up (nothing held, nothing more to fetch)]."""
-        out: dict[str, list[Any]] = {}
-        for p in self.partitions():
-            at, event_id = self.last.get(p, (None, None))
-            caught_up = not self.merge.holds(p) and self.caught_up(p, self.merge.next_offset(p))
-            out[str(p)] = [at, event_id, caught_up]
-        return out
-
-    def partitions(self) -> list[int]:
-        if self._partitions is None:  # faust builds the assignment anew on every call
-            self._partitions = [tp.partition for tp in app.consumer.assignment()
-                                if tp.topic == self.topic]
-        return self._partitions
-
-    def assigned(self) -> None:
-        self._partitions = None
-
-    def caught_up(self, partition: int, next_offset: int | None) -> bool:
-        tp = TP(self.topic, partition)
-        try:
-            highwater = app.consumer.highwater(tp)
-        except Exception:  # not fetched yet
-            return False
-        if highwater is None:
-            return False
-        if next_offset is None:
-            next_offset = committed_offset(app.consumer, tp) or 0
-        return next_offset >= highwater
-
-    async def run(self, stream: Any) -> None:
-        self.stream = stream
-        async for event in stream.events():
-            raw: bytes = event.value if isinstance(event.value, bytes) else \
-                bytes(event.value or b"")
-            message = event.message
-            if not await self.offsets.take(message):
-                continue  # fetched before a rebalance, skipped or taken already
-            async with self.lock:
-                try:
-                    parsed = self.parse(raw)
-                except (ValidationError, ValueError) as exc:
-                    await dead_letter(self.dlq, message, raw, f"undecodable: {exc}",
-                                      "detection", self.agent)
-                    self.merge.skip(message.partition, message.offset, event)
-                else:
-                    self.merge.add(Held(self.at(parsed), str(parsed.event_id),
-                                        message.partition, message.offset, parsed, event))
-                await self._release()
-
-    async def release(self) -> None:
-        """Handle what became ready without a new message (a partition caught up), and
-        flush what is held."""
-        if (len(self.merge) or self.unacked) and self.stream is not None:
-            async with self.lock:
-                await self._release(flush=True)
-
-    async def _release(self, flush: bool = False) -> None:
-        epoch = self.epoch
-        for held in self.merge.ready(self.partitions(), self.caught_up):
-            event = held.event
-            if held.item is not None:
-                bind_current_event(event)  # table writes and sends belong to it
-                raw = event.value if isinstance(event.value, bytes) else \
-                    bytes(event.value or b"")
-                await handle_with_retries(event.message, raw, held.item, service="detection",
-                                          agent=self.agent, handle=self._handle(held),
-                                          dlq=self.dlq)
-                if self.epoch != epoch:
-                    # a rebalance while it was handled: what it wrote since `forget` goes
-                    # too (the rest of `ready` was of the old assignment)
-                    self.forget_batch()
-                    return
-                self.last[held.partition] = (held.at, held.tiebreak)
-            if event is not None:
-                self.unacked.append(event)
-        if self.unacked and (flush or len(self.unacked) >= FLUSH_EVERY):
-            await self._flush()
-
-    def _handle(self, held: Held) -> Callable[[Any], Awaitable[None]]:
-        async def handle(parsed: Any) -> None:
-            await self.handle(parsed, held.partition, held.offset)
-        return handle
-
-    async def _flush(self) -> None:
-        """The held table writes, each to its own message's changelog partition, then,
-        once the broker has them, the acknowledgements (in offset order per partition: the
-        merge gives each partition's messages so)."""
-        sent = [await write_table(table.table, key, value, partition)
-                for table in self.own for key, value, partition in table.take()]
-        await asyncio.gather(*sent)
-        for event in self.unacked:
-            await self.stream.ack(event)
-        self.unacked.clear()
-
-    def forget_batch(self) -> None:
-        tables.forget(self.own)
-        self.unacked.clear()
-
-    def forget(self, revoked: set[TP]) -> None:
-        """A rebalance: what is held of the revoked partitions is dropped, and so is the
-        batch not yet flushed (of any partition: after the rebalance every partition is
-        read again from its committed offset)."""
-        partitions = {tp.partition for tp in revoked if tp.topic == self.topic}
-        partitions |= {event.message.partition for event in self.unacked}
-        self.merge.forget(partitions)
-        self.offsets.forget(partitions)
-        for p in partitions:
-            self.last.pop(p, None)
-        self.epoch += 1
-        self._partitions = None
-        self.forget_batch()
-
-
-ordered_results = _Ordered(DRUGCHECK_RESULTS.name, "contamination",
+ordered_results = OrderedSource(DRUGCHECK_RESULTS.name, "contamination",
                            DrugCheckResultV1.model_validate_json,
                            lambda r: r.collected_at.timestamp(), processor.on_result,
                            results_dlq, tables.of_results())
-ordered_reports = _Ordered(OVERDOSE_REPORTS.name, "spikes",
+ordered_reports = OrderedSource(OVERDOSE_REPORTS.name, "spikes",
                            OverdoseReportV1.model_validate_json,
                            lambda r: r.occurred_at.timestamp(), processor.on_report,
                            reports_dlq, tables.of_reports())
