@@ -114,6 +114,9 @@ class ChangeHub:
                 await asyncio.sleep(self.interval)
 
 
+Subscribed = tuple["asyncio.Queue[tuple[int, str, str] | None]", int]
+
+
 def hub_of(request: Request) -> ChangeHub:
     state = request.app.state
     if getattr(state, "change_hub", None) is None:
@@ -128,8 +131,9 @@ def sse(row: tuple[int, str, str]) -> bytes:
         .encode()
 
 
-async def _events(request: Request, hub: ChangeHub, after: int | None) -> AsyncIterator[bytes]:
-    queue, live_from = await hub.subscribe()
+async def _events(request: Request, hub: ChangeHub, subscribed: Subscribed,
+                  after: int | None) -> AsyncIterator[bytes]:
+    queue, live_from = subscribed
     try:
         yield b"retry: 2000\n\n"
         if after is not None and after < live_from:  # what the client missed
@@ -168,7 +172,10 @@ async def stream(request: Request, official: Official,
     resume = after
     if last_event_id and last_event_id.isdigit():
         resume = int(last_event_id)
-    return StreamingResponse(_events(request, hub_of(request), resume),
+    hub = hub_of(request)
+    # subscribed before the headers go out: a change made once the client has them is sent
+    subscribed = await hub.subscribe()
+    return StreamingResponse(_events(request, hub, subscribed, resume),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
